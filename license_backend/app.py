@@ -1,0 +1,90 @@
+"""The license backend's app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import Counter
+
+from license_backend import keys
+from license_backend.catalog import views as catalog_views
+from license_backend.catalog.service import Catalog
+from license_backend.definitions import views as definition_views
+from license_backend.definitions.service import SiteDirectory
+from license_backend.lef import views as lef_views
+from license_backend.settings import LbsSettings
+from license_backend.signing import views as signing_views
+from license_backend.signing.keyring import KeyRing
+from license_backend.usage import views as usage_views
+from shared.db import create_pool
+from shared.web import endpoints
+from shared.web.app_base import new_app
+from shared.web.observability import METRICS_KEY, READINESS_KEY
+
+
+class MissingEncryptionKey(RuntimeError):
+    """Raised when the service is started without LBS_KEY_ENCRYPTION_KEY."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "LBS_KEY_ENCRYPTION_KEY is not set. Make one with: python -c "
+            '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        )
+
+
+def create_app(settings: LbsSettings) -> web.Application:
+    """Build the license backend app; nothing touches the network until it starts."""
+    if settings.key_encryption_key is None:
+        raise MissingEncryptionKey()
+    app = new_app("License backend")
+    app[keys.SETTINGS] = settings
+    app[keys.DEFINITIONS_SERVED] = Counter(
+        "lbs_definitions_served_total",
+        "Signed definitions served, by status (200 full, 304 not modified).",
+        ["status"],
+        registry=app[METRICS_KEY].registry,
+    )
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_signing)
+    for table in (
+        signing_views.ENDPOINTS,
+        definition_views.ENDPOINTS,
+        usage_views.ENDPOINTS,
+        lef_views.ENDPOINTS,
+        catalog_views.ENDPOINTS,
+    ):
+        endpoints.install(app, table)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    pool = await create_pool(settings.database_url, settings.db_pool_max_size)
+    app[keys.POOL] = pool
+
+    async def database_ok() -> bool:
+        return await pool.fetchval("SELECT 1", timeout=2) == 1
+
+    app[READINESS_KEY].required["database"] = database_ok
+    yield
+    await pool.close()
+
+
+async def _signing(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    assert settings.key_encryption_key is not None
+    keyring = KeyRing(settings.key_encryption_key.get_secret_value().encode())
+    async with app[keys.POOL].acquire() as conn:
+        await keyring.ensure_key(conn)
+    app[keys.KEYRING] = keyring
+    issuer, ttl = settings.public_url, settings.definition_ttl_seconds
+    app[keys.SITES] = SiteDirectory(app[keys.POOL], keyring, issuer, ttl)
+    app[catalog_views.CATALOG] = Catalog(
+        app[keys.POOL],
+        keyring,
+        issuer=issuer,
+        ttl=ttl,
+        secret=settings.control_secret.get_secret_value(),
+    )
+    yield

@@ -1,0 +1,39 @@
+-- name: insert_license
+INSERT INTO licenses (
+    number, control, owner, organization, product, professional, analyzer, tokens,
+    analyzer_minutes, valid_from, valid_to, subscription, elastic, cloud_services,
+    overage_professional, overage_analyzer, overage_analyzer_time
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (number) DO NOTHING
+RETURNING *;
+
+-- name: get_license
+SELECT * FROM licenses WHERE number = $1;
+
+-- name: get_license_for_update
+SELECT * FROM licenses WHERE number = $1 FOR UPDATE;
+
+-- name: list_licenses
+-- Keyset paging on (created_at, number); the cursor is the last number of the page.
+SELECT * FROM licenses
+WHERE $1::text IS NULL
+   OR (created_at, number) > (SELECT created_at, number FROM licenses WHERE number = $1)
+ORDER BY created_at, number
+LIMIT $2;
+
+-- name: update_license
+UPDATE licenses SET
+    owner = $2, organization = $3, product = $4, professional = $5, analyzer = $6,
+    tokens = $7, analyzer_minutes = $8, valid_from = $9, valid_to = $10, blacklisted = $11,
+    subscription = $12, elastic = $13, cloud_services = $14, overage_professional = $15,
+    overage_analyzer = $16, overage_analyzer_time = $17, ver = ver + 1, updated_at = now()
+WHERE number = $1
+RETURNING *;
+
+-- name: insert_key
+INSERT INTO license_keys (jti, license_number) VALUES ($1, $2);
+
+-- name: revoke_other_keys
+UPDATE license_keys SET revoked_at = now()
+WHERE license_number = $1 AND jti <> $2 AND revoked_at IS NULL;
+

@@ -1,0 +1,127 @@
+"""Catalog use cases; each owns its transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from license_backend.catalog import repository as repo
+from license_backend.catalog.models import (
+    IssuedKey,
+    License,
+    LicenseCreate,
+    LicensePage,
+    LicensePatch,
+    LicenseWithKey,
+)
+from license_backend.definitions.service import ensure_definition, issue_license_key
+from license_backend.signing.keyring import KeyRing
+from shared.web.errors import ApiError, NotFound, ValidationFailed
+
+
+class LicenseNotFound(NotFound):
+    code, message = "LicenseNotFound", "No license with that number."
+
+
+def control_number(serial: str, secret: str) -> str:
+    """Derive the 5-digit control number of a serial with a keyed hash."""
+    digest = hmac.new(secret.encode(), serial.encode(), hashlib.sha256).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 100_000:05d}"
+
+
+def _new_number() -> str:
+    return f"{secrets.randbelow(10**16):016d}"
+
+
+class Catalog:
+    """The vendor's catalog of licenses and the keys issued for them."""
+
+    def __init__(self, pool: asyncpg.Pool, keyring: KeyRing, *, issuer: str, ttl: int, secret: str):
+        self.pool = pool
+        self.keyring = keyring
+        self.issuer = issuer
+        self.ttl = ttl
+        self.secret = secret
+
+    async def create(self, body: LicenseCreate) -> LicenseWithKey:
+        """Create a license with a fresh number, its first key and its first definition."""
+        valid_from = body.valid_from or datetime.now(UTC).date()
+        if body.valid_to is not None and body.valid_to < valid_from:
+            raise ValidationFailed(details=[{"field": "validTo", "problem": "before validFrom"}])
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = None
+            while row is None:  # a clash of 16 random digits is rare; just draw again
+                number = _new_number()
+                control = control_number(number, self.secret)
+                row = await repo.insert_license(conn, number, control, body, valid_from)
+            key, jti = issue_license_key(self.keyring, number, self.issuer)
+            await repo.insert_key(conn, jti, number)
+            await ensure_definition(conn, self.keyring, number, issuer=self.issuer, ttl=self.ttl)
+        return LicenseWithKey(**repo.to_license(row).model_dump(), key=key)
+
+    async def get(self, number: str) -> License:
+        """Return one license."""
+        row = await repo.get_license(self.pool, number)  # type: ignore[arg-type]
+        if row is None:
+            raise LicenseNotFound()
+        return repo.to_license(row)
+
+    async def list(self, after: str | None, limit: int) -> LicensePage:
+        """Return one page of licenses, oldest first."""
+        rows = await repo.list_licenses(self.pool, after, limit + 1)  # type: ignore[arg-type]
+        items = [repo.to_license(r) for r in rows[:limit]]
+        next_cursor = items[-1].number if len(rows) > limit else None
+        return LicensePage(items=items, next=next_cursor)
+
+    async def patch(self, number: str, body: LicensePatch) -> License:
+        """Apply the given fields; `ver` moves only when something actually changed."""
+        changes = body.model_dump(exclude_unset=True)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await repo.get_license(conn, number, for_update=True)
+            if row is None:
+                raise LicenseNotFound()
+            current = {c: row[c] for c in repo.EDITABLE}
+            merged = {**current, **_columns(changes)}
+            if merged["valid_to"] is not None and merged["valid_to"] < merged["valid_from"]:
+                raise ValidationFailed(details=[{"field": "validTo", "problem": "before validFrom"}])
+            if merged != current:
+                row = await repo.update_license(conn, number, merged)
+        return repo.to_license(row)
+
+    async def issue_key(self, number: str, revoke_others: bool) -> IssuedKey:
+        """Issue another signed key; optionally revoke every other key of the license."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await repo.get_license(conn, number, for_update=True) is None:
+                raise LicenseNotFound()
+            key, jti = issue_license_key(self.keyring, number, self.issuer)
+            await repo.insert_key(conn, jti, number)
+            revoked = await repo.revoke_other_keys(conn, number, jti) if revoke_others else 0
+        return IssuedKey(key=key, jti=str(jti), revoked=revoked)
+
+    async def refresh(self, number: str) -> int:
+        """Re-derive the license's definition now and return its version."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            definition = await ensure_definition(
+                conn, self.keyring, number, issuer=self.issuer, ttl=self.ttl
+            )
+        return definition.ver
+
+
+def _columns(changes: dict[str, Any]) -> dict[str, Any]:
+    """Map API fields of a PATCH to column values."""
+    columns = {k: v for k, v in changes.items() if k != "overage"}
+    overage = changes.get("overage")
+    if overage is not None:
+        columns["overage_professional"] = overage["professional"]
+        columns["overage_analyzer"] = overage["analyzer"]
+        columns["overage_analyzer_time"] = overage["analyzer_time"]
+    if "overage" in changes and overage is None or any(
+        v is None and k not in ("valid_to",) for k, v in columns.items()
+    ):
+        raise ApiError("Only validTo may be set to null.", code="ValidationFailed")
+    return columns

@@ -1,0 +1,152 @@
+"""`license-backend`: serve, migrate, and the vendor's admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+import uuid
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+
+from license_backend.app import MissingEncryptionKey, create_app
+from license_backend.auth import ADMIN_TOKEN_PREFIX, hash_token
+from license_backend.catalog.models import LicenseCreate
+from license_backend.catalog.service import Catalog
+from license_backend.settings import LbsSettings
+from license_backend.signing.keyring import KeyRing
+from shared.cli import add_settings_flags, emit, run_until_stopped, secret, settings_from_args
+from shared.logging import configure_logging
+from shared.migrations import apply_migrations
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of `license-backend`."""
+    common = argparse.ArgumentParser(add_help=False)
+    add_settings_flags(common, LbsSettings)
+    common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser = argparse.ArgumentParser(prog="license-backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", parents=[common], help="run the HTTP service")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations")
+    sub.add_parser("migrate", parents=[common], help="apply migrations and exit")
+    token = sub.add_parser("admin-token", help="admin API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create_token = token.add_parser("create", parents=[common], help="print a new admin token")
+    create_token.add_argument("--name", required=True)
+    lic = sub.add_parser("license", help="catalog licenses").add_subparsers(
+        dest="action", required=True
+    )
+    create = lic.add_parser("create", parents=[common], help="create a license")
+    create.add_argument("--owner", required=True)
+    create.add_argument("--organization", required=True)
+    create.add_argument("--professional", type=int, required=True)
+    create.add_argument("--analyzer", type=int, required=True)
+    create.add_argument("--tokens", type=int, default=0)
+    create.add_argument("--analyzer-minutes", type=int, default=0)
+    create.add_argument("--valid-to", type=date.fromisoformat, default=None)
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("rotate", parents=[common], help="add a new current signing key")
+    return parser
+
+
+async def create_admin_token(settings: LbsSettings, name: str) -> str:
+    """Store the hash of a new admin token and return the token."""
+    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO admin_tokens (id, name, token_hash) VALUES ($1, $2, $3)",
+            uuid.uuid4(),
+            name,
+            hash_token(token),
+        )
+    finally:
+        await conn.close()
+    return token
+
+
+async def _keyring(settings: LbsSettings, conn: asyncpg.Connection) -> KeyRing:
+    if settings.key_encryption_key is None:
+        raise MissingEncryptionKey()
+    keyring = KeyRing(secret(settings.key_encryption_key).encode())
+    await keyring.ensure_key(conn)
+    return keyring
+
+
+async def _run(args: argparse.Namespace, settings: LbsSettings) -> int:
+    if args.command == "serve":
+        app = create_app(settings)
+        if not args.no_migrate:
+            await apply_migrations(settings.database_url, MIGRATIONS)
+        await run_until_stopped(app, settings.host, settings.port)
+        return 0
+    await apply_migrations(settings.database_url, MIGRATIONS)
+    if args.command == "migrate":
+        emit({"migrated": True}, args.json, "migrations applied")
+    elif args.command == "admin-token":
+        token = await create_admin_token(settings, args.name)
+        emit({"name": args.name, "token": token}, args.json, token)
+    elif args.command == "keys":
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            kid = await (await _keyring(settings, conn)).rotate(conn)
+        finally:
+            await conn.close()
+        emit({"kid": kid}, args.json, f"new current signing key: {kid}")
+    elif args.command == "license":
+        await _create_license(args, settings)
+    return 0
+
+
+async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> None:
+    body = LicenseCreate(
+        owner=args.owner,
+        organization=args.organization,
+        professional=args.professional,
+        analyzer=args.analyzer,
+        tokens=args.tokens,
+        analyzer_minutes=args.analyzer_minutes,
+        valid_to=args.valid_to,
+    )
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            keyring = await _keyring(settings, conn)
+        catalog = Catalog(
+            pool,
+            keyring,
+            issuer=settings.public_url,
+            ttl=settings.definition_ttl_seconds,
+            secret=secret(settings.control_secret),
+        )
+        created = await catalog.create(body)
+    finally:
+        await pool.close()
+    text = f"serial:  {created.number}\ncontrol: {created.control}\nkey:     {created.key}"
+    emit(created.dump(), args.json, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `license-backend` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(LbsSettings, args)
+        configure_logging(settings.log_format)
+        return asyncio.run(_run(args, settings))
+    except MissingEncryptionKey as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

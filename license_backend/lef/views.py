@@ -1,0 +1,92 @@
+"""The public LEF server, rate-limited per client address."""
+
+from __future__ import annotations
+
+import hmac
+import math
+from pathlib import Path
+
+import asyncpg
+import structlog
+from aiohttp import web
+from pydantic import Field
+
+from license_backend.catalog import repository as catalog
+from license_backend.keys import KEYRING, POOL, SETTINGS
+from shared import lef
+from shared.models import ApiModel
+from shared.sql import Queries
+from shared.web.endpoints import Endpoint
+from shared.web.errors import ApiError, NotFound
+from shared.web.requests import read_query
+
+log = structlog.get_logger(__name__)
+q = Queries(Path(__file__).with_name("queries.sql"))
+
+
+class LefQuery(ApiModel):
+    """Query of `GET /v1/lef`; `user` and `org` are only logged."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    serial: str = Field(min_length=1, max_length=64)
+    control: str = Field(min_length=1, max_length=16)
+    user: str | None = Field(default=None, max_length=200)
+    org: str | None = Field(default=None, max_length=200)
+
+
+class LefNotFound(NotFound):
+    code, message = "LefNotFound", "No LEF for that serial and control number."
+
+
+async def check_rate_limit(pool: asyncpg.Pool, address: str, per_minute: int) -> None:
+    """Count this request for the address; 429 when the last minute already holds the limit."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(q.lock_address, address)
+        row = await conn.fetchrow(q.prune_and_count, address)
+        if row["n"] >= per_minute:
+            wait = max(1, math.ceil(float(row["wait_seconds"] or 60)))
+            raise ApiError(
+                "Too many LEF requests; try again later.",
+                status=429,
+                code="RateLimited",
+                headers={"Retry-After": str(wait)},
+            )
+        await conn.execute(q.record_request, address)
+
+
+async def get_lef(request: web.Request) -> web.Response:
+    """Serve the LEF of a license to whoever knows its serial and control number."""
+    app = request.app
+    address = request.remote or "unknown"
+    await check_rate_limit(app[POOL], address, app[SETTINGS].lef_rate_limit_per_minute)
+    query = read_query(request, LefQuery)
+    try:
+        serial = lef.normalize_serial(query.serial)
+    except lef.LefError:
+        raise LefNotFound() from None
+    row = await catalog.get_license(app[POOL], serial)  # type: ignore[arg-type]
+    if row is None or not hmac.compare_digest(row["control"], query.control.strip()):
+        log.info("lef_refused", serial_suffix=serial[-4:], user=query.user, org=query.org)
+        raise LefNotFound()
+    content = lef.LefContent(
+        serial=row["number"],
+        owner=row["owner"],
+        organization=row["organization"],
+        valid_to=row["valid_to"],
+        professional=row["professional"],
+        analyzer=row["analyzer"],
+        tokens=row["tokens"],
+        analyzer_minutes=row["analyzer_minutes"],
+        overage=row["overage_professional"] and row["overage_analyzer"],
+    )
+    kid, key = app[KEYRING].current_key()
+    text = lef.write_lef(content, control=row["control"], private_key=key, kid=kid)
+    log.info("lef_served", license=row["number"], user=query.user, org=query.org)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/v1/lef", get_lef, "Download the LEF of a license", query=LefQuery,
+             errors=(400, 404, 429), response_media_type="text/plain", tags=("public",)),
+]

@@ -1,0 +1,43 @@
+"""License backend settings (`LBS_` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from shared.settings import ServiceSettings, comma_list
+
+
+class LbsSettings(ServiceSettings):
+    """Everything the license backend reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LBS_", extra="ignore", frozen=True)
+
+    port: int = Field(default=9200, ge=0, le=65535, description="TCP port to listen on.")
+    public_url: str = Field(
+        default="http://127.0.0.1:9200",
+        description="The backend's public URL; the `iss` of everything it signs.",
+    )
+    admin_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated admin tokens accepted besides the stored ones (dev, tests).",
+    )
+    definition_ttl_seconds: int = Field(
+        default=30 * 24 * 3600,
+        ge=60,
+        description="Offline grace horizon written into each definition as `exp`.",
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts signing keys at rest (required to serve).",
+    )
+    control_secret: SecretStr = Field(
+        default=SecretStr("dev-control-secret"),
+        description="Secret of the keyed hash that derives control numbers from serials.",
+    )
+    lef_rate_limit_per_minute: int = Field(
+        default=10, ge=1, description="LEF requests allowed per client address per minute."
+    )
+
+    _split_admin_tokens = comma_list("admin_tokens")

@@ -1,0 +1,56 @@
+"""`/qrs/auditlog`: read the log and prove its chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from repository_service.audit.log import row_entry, verify
+from repository_service.auth import READ_ROLES, require_roles
+from repository_service.keys import POOL
+from shared.models import ApiModel
+from shared.web.endpoints import Endpoint
+from shared.web.requests import read_query
+
+
+class AuditQuery(ApiModel):
+    """Paging of the audit log."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    after: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def _item(row: Any) -> dict[str, Any]:
+    return {**row_entry(row), "prevHash": row["prev_hash"], "hash": row["hash"]}
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """Return audit entries after a sequence number."""
+    require_roles(request, READ_ROLES)
+    query = read_query(request, AuditQuery)
+    rows = await request.app[POOL].fetch(
+        "SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        query.after, query.limit + 1,
+    )
+    items = [_item(r) for r in rows[: query.limit]]
+    next_seq = items[-1]["seq"] if len(rows) > query.limit else None
+    return web.json_response({"items": items, "next": next_seq})
+
+
+async def verify_audit(request: web.Request) -> web.Response:
+    """Recompute the hash chain."""
+    require_roles(request, READ_ROLES)
+    async with request.app[POOL].acquire() as conn:
+        return web.json_response(await verify(conn))
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/qrs/auditlog", list_audit, "Audit log entries", query=AuditQuery,
+             auth="caller", errors=(400, 403), tags=("audit",)),
+    Endpoint("GET", "/qrs/auditlog/verify", verify_audit, "Verify the audit hash chain",
+             auth="caller", errors=(403,), tags=("audit",)),
+]

@@ -1,0 +1,176 @@
+"""Caller identity for `/qrs/`: the xrfkey check, bearer tokens from trusted issuers, and
+users created on first call. Roles come from the user store, never from the token."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from repository_service.settings import QrsSettings
+from repository_service.users import repository as users
+from shared import jose
+from shared.web.errors import Forbidden, Unauthorized
+from shared.web.observability import USER_KEY
+
+_XRFKEY = re.compile(r"^[0-9A-Za-z]{16}$")
+XRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
+CALLER_TYP = frozenset({None, "JWT"})
+# Roles are re-read this often at most, so the hot path does not query for every request.
+CALLER_CACHE_SECONDS = 2.0
+MAX_CACHED = 20_000
+
+ROLE_ROOT = "RootAdmin"
+WRITE_ROLES = frozenset({"RootAdmin", "DeploymentAdmin"})
+READ_ROLES = WRITE_ROLES | {"AuditAdmin", "ContentAdmin", "SecurityAdmin"}
+PROXY_ROLES = frozenset({"ProxyService", "RootAdmin"})
+KNOWN_ROLES = READ_ROLES | {"ProxyService"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated user behind a request."""
+
+    id: Any
+    user_directory: str
+    user_id: str
+    roles: frozenset[str]
+    inactive: bool
+    read_at: float
+
+    @property
+    def display(self) -> str:
+        """Return `DIR\\user`."""
+        return f"{self.user_directory}\\{self.user_id}"
+
+    def has_any(self, roles: frozenset[str]) -> bool:
+        """Tell whether the caller holds one of `roles`."""
+        return bool(self.roles & roles)
+
+
+class XrfkeyMismatch(Forbidden):
+    code, message = "XrfkeyMismatch", XRF_MESSAGE
+
+
+def check_xrfkey(request: web.Request) -> None:
+    """Require the same 16-character xrfkey in the query and the header."""
+    query_key = request.query.get("xrfkey", "")
+    header_key = request.headers.get("X-Qlik-Xrfkey", "")
+    if not _XRFKEY.match(query_key) or query_key != header_key:
+        raise XrfkeyMismatch()
+
+
+class CallerDirectory:
+    """Verifies caller tokens and maps them to users of the store, with a short cache."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, keys: Mapping[str, Ed25519PublicKey], settings: QrsSettings
+    ) -> None:
+        self._pool = pool
+        self._keys = keys
+        self._issuers = set(settings.auth_issuers)
+        self._audience = settings.auth_audience
+        self.xrfkey_required = settings.xrfkey_required
+        self._tokens: dict[str, tuple[str, str, float]] = {}
+        self._callers: dict[tuple[str, str], Caller] = {}
+
+    def forget(self) -> None:
+        """Drop cached callers (after a change of roles or users)."""
+        self._callers.clear()
+
+    def verify(self, token: str) -> tuple[str, str]:
+        """Return (userDirectory, userId) of a valid caller token, or raise 401."""
+        cached = self._tokens.get(token)
+        if cached is not None and cached[2] > time.time():
+            return cached[0], cached[1]
+        try:
+            claims = jose.verify(
+                token,
+                self._keys,
+                typ=CALLER_TYP,
+                audience=self._audience,
+                required=("iss", "aud", "exp", "userDirectory", "userId"),
+            )
+        except jose.TokenInvalid as exc:
+            raise Unauthorized("The bearer token is not valid.", details={"reason": exc.reason})
+        if claims["iss"] not in self._issuers:
+            raise Unauthorized("The token's issuer is not trusted.")
+        directory, user_id = claims["userDirectory"], claims["userId"]
+        if not _valid_name(directory) or not _valid_name(user_id):
+            raise Unauthorized("userDirectory and userId must be non-empty text.")
+        if len(self._tokens) >= MAX_CACHED:
+            self._tokens.clear()
+        self._tokens[token] = (directory, user_id, float(claims["exp"]))
+        return directory, user_id
+
+    async def caller(self, directory: str, user_id: str) -> Caller:
+        """Return the user record for an identity, creating it on first call."""
+        key = (directory.lower(), user_id.lower())
+        cached = self._callers.get(key)
+        if cached is not None and time.monotonic() - cached.read_at < CALLER_CACHE_SECONDS:
+            return cached
+        row = await users.get_or_create(self._pool, directory, user_id)
+        caller = Caller(
+            id=row["id"],
+            user_directory=row["user_directory"],
+            user_id=row["user_id"],
+            roles=frozenset(row["roles"]),
+            inactive=row["inactive"],
+            read_at=time.monotonic(),
+        )
+        if len(self._callers) >= MAX_CACHED:
+            self._callers.clear()
+        self._callers[key] = caller
+        return caller
+
+
+def _valid_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
+
+
+CALLER_KEY = web.RequestKey("caller", Caller)
+CALLERS = web.AppKey("callers", CallerDirectory)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check xrfkey, then the token, for every `/qrs/` request (SPEC 8.4 order)."""
+    if not request.path.startswith("/qrs/") and request.path != "/qrs":
+        return await handler(request)
+    directory = request.app[CALLERS]
+    if directory.xrfkey_required:
+        check_xrfkey(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer token is required.")
+    user_dir, user_id = directory.verify(token.strip())
+    caller = await directory.caller(user_dir, user_id)
+    request[CALLER_KEY] = caller
+    request[USER_KEY] = caller.display
+    return await handler(request)
+
+
+def caller_of(request: web.Request) -> Caller:
+    """Return the authenticated caller of a `/qrs/` request."""
+    return request[CALLER_KEY]
+
+
+def require_roles(request: web.Request, roles: frozenset[str]) -> Caller:
+    """Return the caller if it holds one of `roles`, else raise 403."""
+    caller = caller_of(request)
+    if not caller.has_any(roles):
+        raise Forbidden(
+            "You do not have a role that allows this.",
+            details={"requiredAnyOf": sorted(roles)},
+        )
+    return caller
+
+

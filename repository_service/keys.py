@@ -1,0 +1,20 @@
+"""Typed keys of everything the repository service's app holds."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from repository_service.auth import CALLERS
+from repository_service.lbs.client import LbsClient
+from repository_service.license.service import SiteLicenseService
+from repository_service.poller import Poller
+from repository_service.settings import QrsSettings
+
+SETTINGS = web.AppKey("settings", QrsSettings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+LBS = web.AppKey("lbs", LbsClient)
+SITE = web.AppKey("site_license", SiteLicenseService)
+POLLER = web.AppKey("poller", Poller)
+
+__all__ = ["CALLERS", "LBS", "POLLER", "POOL", "SETTINGS", "SITE"]

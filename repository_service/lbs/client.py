@@ -1,0 +1,156 @@
+"""The repository service's client of the license backend; every call has a timeout."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from shared import jose
+
+MAX_ANSWER_BYTES = 1024 * 1024
+# An unknown kid may re-fetch the key set, but not more often than this.
+JWKS_REFETCH_SECONDS = 5.0
+
+
+class LbsUnavailable(Exception):
+    """The backend could not be reached or answered with something unusable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LbsRefused(Exception):
+    """The backend answered with a 4xx error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class DefinitionAnswer:
+    """A 200 (token and ETag) or a 304 (token None) from `/v1/definitions/current`."""
+
+    token: str | None
+    version: int | None
+    etag: str | None
+
+
+class LbsClient:
+    """Talks to the license backend over one pooled HTTP session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout: float,
+        pinned_jwks: Path | None = None,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._pinned = jose.keys_from_jwks(json.loads(pinned_jwks.read_text())) if pinned_jwks else None
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._keys_at = 0.0
+
+    async def _request(
+        self, method: str, path: str, *, token: str | None = None, **kw: Any
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            async with self._session.request(
+                method, self._base + path, headers=headers, timeout=self._timeout, **kw
+            ) as resp:
+                body = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise LbsUnavailable("answer too large")
+                return resp.status, body, resp.headers
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise LbsUnavailable(f"{type(exc).__name__}: {exc}".strip(": ")) from None
+
+    @staticmethod
+    def _json(body: bytes) -> Any:
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise LbsUnavailable("answer is not JSON") from None
+
+    def _raise_for(self, status: int, body: bytes) -> None:
+        if status >= 500:
+            raise LbsUnavailable(f"license backend answered {status}")
+        if status >= 400:
+            code, message = "Error", ""
+            try:
+                error = json.loads(body)["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise LbsRefused(status, code, message)
+
+    async def current_definition(self, key: str, etag: str | None) -> DefinitionAnswer:
+        """Fetch the signed definition; a 304 gives an answer without a token."""
+        headers = {"If-None-Match": etag} if etag else {}
+        status, body, headers_in = await self._request(
+            "GET", "/v1/definitions/current", token=key, headers=headers
+        )
+        if status == 304:
+            return DefinitionAnswer(None, None, etag)
+        self._raise_for(status, body)
+        data = self._json(body)
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("definition"), str):
+            raise LbsUnavailable("unexpected definition answer")
+        version = data.get("version")
+        return DefinitionAnswer(
+            data["definition"], version if isinstance(version, int) else None, headers_in.get("ETag")
+        )
+
+    async def refresh(self, key: str) -> int | None:
+        """Ask the backend to re-derive the definition now."""
+        status, body, _ = await self._request("POST", "/v1/definitions/refresh", token=key)
+        self._raise_for(status, body)
+        data = self._json(body)
+        return data.get("version") if isinstance(data, dict) else None
+
+    async def lef(self, serial: str, control: str, user: str, org: str) -> str | None:
+        """Download a LEF; None when the backend knows no such serial and control."""
+        params = {"serial": serial, "control": control, "user": user, "org": org}
+        status, body, _ = await self._request("GET", "/v1/lef", params=params)
+        if status in (400, 404):
+            return None
+        self._raise_for(status, body)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LbsUnavailable("LEF is not UTF-8 text") from None
+
+    async def post_usage(self, key: str, report: dict[str, Any]) -> None:
+        """Send a usage report (idempotent by its reportId)."""
+        status, body, _ = await self._request("POST", "/v1/usage", token=key, json=report)
+        self._raise_for(status, body)
+
+    async def keys(self, *, want_kid: str | None = None) -> Mapping[str, Ed25519PublicKey]:
+        """Return the backend's public keys: pinned, or fetched and cached (re-fetched once
+        when `want_kid` is unknown)."""
+        if self._pinned is not None:
+            return self._pinned
+        stale = want_kid is not None and want_kid not in self._keys
+        if not self._keys or (stale and time.monotonic() - self._keys_at > JWKS_REFETCH_SECONDS):
+            status, body, _ = await self._request("GET", "/.well-known/jwks.json")
+            self._raise_for(status, body)
+            try:
+                self._keys = dict(jose.keys_from_jwks(self._json(body)))
+            except ValueError:
+                raise LbsUnavailable("malformed key set") from None
+            self._keys_at = time.monotonic()
+        return self._keys

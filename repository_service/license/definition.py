@@ -1,0 +1,79 @@
+"""Checking a signed definition from the backend before a site stores it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from repository_service.lbs.client import LbsClient
+from shared import jose
+
+DEFINITION_TYP = "license-definition+jwt"
+LICENSE_KEY_TYP = "license-key+jwt"
+
+
+class DefinitionRejected(Exception):
+    """A definition that must not be stored: bad signature, wrong license, rollback."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def verify_signed(
+    lbs: LbsClient, token: str, *, typ: str, issuer: str, audience: str | None,
+    required: tuple[str, ...],
+) -> dict[str, Any]:
+    """Verify a token signed by the backend, fetching its keys when needed."""
+    try:
+        kid = jose.header_of(token).get("kid")
+        keys = await lbs.keys(want_kid=kid if isinstance(kid, str) else None)
+        return jose.verify(
+            token, keys, typ=typ, issuer=issuer, audience=audience, required=required
+        )
+    except jose.TokenInvalid as exc:
+        raise DefinitionRejected(exc.reason) from None
+
+
+async def verify_license_key(lbs: LbsClient, key: str, issuer: str) -> str:
+    """Verify a signed license key and return its 16-digit license number."""
+    claims = await verify_signed(
+        lbs, key, typ=LICENSE_KEY_TYP, issuer=issuer, audience=None,
+        required=("jti", "license", "iat"),
+    )
+    number = claims.get("license")
+    if not isinstance(number, str) or len(number) != 16 or not number.isdigit():
+        raise DefinitionRejected("the key names no valid license number")
+    return number
+
+
+async def verify_definition(
+    lbs: LbsClient, token: str, *, issuer: str, number: str
+) -> dict[str, Any]:
+    """Verify a definition for license `number` and check its shape."""
+    claims = await verify_signed(
+        lbs, token, typ=DEFINITION_TYP, issuer=issuer, audience=number,
+        required=("sub", "iat", "nbf", "exp", "jti", "ver", "license"),
+    )
+    lic = claims.get("license")
+    if claims.get("sub") != number or not isinstance(lic, dict) or lic.get("number") != number:
+        raise DefinitionRejected("the definition is for another license")
+    if not isinstance(claims.get("ver"), int) or not isinstance(lic.get("allotments"), list):
+        raise DefinitionRejected("the definition is malformed")
+    return claims
+
+
+def check_not_rollback(claims: dict[str, Any], stored_ver: int | None,
+                       stored_iat: datetime | None) -> None:
+    """Accept a higher `ver`, or the same `ver` with a newer `iat` (a renewal)."""
+    if stored_ver is None:
+        return
+    ver, iat = claims["ver"], datetime.fromtimestamp(claims["iat"], UTC)
+    if ver > stored_ver or (ver == stored_ver and stored_iat is not None and iat > stored_iat):
+        return
+    raise DefinitionRejected(f"rollback refused: version {ver} is not newer than {stored_ver}")
+
+
+def claim_times(claims: dict[str, Any]) -> tuple[datetime, datetime]:
+    """Return (iat, exp) of a definition as datetimes."""
+    return (datetime.fromtimestamp(claims["iat"], UTC), datetime.fromtimestamp(claims["exp"], UTC))

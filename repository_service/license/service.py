@@ -1,0 +1,448 @@
+"""The site license: apply by serial/control + LEF or by signed key, change, delete,
+the key-edit lease and refresh. Each use case owns its transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from repository_service.audit import log as audit
+from repository_service.auth import ROLE_ROOT, WRITE_ROLES, Caller
+from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
+from repository_service.license import entitlements as ent
+from repository_service.license.definition import (
+    DefinitionRejected,
+    check_not_rollback,
+    claim_times,
+    verify_definition,
+    verify_license_key,
+)
+from repository_service.license.errors import (
+    AlreadyLicensed,
+    ApplyFailed,
+    KeyEditInProgress,
+    LbsUnavailableError,
+    LefRetrievalFailed,
+    LicenseExpired,
+    NotLicensed,
+    NotSignedKey,
+)
+from repository_service.qrs.entities import check_not_modified_since, iso_ms
+from repository_service.settings import QrsSettings
+from repository_service.users import repository as users
+from shared import lef
+from shared.sql import Queries
+from shared.web.errors import Forbidden
+
+log = structlog.get_logger(__name__)
+q = Queries(Path(__file__).with_name("queries.sql"))
+
+NO_RETURN = "a signed-key site cannot return to serial and control number"
+
+
+def _blank(value: str | None) -> bool:
+    return value is None or not value.strip()
+
+
+def check_fingerprint(license_id: uuid.UUID, control: str) -> str:
+    """Return a non-reversible fingerprint of the control number."""
+    return hmac.new(license_id.bytes, control.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a signed key resolves to at the backend."""
+
+    number: str
+    token: str
+    claims: dict[str, Any]
+    etag: str | None
+
+
+class SiteLicenseService:
+    """Use cases of the one site license."""
+
+    def __init__(self, pool: asyncpg.Pool, lbs: LbsClient, settings: QrsSettings) -> None:
+        self.pool = pool
+        self.lbs = lbs
+        self.settings = settings
+
+    # ---- reading -------------------------------------------------------------------------
+
+    async def row(self) -> asyncpg.Record | None:
+        """Return the stored license row, if any."""
+        row: asyncpg.Record | None = await self.pool.fetchrow(q.get_license)
+        return row
+
+    async def sync_row(self) -> asyncpg.Record:
+        """Return the poll bookkeeping row."""
+        row: asyncpg.Record = await self.pool.fetchrow(q.get_sync)
+        return row
+
+    # ---- LEF -----------------------------------------------------------------------------
+
+    async def download_lef(self, serial: str, control: str, user: str, org: str) -> str:
+        """Fetch a LEF from the backend's LEF server."""
+        if _blank(serial) or _blank(control):
+            raise LefRetrievalFailed("serial and control number are required")
+        try:
+            text = await self.lbs.lef(serial.strip(), control.strip(), user, org)
+        except LbsUnavailable as exc:
+            raise LefRetrievalFailed(exc.reason, status=502) from None
+        except LbsRefused as exc:
+            raise LefRetrievalFailed(exc.message or exc.code) from None
+        if text is None:
+            raise LefRetrievalFailed("serial number or control number is incorrect")
+        return text
+
+    async def _verified_lef(self, text: str, serial: str, control: str) -> lef.LefContent:
+        try:
+            keys = await self.lbs.keys()
+            return lef.verify_lef(text, control=control, serial=serial, keys=keys)
+        except lef.LefError as exc:
+            raise ApplyFailed(exc.reason) from None
+        except LbsUnavailable as exc:
+            raise ApplyFailed(f"license backend unreachable: {exc.reason}", status=502) from None
+
+    async def _lef_fields(
+        self, serial: str | None, control: str | None, name: str | None,
+        organization: str | None, lef_text: str | None,
+    ) -> tuple[str, str, str, str, str, lef.LefContent]:
+        missing = [label for label, value in (
+            ("serial", serial), ("control", control), ("name", name),
+            ("organization", organization)) if _blank(value)]
+        if missing:
+            raise ApplyFailed(f"mandatory fields are empty: {', '.join(missing)}")
+        assert serial and control and name and organization
+        control = control.strip()
+        if len(control) != 5 or not control.isdigit():
+            raise ApplyFailed("the control number must be 5 digits")
+        try:
+            normalized = lef.normalize_serial(serial)
+        except lef.LefError as exc:
+            raise ApplyFailed(exc.reason) from None
+        if _blank(lef_text):
+            try:
+                lef_text = await self.download_lef(normalized, control, name, organization)
+            except LefRetrievalFailed as exc:
+                raise ApplyFailed(exc.details["reason"], status=exc.status) from None
+        assert lef_text is not None
+        content = await self._verified_lef(lef_text, normalized, control)
+        return normalized, control, name.strip(), organization.strip(), lef_text, content
+
+    # ---- signed key ----------------------------------------------------------------------
+
+    async def _activate_key(self, key: str) -> Applied:
+        issuer = self.settings.expected_lbs_issuer
+        try:
+            number = await verify_license_key(self.lbs, key.strip(), issuer)
+            answer = await self.lbs.current_definition(key.strip(), None)
+            if answer.token is None:
+                raise ApplyFailed("the license backend sent no definition")
+            claims = await verify_definition(self.lbs, answer.token, issuer=issuer, number=number)
+        except DefinitionRejected as exc:
+            raise ApplyFailed(exc.reason) from None
+        except LbsUnavailable as exc:
+            raise ApplyFailed(f"license backend unreachable: {exc.reason}", status=502) from None
+        except LbsRefused as exc:
+            raise ApplyFailed(f"the license backend refused the key: {exc.code}") from None
+        return Applied(number, answer.token, claims, answer.etag)
+
+    # ---- apply (POST) --------------------------------------------------------------------
+
+    async def apply(self, caller: Caller, body: dict[str, Any], control: str | None) -> dict[str, Any]:
+        """Apply the first license of the site (or the first after a delete)."""
+        key = body.get("key")
+        applied = await self._activate_key(key) if not _blank(key) else None
+        fields = None
+        if applied is None:
+            fields = await self._lef_fields(body.get("serial"), control, body.get("name"),
+                                            body.get("organization"), body.get("lef"))
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            ever_licensed = await conn.fetchval(q.lock_site)
+            if await conn.fetchrow(q.get_license) is not None:
+                raise AlreadyLicensed()
+            if ever_licensed and not caller.has_any(WRITE_ROLES):
+                raise Forbidden("Applying a license needs RootAdmin or DeploymentAdmin.")
+            license_id = uuid.uuid4()
+            if applied is not None:
+                e = ent.from_definition(applied.claims)
+                row = await conn.fetchrow(
+                    q.insert_license, license_id, "signedKey", lef.format_serial(applied.number),
+                    "", "", (body.get("name") or "").strip() or e.owner,
+                    (body.get("organization") or "").strip() or e.organization, "",
+                    key.strip(), applied.number, e.to_json(), now, None, caller.display,
+                )
+                row = await self._store_definition(conn, row, applied.token, applied.claims,
+                                                   applied.etag, now)
+            else:
+                assert fields is not None
+                serial, ctrl, name, org, text, content = fields
+                e = ent.from_lef(content)
+                row = await conn.fetchrow(
+                    q.insert_license, license_id, "lef", lef.format_serial(serial), ctrl,
+                    check_fingerprint(license_id, ctrl), name, org, text, "", None,
+                    e.to_json(), now, now, caller.display,
+                )
+            await conn.execute(q.mark_licensed)
+            if not ever_licensed and ROLE_ROOT not in caller.roles:
+                await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
+            entity = self.entity(row, await conn.fetchrow(q.get_sync), now)
+            await audit.append(conn, actor=caller.display, action="license.apply",
+                               entity_type="License", entity_id=license_id,
+                               after=_audit_view(entity))
+        log.info("license_applied", mode=row["mode"], by=caller.display)
+        return entity
+
+    # ---- change (PUT) --------------------------------------------------------------------
+
+    async def put(self, caller: Caller, license_id: uuid.UUID, body: dict[str, Any],
+                  modified: datetime, control: str | None) -> dict[str, Any]:
+        """Change the license: a new signed key, new LEF values, or names only."""
+        current = await self.row()
+        if current is None or current["id"] != license_id:
+            raise NotLicensed()
+        check_not_modified_since(current["modified_date"], modified)
+        key = body.get("key")
+        new_key = not _blank(key) and key.strip() != current["license_key"]
+        wants_lef = any(k in body for k in ("serial", "lef")) or control is not None
+        applied = None
+        fields = None
+        if new_key:
+            applied = await self._activate_key(key)
+        elif current["mode"] == "signedKey":
+            if wants_lef:
+                raise ApplyFailed(NO_RETURN)
+        else:
+            lef_text = body.get("lef")
+            serial = body.get("serial", current["serial"])
+            if _blank(lef_text) and _same_serial(serial, current["serial"]):
+                lef_text = current["lef"]
+            fields = await self._lef_fields(serial, control, body.get("name", current["name"]),
+                                            body.get("organization", current["organization"]),
+                                            lef_text)
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.fetchval(q.lock_site)
+            row = await conn.fetchrow(q.get_license_for_update)
+            if row is None or row["id"] != license_id:
+                raise NotLicensed()
+            check_not_modified_since(row["modified_date"], modified)
+            before = self.entity(row, await conn.fetchrow(q.get_sync), now)
+            name = (body.get("name") or "").strip() or row["name"]
+            org = (body.get("organization") or "").strip() or row["organization"]
+            if applied is not None:
+                e = ent.from_definition(applied.claims)
+                row = await conn.fetchrow(
+                    q.update_identity, license_id, "signedKey", lef.format_serial(applied.number),
+                    "", "", name if "name" in body else e.owner,
+                    org if "organization" in body else e.organization, "", key.strip(),
+                    applied.number, e.to_json(), now, None, caller.display,
+                )
+                await conn.execute(q.clear_definition, license_id)
+                row = await self._store_definition(conn, row, applied.token, applied.claims,
+                                                   applied.etag, now)
+            elif fields is not None:
+                serial, ctrl, name, org, text, content = fields
+                lef_changed = text != row["lef"]
+                row = await conn.fetchrow(
+                    q.update_identity, license_id, "lef", lef.format_serial(serial), ctrl,
+                    check_fingerprint(license_id, ctrl), name, org, text, "", None,
+                    ent.from_lef(content).to_json(), now if lef_changed else row["updated"],
+                    now, caller.display,
+                )
+            else:
+                row = await conn.fetchrow(
+                    q.update_identity, license_id, row["mode"], row["serial"], row["control"],
+                    row["check_fingerprint"], name, org, row["lef"], row["license_key"],
+                    row["key_number"], row["entitlements"], row["updated"],
+                    row["lef_checked_at"], caller.display,
+                )
+            entity = self.entity(row, await conn.fetchrow(q.get_sync), now)
+            await audit.append(conn, actor=caller.display, action="license.update",
+                               entity_type="License", entity_id=license_id,
+                               before=_audit_view(before), after=_audit_view(entity))
+        return entity
+
+    async def delete(self, caller: Caller, license_id: uuid.UUID) -> None:
+        """Remove the license; allocations stay, nothing is granted until a new one."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.fetchval(q.lock_site)
+            row = await conn.fetchrow(q.get_license_for_update)
+            if row is None or row["id"] != license_id:
+                raise NotLicensed()
+            before = self.entity(row, await conn.fetchrow(q.get_sync), datetime.now(UTC))
+            await conn.execute(q.delete_license, license_id)
+            await audit.append(conn, actor=caller.display, action="license.delete",
+                               entity_type="License", entity_id=license_id,
+                               before=_audit_view(before))
+
+    # ---- key-edit lease ------------------------------------------------------------------
+
+    async def take_lease(self, caller: Caller) -> dict[str, Any]:
+        """Start (or extend) editing the signed key; 409 while another user edits it."""
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.key_edit_lease_seconds)
+        row = await self.pool.fetchrow(q.take_lease, caller.id, caller.display, expires)
+        if row is None:
+            held = await self.pool.fetchrow(q.get_lease)
+            raise KeyEditInProgress(details={"holder": held["holder_name"] if held else None})
+        return {"holder": row["holder_name"], "expiresAt": _iso(row["expires_at"])}
+
+    async def drop_lease(self, caller: Caller) -> None:
+        """End editing; only the holder or a RootAdmin may."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            held = await conn.fetchrow("SELECT * FROM key_edit_lease FOR UPDATE")
+            if held is None:
+                return
+            if held["holder"] != caller.id and ROLE_ROOT not in caller.roles:
+                raise Forbidden("Only the user editing the key or a RootAdmin may end the edit.")
+            await conn.execute(q.drop_lease)
+
+    async def lease_held(self) -> bool:
+        """Tell whether a key-edit lease is held right now."""
+        row = await self.pool.fetchrow(q.get_lease)
+        return row is not None and row["expires_at"] > datetime.now(UTC)
+
+    # ---- refresh -------------------------------------------------------------------------
+
+    async def request_refresh(self, caller: Caller) -> datetime:
+        """Ask the backend to re-derive the definition; the next poll brings it."""
+        row = await self.row()
+        if row is None:
+            raise NotLicensed()
+        if row["mode"] != "signedKey":
+            raise NotSignedKey()
+        if await self.lease_held():
+            raise KeyEditInProgress()
+        now = datetime.now(UTC)
+        e = ent.Entitlements.from_json(row["entitlements"])
+        if e.is_expired(now):
+            raise LicenseExpired(details={"validTo": e.valid_to})
+        try:
+            await self.lbs.refresh(row["license_key"])
+        except LbsUnavailable as exc:
+            raise LbsUnavailableError(details={"reason": exc.reason}) from None
+        except LbsRefused as exc:
+            raise LbsUnavailableError(
+                f"The license backend refused the refresh: {exc.code}", status=502
+            ) from None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q.set_refresh_requested, now)
+            await audit.append(conn, actor=caller.display, action="license.refresh",
+                               entity_type="License", entity_id=row["id"])
+        return now
+
+    # ---- storing what the backend sent ---------------------------------------------------
+
+    async def _store_definition(self, conn: asyncpg.Connection, row: asyncpg.Record, token: str,
+                                claims: dict[str, Any], etag: str | None,
+                                now: datetime) -> asyncpg.Record:
+        iat, exp = claim_times(claims)
+        stored: asyncpg.Record = await conn.fetchrow(
+            q.store_definition, row["id"], token, claims, claims["ver"], iat, exp, etag,
+            ent.from_definition(claims).to_json(), now,
+        )
+        return stored
+
+    async def accept_definition(self, token: str, claims: dict[str, Any],
+                                etag: str | None) -> bool:
+        """Store a polled definition unless it is a rollback; True when it was stored."""
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(q.get_license_for_update)
+            if row is None or row["mode"] != "signedKey":
+                return False
+            if row["definition_token"] == token:
+                return False
+            check_not_rollback(claims, row["definition_ver"], row["definition_iat"])
+            await self._store_definition(conn, row, token, claims, etag, now)
+            await audit.append(conn, actor="system", action="license.definition_updated",
+                               entity_type="License", entity_id=row["id"],
+                               before={"version": row["definition_ver"]},
+                               after={"version": claims["ver"]})
+        return True
+
+    # ---- the entity ----------------------------------------------------------------------
+
+    def entity(self, row: asyncpg.Record, sync: asyncpg.Record | None,
+               now: datetime) -> dict[str, Any]:
+        """Return the QRS JSON of the license."""
+        return license_entity(row, sync, now)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return iso_ms(value)
+
+
+def _same_serial(given: Any, stored: str) -> bool:
+    try:
+        return lef.normalize_serial(str(given)) == stored.replace(" ", "")
+    except lef.LefError:
+        return False
+
+
+def validity(row: asyncpg.Record, sync: asyncpg.Record | None,
+             now: datetime) -> tuple[bool, bool, str]:
+    """Return (isExpired, isInvalid, expiredReason) of the stored license."""
+    e = ent.Entitlements.from_json(row["entitlements"])
+    if e.is_expired(now):
+        return True, False, f"The license expired at the end of {e.valid_to}."
+    exp = row["definition_exp"]
+    if row["mode"] == "signedKey" and (exp is None or now >= exp):
+        last = sync["last_success_at"] if sync is not None else None
+        since = _iso(last) if last else "the key was applied"
+        return False, True, (
+            f"The license definition expired at {_iso(exp)}: the license backend has not "
+            f"been reached since {since}."
+        )
+    return False, False, ""
+
+
+def license_entity(row: asyncpg.Record, sync: asyncpg.Record | None,
+                   now: datetime) -> dict[str, Any]:
+    """Return the QRS JSON of a license row."""
+    e = ent.Entitlements.from_json(row["entitlements"])
+    expired, invalid, reason = validity(row, sync, now)
+    return {
+        "id": str(row["id"]),
+        "createdDate": _iso(row["created_date"]),
+        "modifiedDate": _iso(row["modified_date"]),
+        "modifiedByUserName": row["modified_by"],
+        "serial": row["serial"],
+        "check": row["check_fingerprint"],
+        "name": row["name"],
+        "organization": row["organization"],
+        "lef": row["lef"],
+        "key": row["license_key"],
+        "keyDetails": ent.key_details(e) if row["mode"] == "signedKey" else "",
+        "product": e.product,
+        "numberOfCores": -1,
+        "isExpired": expired,
+        "expiredReason": reason,
+        "isBlacklisted": row["is_blacklisted"] or e.blacklisted,
+        "isInvalid": invalid,
+        "isSubscription": e.subscription,
+        "isCloudServices": e.cloud_services,
+        "isElastic": e.elastic,
+        "updated": _iso(row["updated"]),
+        "schemaPath": "License",
+    }
+
+
+def _audit_view(entity: dict[str, Any]) -> dict[str, Any]:
+    # The key and LEF are long and the key is a credential: audit only their fingerprints.
+    view = dict(entity)
+    for field in ("key", "lef"):
+        if view.get(field):
+            view[field] = "sha256:" + hashlib.sha256(view[field].encode()).hexdigest()[:16]
+    view.pop("keyDetails", None)
+    return view

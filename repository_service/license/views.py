@@ -1,0 +1,186 @@
+"""`/qrs/license`: the Site license panel's API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from repository_service.auth import CALLERS, READ_ROLES, ROLE_ROOT, WRITE_ROLES, caller_of, require_roles
+from repository_service.keys import POLLER, SETTINGS, SITE
+from repository_service.license.errors import NotLicensed
+from repository_service.license.models import (
+    ControlQuery,
+    DownloadQuery,
+    LicenseBody,
+    LicenseOut,
+    LicensePut,
+    RefreshAnswer,
+    SyncStatus,
+)
+from repository_service.license.service import license_entity
+from repository_service.qrs.entities import check_same_id, iso_ms
+from repository_service.qrs.idempotency import idempotent
+from shared.web.endpoints import Endpoint
+from shared.web.requests import read_json, read_query, validate
+
+TAGS = ("license",)
+
+
+def _license_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["id"])
+    except ValueError:
+        raise NotLicensed() from None
+
+
+async def _body_dict(request: web.Request, model: type[LicenseBody]) -> dict[str, Any]:
+    raw = await read_json(request)
+    body = validate(model, raw)
+    return body.model_dump(exclude_unset=True)
+
+
+async def get_license(request: web.Request) -> web.Response:
+    """Return the site license."""
+    require_roles(request, READ_ROLES)
+    site = request.app[SITE]
+    row = await site.row()
+    if row is None:
+        raise NotLicensed()
+    return web.json_response(license_entity(row, await site.sync_row(), datetime.now(UTC)))
+
+
+async def download_lef(request: web.Request) -> web.Response:
+    """"Get LEF and preview": fetch the LEF from the LEF server."""
+    site = request.app[SITE]
+    if (await site.sync_row())["ever_licensed"]:
+        require_roles(request, WRITE_ROLES)
+    query = read_query(request, DownloadQuery)
+    text = await site.download_lef(query.serial, query.control, query.user, query.org)
+    return web.json_response(text)
+
+
+async def apply_license(request: web.Request) -> web.Response:
+    """Apply the site's license: a signed key, or serial + control + LEF."""
+    caller = caller_of(request)
+    body = await _body_dict(request, LicenseBody)
+    control = read_query(request, ControlQuery).control
+
+    async def create() -> tuple[int, object]:
+        return 201, await request.app[SITE].apply(caller, body, control)
+
+    response = await idempotent(request, caller, create)
+    request.app[CALLERS].forget()  # the first applier may have just become RootAdmin
+    return response
+
+
+async def put_license(request: web.Request) -> web.Response:
+    """Change the license (optimistic concurrency on modifiedDate)."""
+    caller = require_roles(request, WRITE_ROLES)
+    raw = await read_json(request)
+    check_same_id(request.match_info["id"], raw if isinstance(raw, dict) else {})
+    body = validate(LicensePut, raw)
+    fields = body.model_dump(exclude_unset=True, exclude={"id", "modified_date"})
+    control = read_query(request, ControlQuery).control
+    entity = await request.app[SITE].put(
+        caller, _license_id(request), fields, body.modified_date, control
+    )
+    return web.json_response(entity)
+
+
+async def delete_license(request: web.Request) -> web.Response:
+    """Remove the license (RootAdmin)."""
+    caller = require_roles(request, frozenset({ROLE_ROOT}))
+    await request.app[SITE].delete(caller, _license_id(request))
+    return web.Response(status=204)
+
+
+async def take_key_edit(request: web.Request) -> web.Response:
+    """Start editing the signed key (a 15-minute lease)."""
+    caller = require_roles(request, WRITE_ROLES)
+    return web.json_response(await request.app[SITE].take_lease(caller))
+
+
+async def end_key_edit(request: web.Request) -> web.Response:
+    """Stop editing the signed key."""
+    caller = require_roles(request, WRITE_ROLES)
+    await request.app[SITE].drop_lease(caller)
+    return web.Response(status=204)
+
+
+async def refresh(request: web.Request) -> web.Response:
+    """"Refresh license definition": the LBS re-derives it; `updated` moves at the next poll."""
+    caller = require_roles(request, WRITE_ROLES)
+    site, poller = request.app[SITE], request.app[POLLER]
+    requested = await site.request_refresh(caller)
+    if request.app[SETTINGS].refresh_triggers_poll:
+        await poller.poll_once()
+        row = await site.row()
+        if row is None:
+            raise NotLicensed()
+        return web.json_response(license_entity(row, await site.sync_row(), datetime.now(UTC)))
+    sync = await site.sync_row()
+    answer = RefreshAnswer(requestedAt=iso_ms(requested) or "", nextPollAt=iso_ms(sync["next_poll_at"]))
+    return web.json_response(answer.dump(), status=202)
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    """Return the poller's shared state."""
+    require_roles(request, READ_ROLES)
+    site = request.app[SITE]
+    row, sync = await site.row(), await site.sync_row()
+    status = SyncStatus(
+        mode=row["mode"] if row else "none",
+        leader=sync["leader"],
+        lastAttemptAt=iso_ms(sync["last_attempt_at"]),
+        lastSuccessAt=iso_ms(sync["last_success_at"]),
+        lastError=sync["last_error"],
+        consecutiveFailures=sync["consecutive_failures"],
+        nextPollAt=iso_ms(sync["next_poll_at"]),
+        definitionVersion=row["definition_ver"] if row else None,
+        definitionExpiresAt=iso_ms(row["definition_exp"]) if row else None,
+        refreshRequestedAt=iso_ms(sync["refresh_requested_at"]),
+    )
+    return web.json_response(status.dump())
+
+
+async def definition(request: web.Request) -> web.Response:
+    """Return the verified definition claims, version and expiry."""
+    require_roles(request, READ_ROLES)
+    row = await request.app[SITE].row()
+    if row is None or row["definition_claims"] is None:
+        raise NotLicensed("The site has no signed license definition.")
+    return web.json_response({
+        "version": row["definition_ver"],
+        "expiresAt": iso_ms(row["definition_exp"]),
+        "claims": row["definition_claims"],
+    })
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/qrs/license", get_license, "The site license", response=LicenseOut,
+             auth="caller", errors=(403, 404), tags=TAGS),
+    Endpoint("GET", "/qrs/license/download", download_lef, "Get LEF and preview",
+             query=DownloadQuery, auth="caller", errors=(400, 403, 502), tags=TAGS),
+    Endpoint("POST", "/qrs/license", apply_license, "Apply the site license", body=LicenseBody,
+             query=ControlQuery, response=LicenseOut, status=201, auth="caller",
+             errors=(403, 409, 502), tags=TAGS),
+    Endpoint("GET", "/qrs/license/syncstatus", sync_status, "Poller state", response=SyncStatus,
+             auth="caller", errors=(403,), tags=TAGS),
+    Endpoint("GET", "/qrs/license/definition", definition, "The verified definition",
+             auth="caller", errors=(403, 404), tags=TAGS),
+    Endpoint("POST", "/qrs/license/keyedit", take_key_edit, "Start editing the signed key",
+             auth="caller", errors=(403, 409), tags=TAGS),
+    Endpoint("DELETE", "/qrs/license/keyedit", end_key_edit, "Stop editing the signed key",
+             status=204, auth="caller", errors=(403,), tags=TAGS),
+    Endpoint("POST", "/qrs/license/refresh", refresh, "Refresh license definition",
+             response=RefreshAnswer, status=202, auth="caller",
+             errors=(200, 403, 404, 409, 502), tags=TAGS),
+    Endpoint("PUT", "/qrs/license/{id}", put_license, "Change the site license",
+             body=LicensePut, query=ControlQuery, response=LicenseOut, auth="caller",
+             errors=(403, 404, 409, 502), tags=TAGS),
+    Endpoint("DELETE", "/qrs/license/{id}", delete_license, "Remove the site license",
+             status=204, auth="caller", errors=(403, 404), tags=TAGS),
+]

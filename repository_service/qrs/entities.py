@@ -1,0 +1,70 @@
+"""QRS entity conventions: timestamps, collections with filter/orderby, concurrency checks."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from repository_service.qrs.filters import apply_orderby, parse_filter
+from shared.web.errors import ApiError, Conflict
+
+
+def iso_ms(value: datetime | None) -> str | None:
+    """Format a timestamp as ISO 8601 UTC with milliseconds and `Z`."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: Any, field: str = "modifiedDate") -> datetime:
+    """Parse an ISO 8601 timestamp from a request body, or raise a 400."""
+    if not isinstance(value, str):
+        raise ApiError(f"{field} is required.", code="ValidationFailed")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(f"{field} is not an ISO 8601 timestamp.", code="ValidationFailed") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def check_not_modified_since(stored: datetime, given: datetime) -> None:
+    """Refuse a write based on an older read (optimistic concurrency)."""
+    # Entities are shown with millisecond precision; compare at that precision.
+    if stored.replace(microsecond=stored.microsecond // 1000 * 1000) > given:
+        raise Conflict("The entity was modified since it was read; read it again.")
+
+
+def check_same_id(url_id: str, body: dict[str, Any]) -> None:
+    """Refuse a body whose id differs from the one in the URL."""
+    if str(body.get("id", "")).lower() != url_id.lower():
+        raise ApiError("The id in the body must match the id in the URL.", code="IdMismatch")
+
+
+def collection_answer(
+    request: web.Request,
+    entities: Sequence[dict[str, Any]],
+    fields: Collection[str],
+    *,
+    condensed: Sequence[str] = (),
+) -> web.Response:
+    """Answer a collection GET: `/count`, `/full` or the condensed list, with filter/orderby."""
+    items = _filtered(request, entities, fields)
+    if request.path.endswith("/count"):
+        return web.json_response({"value": len(items)})
+    if not request.path.endswith("/full") and condensed:
+        items = [{k: e.get(k) for k in condensed} for e in items]
+    return web.json_response(items)
+
+
+def _filtered(
+    request: web.Request, entities: Sequence[dict[str, Any]], fields: Collection[str]
+) -> list[dict[str, Any]]:
+    predicate = parse_filter(request.query.get("filter"), fields)
+    kept = [e for e in entities if predicate(e)]
+    return apply_orderby(kept, request.query.get("orderby"), fields)

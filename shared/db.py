@@ -1,0 +1,47 @@
+"""The asyncpg pool, owned by a cleanup context of the app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come back as Python objects and go in from them.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(database_url: str, max_size: int = 20) -> asyncpg.Pool:
+    """Open a pool whose connections speak jsonb as Python objects."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        database_url,
+        min_size=1,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        # Fail over quickly when the server goes away instead of hanging the request.
+        timeout=5,
+    )
+    return pool
+
+
+def pool_context(
+    database_url: str, key: web.AppKey[asyncpg.Pool], max_size: int = 20
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Return a cleanup context that opens the pool under `key` and closes it at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[key] = await create_pool(database_url, max_size)
+        yield
+        await app[key].close()
+
+    return ctx
+
+
+def row_to_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    """Return a record as a plain dict (None stays None)."""
+    return dict(row) if row is not None else None

@@ -1,0 +1,276 @@
+"""JOSE helpers: Ed25519 keys, JWK thumbprints, JWKS documents and EdDSA JWS compact tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+ALGORITHM = "EdDSA"
+# Headers that would let a token choose its own verification key or demand unknown semantics.
+FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+# Far above any token this project signs; bounds the work done on hostile input.
+MAX_TOKEN_LENGTH = 16 * 1024
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
+Typ = str | None | frozenset[str | None]
+
+
+class TokenInvalid(Exception):
+    """A token failed verification; `reason` says why in plain words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    """Decode canonical unpadded base64url, raising ValueError on anything else."""
+    if not _SEGMENT.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Unused low bits of the last character must be zero, so one value has one spelling.
+    if _b64encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
+
+
+def generate_private_key() -> Ed25519PrivateKey:
+    """Generate a new Ed25519 signing key."""
+    return Ed25519PrivateKey.generate()
+
+
+def kid_for(public_key: Ed25519PublicKey) -> str:
+    """Return the RFC 7638 JWK thumbprint of `public_key`."""
+    x = _b64encode(public_key.public_bytes_raw())
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    return _b64encode(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """Return `public_key` as a JWK for a key set."""
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": _b64encode(public_key.public_bytes_raw()),
+        "kid": kid_for(public_key),
+        "use": "sig",
+        "alg": ALGORITHM,
+    }
+
+
+def jwks(public_keys: Iterable[Ed25519PublicKey]) -> dict[str, list[dict[str, str]]]:
+    """Return a JWKS document publishing `public_keys`."""
+    return {"keys": [public_jwk(key) for key in public_keys]}
+
+
+def _key_from_jwk(entry: Mapping[str, Any]) -> Ed25519PublicKey | None:
+    """Return the Ed25519 key of a JWK, None for other key types or uses."""
+    if entry.get("kty") != "OKP" or entry.get("crv") != "Ed25519":
+        return None
+    if entry.get("use", "sig") != "sig" or entry.get("alg", ALGORITHM) != ALGORITHM:
+        return None
+    x = entry.get("x")
+    if not isinstance(x, str):
+        raise ValueError("JWK without a string 'x'")
+    raw = _b64decode(x)
+    if len(raw) != 32:
+        raise ValueError("Ed25519 JWK 'x' must be 32 bytes")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def keys_from_jwks(doc: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:
+    """Return the Ed25519 keys of a JWKS document by their recomputed kid."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+        raise ValueError("a JWKS document is an object with a 'keys' list")
+    keys: dict[str, Ed25519PublicKey] = {}
+    for entry in doc["keys"]:
+        if not isinstance(entry, Mapping):
+            raise ValueError("every JWKS entry must be an object")
+        key = _key_from_jwk(entry)
+        if key is None:
+            continue
+        kid = kid_for(key)
+        # A stated kid that is not the thumbprint would let one key pose as another.
+        if entry.get("kid", kid) == kid:
+            keys[kid] = key
+    return keys
+
+
+def private_key_to_bytes(key: Ed25519PrivateKey) -> bytes:
+    """Return the raw 32-byte form of `key`."""
+    return key.private_bytes_raw()
+
+
+def private_key_from_bytes(raw: bytes) -> Ed25519PrivateKey:
+    """Load a private key from its raw 32-byte form."""
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def private_key_to_pem(key: Ed25519PrivateKey) -> bytes:
+    """Return `key` as unencrypted PKCS8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def private_key_from_pem(pem: bytes) -> Ed25519PrivateKey:
+    """Load an Ed25519 private key from unencrypted PKCS8 PEM."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("the PEM does not hold an Ed25519 private key")
+    return key
+
+
+def public_key_from_pem(pem: bytes) -> Ed25519PublicKey:
+    """Load an Ed25519 public key from SubjectPublicKeyInfo PEM."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("the PEM does not hold an Ed25519 public key")
+    return key
+
+
+def sign(
+    claims: Mapping[str, Any],
+    private_key: Ed25519PrivateKey,
+    *,
+    typ: str | None,
+    kid: str | None = None,
+) -> str:
+    """Sign `claims` as an EdDSA JWS compact token."""
+    headers = {"kid": kid if kid is not None else kid_for(private_key.public_key()), "typ": typ}
+    # PyJWT drops a falsy typ from the header, which is what typ=None means.
+    return jwt.encode(dict(claims), private_key, algorithm=ALGORITHM, headers=headers)
+
+
+def _split(token: str) -> list[str]:
+    """Return the three segments of a well-formed compact token."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenInvalid("malformed token")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise TokenInvalid("malformed token")
+    try:
+        for segment in segments:
+            _b64decode(segment)
+    except ValueError:
+        raise TokenInvalid("malformed token") from None
+    return segments
+
+
+def header_of(token: str) -> dict[str, Any]:
+    """Return the unverified header of `token`."""
+    _split(token)
+    try:
+        return jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, ValueError, RecursionError):
+        raise TokenInvalid("malformed token header") from None
+
+
+def _check_header(header: Mapping[str, Any], keys: Mapping[str, Any], typ: Typ) -> str:
+    """Return the kid of an acceptable header, or raise TokenInvalid."""
+    if header.get("alg") != ALGORITHM:
+        raise TokenInvalid("algorithm not allowed")
+    for name in FORBIDDEN_HEADERS:
+        if name in header:
+            raise TokenInvalid(f"forbidden header {name}")
+    allowed = typ if isinstance(typ, frozenset) else frozenset({typ})
+    if header.get("typ") not in allowed:
+        raise TokenInvalid("wrong typ")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or kid not in keys:
+        raise TokenInvalid("unknown kid")
+    return kid
+
+
+def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    """Return a NumericDate claim, None when absent."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TokenInvalid(f"{name} must be a number")
+    return float(value)
+
+
+def _check_times(claims: Mapping[str, Any], leeway: int, now: float) -> None:
+    """Raise TokenInvalid unless exp, nbf and iat admit the token at `now`."""
+    exp = _time_claim(claims, "exp")
+    if exp is not None and now - leeway >= exp:
+        raise TokenInvalid("token expired")
+    nbf = _time_claim(claims, "nbf")
+    if nbf is not None and nbf > now + leeway:
+        raise TokenInvalid("token not yet valid")
+    iat = _time_claim(claims, "iat")
+    if iat is not None and iat > now + leeway:
+        raise TokenInvalid("token issued in the future")
+
+
+_PYJWT_REASONS: list[tuple[type[jwt.PyJWTError], str]] = [
+    (jwt.InvalidSignatureError, "signature verification failed"),
+    (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+    (jwt.InvalidIssuerError, "wrong issuer"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+]
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    """Translate a PyJWT error into a TokenInvalid reason."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim {exc.claim}"
+    for kind, reason in _PYJWT_REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "malformed token"
+
+
+def verify(
+    token: str,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    typ: Typ,
+    issuer: str | None = None,
+    audience: str | None = None,
+    required: Sequence[str] = (),
+    leeway: int = 60,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Return the claims of `token` after checking header, signature, times, iss, aud."""
+    kid = _check_header(header_of(token), keys, typ)
+    options: dict[str, Any] = {
+        "require": list(required),
+        # Times are checked below against `now`; PyJWT only knows the wall clock.
+        "verify_exp": False,
+        "verify_nbf": False,
+        "verify_iat": False,
+        "verify_aud": audience is not None,
+    }
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, keys[kid], algorithms=[ALGORITHM], options=options,  # type: ignore[arg-type]
+            issuer=issuer, audience=audience,
+        )
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid(_reason(exc)) from None
+    except (ValueError, TypeError, RecursionError):
+        raise TokenInvalid("malformed token") from None
+    _check_times(claims, leeway, time.time() if now is None else now)
+    return claims

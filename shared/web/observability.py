@@ -1,0 +1,133 @@
+"""Request id, one log line per request, Prometheus metrics, and the health endpoints."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+
+log = structlog.get_logger("http")
+
+_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class HttpMetrics:
+    """The per-app registry and the request metrics every service has."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route and method.",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+
+METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
+# Set by auth middlewares so the request log line can name the caller.
+USER_KEY = web.RequestKey("log_user", str)
+
+
+def route_name(request: web.Request) -> str:
+    """Return the route template (not the raw path), so labels stay few."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, time the request, count it and log one line for it."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        route = route_name(request)
+        metrics = request.app[METRICS_KEY]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route, request.method).observe(elapsed)
+        if route not in ("/health/live", "/metrics"):
+            log.info(
+                "request",
+                method=request.method,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                user=request.get(USER_KEY),
+            )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Serve the app's metrics in the Prometheus text format."""
+    body = generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def live_handler(request: web.Request) -> web.Response:
+    """Answer 200 while the process serves."""
+    return web.json_response({"status": "ok"})
+
+
+@dataclass
+class Readiness:
+    """Named checks: `required` ones make the service not ready, `optional` ones degrade it."""
+
+    required: dict[str, HealthCheck] = field(default_factory=dict)
+    optional: dict[str, HealthCheck] = field(default_factory=dict)
+
+
+READINESS_KEY = web.AppKey("readiness", Readiness)
+
+
+async def ready_handler(request: web.Request) -> web.Response:
+    """Answer 200 when every required check passes, 503 with the failing checks otherwise."""
+    readiness = request.app[READINESS_KEY]
+    checks: dict[str, str] = {}
+    ok = True
+    for name, check in readiness.required.items():
+        passed = await _safe(check)
+        checks[name] = "ok" if passed else "fail"
+        ok = ok and passed
+    for name, check in readiness.optional.items():
+        checks[name] = "ok" if await _safe(check) else "degraded"
+    body = {"status": "ok" if ok else "fail", "checks": checks}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _safe(check: HealthCheck) -> bool:
+    try:
+        return await check()
+    except Exception:
+        return False

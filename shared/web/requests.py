@@ -1,0 +1,71 @@
+"""Reading JSON bodies and query strings into pydantic models, with clear 4xx errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.web.errors import ApiError, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Return one entry per bad field: where it is and what is wrong."""
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def read_json(request: web.Request) -> Any:
+    """Return the parsed JSON body, refusing other content types and malformed JSON."""
+    if request.content_type != "application/json":
+        raise ApiError(
+            "Content-Type must be application/json.", status=415, code="UnsupportedMediaType"
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("The body is not valid JSON.", code="MalformedJson", details=str(exc))
+    reject_nul(data)
+    return data
+
+
+def reject_nul(value: Any) -> None:
+    """Refuse NUL characters anywhere in a value: Postgres text cannot store them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed("Text may not contain NUL characters.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key)
+            reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            reject_nul(item)
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """Return the JSON body validated as `model`."""
+    data = await read_json(request)
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate `data` as `model`, turning errors into a 400 with per-field details."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(details=validation_details(exc)) from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    """Return the query string validated as `model`."""
+    query = dict(request.query)
+    reject_nul(query)
+    return validate(model, query)

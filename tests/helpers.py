@@ -1,0 +1,181 @@
+"""Helpers for tests: serve an app on a real port, and talk to it."""
+
+from __future__ import annotations
+
+import json as json_module
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from license_backend.app import create_app as create_lbs_app
+from license_backend.definitions.service import SiteDirectory
+from license_backend.keys import KEYRING, POOL, SITES
+from license_backend.settings import LbsSettings
+from license_backend.signing.keyring import KeyRing
+from repository_service.app import create_app as create_qrs_app
+from repository_service.keys import CALLERS, POLLER
+from repository_service.keys import POOL as QRS_POOL
+from repository_service.poller import Poller
+from repository_service.settings import QrsSettings
+from shared import jose
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 on a free port and yield its base URL."""
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class LbsHandle:
+    """A running license backend and what tests need to call it."""
+
+    url: str
+    app: web.Application
+    settings: LbsSettings
+    admin_token: str
+    session: aiohttp.ClientSession
+
+    def admin_headers(self) -> dict[str, str]:
+        """Return headers with the admin bearer token."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    async def create_license(self, **fields: Any) -> dict[str, Any]:
+        """Create a catalog license and return the 201 body."""
+        body = {"owner": "Ada Owner", "organization": "Example AB", "professional": 10,
+                "analyzer": 20, "tokens": 5, "analyzerMinutes": 600, **fields}
+        async with self.session.post(
+            f"{self.url}/v1/admin/licenses", json=body, headers=self.admin_headers()
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+
+    async def patch(self, number: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a catalog license and return the 200 body."""
+        async with self.session.patch(
+            f"{self.url}/v1/admin/licenses/{number}", json=changes, headers=self.admin_headers()
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    async def issue_key(self, number: str, *, revoke_others: bool) -> dict[str, Any]:
+        """Issue another key for a license and return the 201 body."""
+        async with self.session.post(
+            f"{self.url}/v1/admin/licenses/{number}/keys",
+            json={"revokeOthers": revoke_others},
+            headers=self.admin_headers(),
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    def app_pool(self) -> asyncpg.Pool:
+        """Return the running backend's database pool."""
+        return self.app[POOL]
+
+    def app_sites(self) -> SiteDirectory:
+        """Return the running backend's site directory (its cache)."""
+        return self.app[SITES]
+
+    def app_keyring(self) -> KeyRing:
+        """Return the running backend's key ring (to sign test tokens with a real key)."""
+        return self.app[KEYRING]
+
+
+@asynccontextmanager
+async def serve_lbs(settings: LbsSettings, admin_token: str) -> AsyncIterator[LbsHandle]:
+    """Run a license backend with `settings` and yield a handle to it."""
+    app = create_lbs_app(settings)
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        yield LbsHandle(url, app, settings, admin_token, session)
+
+
+XRFKEY = "abcdefghij012345"
+
+
+@dataclass
+class QrsHandle:
+    """A running repository service and a way to call it as any user."""
+
+    url: str
+    app: web.Application
+    settings: QrsSettings
+    session: aiohttp.ClientSession
+    issuer_key: Ed25519PrivateKey
+
+    def token(self, user: str = "CORP\\admin", *, ttl: int = 3600) -> str:
+        """Mint a caller token for `DIR\\user` signed by the trusted test issuer."""
+        directory, _, user_id = user.partition("\\")
+        now = int(time.time())
+        claims = {"iss": "test-issuer", "aud": "repository-service", "iat": now,
+                  "exp": now + ttl, "userDirectory": directory, "userId": user_id}
+        return jose.sign(claims, self.issuer_key, typ="JWT")
+
+    def headers(self, user: str = "CORP\\admin") -> dict[str, str]:
+        """Return the xrfkey and bearer headers for `user`."""
+        return {"X-Qlik-Xrfkey": XRFKEY, "Authorization": f"Bearer {self.token(user)}"}
+
+    async def call(
+        self, method: str, path: str, *, user: str = "CORP\\admin", json: Any = None,
+        params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """Call a `/qrs/` endpoint as `user` and return (status, parsed body)."""
+        query = {"xrfkey": XRFKEY, **(params or {})}
+        all_headers = {**self.headers(user), **(headers or {})}
+        async with self.session.request(
+            method, self.url + path, params=query, json=json, headers=all_headers
+        ) as resp:
+            raw = await resp.read()
+            try:
+                body = json_module.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            return resp.status, body
+
+    def poller(self) -> Poller:
+        """Return the running service's poller."""
+        return self.app[POLLER]
+
+    def pool(self) -> asyncpg.Pool:
+        """Return the running service's database pool."""
+        return self.app[QRS_POOL]
+
+    def app_callers_forget(self) -> None:
+        """Drop the service's cached callers (after a test changed roles in the database)."""
+        self.app[CALLERS].forget()
+
+
+def write_jwks(path: Path, key: Ed25519PrivateKey) -> Path:
+    """Write a JWKS file holding the public half of `key`."""
+    path.write_text(json_module.dumps(jose.jwks([key.public_key()])))
+    return path
+
+
+@asynccontextmanager
+async def serve_qrs(settings: QrsSettings, issuer_key: Ed25519PrivateKey,
+                    run_poller: bool = True) -> AsyncIterator[QrsHandle]:
+    """Run a repository service with `settings` and yield a handle to it."""
+    app = create_qrs_app(settings, run_poller=run_poller)
+    async with serve(app) as url, aiohttp.ClientSession() as session:
+        yield QrsHandle(url, app, settings, session, issuer_key)
