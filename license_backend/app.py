@@ -64,7 +64,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = pool
 
     async def database_ok() -> bool:
-        return await pool.fetchval("SELECT 1", timeout=2) == 1
+        return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)
 
     app[READINESS_KEY].required["database"] = database_ok
     yield

@@ -19,6 +19,7 @@ from license_backend.catalog.service import Catalog
 from license_backend.settings import LbsSettings
 from license_backend.signing.keyring import KeyRing
 from shared.cli import add_settings_flags, emit, run_until_stopped, secret, settings_from_args
+from shared.db import Conn
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations
 
@@ -72,7 +73,7 @@ async def create_admin_token(settings: LbsSettings, name: str) -> str:
     return token
 
 
-async def _keyring(settings: LbsSettings, conn: asyncpg.Connection) -> KeyRing:
+async def _keyring(settings: LbsSettings, conn: Conn) -> KeyRing:
     if settings.key_encryption_key is None:
         raise MissingEncryptionKey()
     keyring = KeyRing(secret(settings.key_encryption_key).encode())

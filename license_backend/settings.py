@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr
 from pydantic_settings import NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from shared.settings import ServiceSettings, comma_list
 

@@ -49,7 +49,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[keys.POOL] = pool
 
     async def database_ok() -> bool:
-        return await pool.fetchval("SELECT 1", timeout=2) == 1
+        return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)
 
     app[READINESS_KEY].required["database"] = database_ok
     yield
@@ -60,7 +60,9 @@ async def _license_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     async with aiohttp.ClientSession() as session:
         client = LbsClient(
-            session, settings.lbs_url, timeout=settings.lbs_timeout_seconds,
+            session,
+            settings.lbs_url,
+            timeout=settings.lbs_timeout_seconds,
             pinned_jwks=settings.lbs_jwks_file,
         )
         app[keys.LBS] = client

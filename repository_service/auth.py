@@ -99,7 +99,9 @@ class CallerDirectory:
                 required=("iss", "aud", "exp", "userDirectory", "userId"),
             )
         except jose.TokenInvalid as exc:
-            raise Unauthorized("The bearer token is not valid.", details={"reason": exc.reason})
+            raise Unauthorized(
+                "The bearer token is not valid.", details={"reason": exc.reason}
+            ) from None
         if claims["iss"] not in self._issuers:
             raise Unauthorized("The token's issuer is not trusted.")
         directory, user_id = claims["userDirectory"], claims["userId"]
@@ -172,5 +174,3 @@ def require_roles(request: web.Request, roles: frozenset[str]) -> Caller:
             details={"requiredAnyOf": sorted(roles)},
         )
     return caller
-
-

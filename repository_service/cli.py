@@ -57,8 +57,14 @@ def mint_token(settings: QrsSettings, identity: str, ttl: int) -> str:
     key = jose.private_key_from_pem(settings.dev_issuer_key_file.read_bytes())
     now = int(time.time())
     issuer = settings.auth_issuers[0] if settings.auth_issuers else DEV_ISSUER
-    claims = {"iss": issuer, "aud": settings.auth_audience, "iat": now, "exp": now + ttl,
-              "userDirectory": directory, "userId": user_id}
+    claims = {
+        "iss": issuer,
+        "aud": settings.auth_audience,
+        "iat": now,
+        "exp": now + ttl,
+        "userDirectory": directory,
+        "userId": user_id,
+    }
     return jose.sign(claims, key, typ="JWT")
 
 

@@ -20,6 +20,7 @@ from repository_service.license.definition import DefinitionRejected, verify_def
 from repository_service.license.service import SiteLicenseService, q
 from repository_service.settings import QrsSettings
 from shared import lef
+from shared.db import one
 
 log = structlog.get_logger("poller")
 
@@ -38,14 +39,20 @@ class PollMetrics:
     """Poll outcomes and the age of the last good poll."""
 
     def __init__(self, registry: CollectorRegistry, poller: Poller) -> None:
-        self.outcomes = Counter("qrs_poll_total", "Poll runs by outcome.", ["outcome"],
-                                registry=registry)
-        since = Gauge("qrs_seconds_since_last_successful_poll",
-                      "Seconds since the last successful poll (-1: never).", registry=registry)
+        self.outcomes = Counter(
+            "qrs_poll_total", "Poll runs by outcome.", ["outcome"], registry=registry
+        )
+        since = Gauge(
+            "qrs_seconds_since_last_successful_poll",
+            "Seconds since the last successful poll (-1: never).",
+            registry=registry,
+        )
         since.set_function(poller.seconds_since_success)
-        expires = Gauge("qrs_definition_expires_in_seconds",
-                        "Seconds until the stored definition's exp (-1: none).",
-                        registry=registry)
+        expires = Gauge(
+            "qrs_definition_expires_in_seconds",
+            "Seconds until the stored definition's exp (-1: none).",
+            registry=registry,
+        )
         expires.set_function(poller.seconds_to_expiry)
         leader = Gauge("qrs_poller_is_leader", "1 on the replica that polls.", registry=registry)
         leader.set_function(lambda: 1.0 if poller.is_leader else 0.0)
@@ -54,8 +61,14 @@ class PollMetrics:
 class Poller:
     """Owns the poll loop of one process."""
 
-    def __init__(self, pool: asyncpg.Pool, lbs: LbsClient, site: SiteLicenseService,
-                 settings: QrsSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        lbs: LbsClient,
+        site: SiteLicenseService,
+        settings: QrsSettings,
+        registry: CollectorRegistry,
+    ) -> None:
         self.pool = pool
         self.lbs = lbs
         self.site = site
@@ -95,7 +108,7 @@ class Poller:
             wait = min(self.settings.poll_interval_seconds, FOLLOWER_CHECK_SECONDS)
             try:
                 await self._hold_leadership()
-                sync = await self.pool.fetchrow(q.get_sync)
+                sync = await one(self.pool, q.get_sync)
                 self._remember(sync, await self.pool.fetchrow(q.get_license))
                 if self.is_leader:
                     wait = await self._lead(sync)
@@ -115,7 +128,7 @@ class Poller:
         if due is None or due <= now or self._wake.is_set():
             self._wake.clear()
             await self.poll_once()
-            sync = await self.pool.fetchrow(q.get_sync)
+            sync = await one(self.pool, q.get_sync)
             due = sync["next_poll_at"]
         left = (due - datetime.now(UTC)).total_seconds() if due else 0.0
         return min(left, FOLLOWER_CHECK_SECONDS)
@@ -189,8 +202,12 @@ class Poller:
             if row is not None and self.usage_hook is not None:
                 await self._report_usage(row, started)
         self.metrics.outcomes.labels(outcome).inc()
-        log.info("poll_run", outcome=outcome, instance=self.settings.instance_id,
-                 duration_ms=round((datetime.now(UTC) - started).total_seconds() * 1000, 1))
+        log.info(
+            "poll_run",
+            outcome=outcome,
+            instance=self.settings.instance_id,
+            duration_ms=round((datetime.now(UTC) - started).total_seconds() * 1000, 1),
+        )
         async with self._ran:
             self.runs += 1
             self._ran.notify_all()
@@ -209,7 +226,9 @@ class Poller:
             if answer.token is None:
                 return "not_modified"
             claims = await verify_definition(
-                self.lbs, answer.token, issuer=self.settings.expected_lbs_issuer,
+                self.lbs,
+                answer.token,
+                issuer=self.settings.expected_lbs_issuer,
                 number=row["key_number"],
             )
             stored = await self.site.accept_definition(answer.token, claims, answer.etag)
@@ -233,8 +252,9 @@ class Poller:
             text = await self.lbs.lef(serial, row["control"], row["name"], row["organization"])
             if text is None:
                 raise PollFailed("the LEF server no longer knows this serial and control")
-            content = lef.verify_lef(text, control=row["control"], serial=serial,
-                                     keys=await self.lbs.keys())
+            content = lef.verify_lef(
+                text, control=row["control"], serial=serial, keys=await self.lbs.keys()
+            )
         except LbsUnavailable as exc:
             raise PollFailed(f"license backend unreachable: {exc.reason}") from None
         except LbsRefused as exc:
@@ -247,7 +267,11 @@ class Poller:
             await conn.execute(
                 "UPDATE site_license SET lef = $2, entitlements = $3, lef_checked_at = $4,"
                 " updated = CASE WHEN $5 THEN $4 ELSE updated END WHERE id = $1",
-                row["id"], text, ent.from_lef(content).to_json(), now, changed,
+                row["id"],
+                text,
+                ent.from_lef(content).to_json(),
+                now,
+                changed,
             )
         return "lef_updated" if changed else "lef_unchanged"
 
@@ -256,7 +280,7 @@ class Poller:
     def _backoff(self, failures: int) -> float:
         interval = self.settings.poll_interval_seconds
         base = interval / 32
-        delay = min(interval, base * 2 ** max(failures - 1, 0))
+        delay: float = min(interval, base * 2.0 ** max(failures - 1, 0))
         return delay * random.uniform(0.5, 1.0)
 
     async def _record_success(self, now: datetime) -> None:
@@ -266,26 +290,30 @@ class Poller:
             " next_poll_at = $2, polls = polls + 1, leader = $3"
             " FROM (SELECT consecutive_failures AS failures FROM sync_state) old"
             " RETURNING old.failures",
-            now, now + timedelta(seconds=self.settings.poll_interval_seconds),
+            now,
+            now + timedelta(seconds=self.settings.poll_interval_seconds),
             self.settings.instance_id,
         )
         if before and before["failures"] > 0:
             log.info("poll_recovered", after_failures=before["failures"])
 
     async def _record_failure(self, reason: str, now: datetime) -> None:
-        sync = await self.pool.fetchrow(q.get_sync)
+        sync = await one(self.pool, q.get_sync)
         failures = sync["consecutive_failures"] + 1
         await self.pool.execute(
             "UPDATE sync_state SET last_attempt_at = $1, last_error = $2,"
             " consecutive_failures = $3, failing_since = coalesce(failing_since, $1),"
             " next_poll_at = $4, polls = polls + 1, leader = $5",
-            now, reason[:500], failures, now + timedelta(seconds=self._backoff(failures)),
+            now,
+            reason[:500],
+            failures,
+            now + timedelta(seconds=self._backoff(failures)),
             self.settings.instance_id,
         )
         if failures == 1:
             log.warning("poll_failing", reason=reason)
 
-    async def wait_for_runs(self, count: int, timeout: float = 30.0) -> None:
+    async def wait_for_runs(self, count: int, within: float = 30.0) -> None:
         """Wait until this process has run `count` polls in all (for tests and tools)."""
-        async with asyncio.timeout(timeout), self._ran:
+        async with asyncio.timeout(within), self._ran:
             await self._ran.wait_for(lambda: self.runs >= count)

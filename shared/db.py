@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Conn) -> None:
     # jsonb columns come back as Python objects and go in from them.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -45,3 +45,17 @@ def pool_context(
 def row_to_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
     """Return a record as a plain dict (None stays None)."""
     return dict(row) if row is not None else None
+
+
+# A connection of our own or one borrowed from the pool; functions take either.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# Anything that runs a query: a connection, or the pool for a one-off statement.
+Db = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
+
+
+async def one(db: Db, query: str, *args: object) -> asyncpg.Record:
+    """Run a query that must return a row (an INSERT/UPDATE … RETURNING, a singleton)."""
+    row = await db.fetchrow(query, *args)
+    if row is None:
+        raise LookupError("expected a row")
+    return row

@@ -22,6 +22,12 @@ import asyncpg
 from aiohttp import web
 from cryptography.fernet import Fernet
 
+from license_backend.app import create_app as create_lbs
+from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
+from license_backend.settings import LbsSettings
+from repository_service.app import create_app as create_qrs
+from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
+from repository_service.settings import QrsSettings
 from shared import jose
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.logging import configure_logging
@@ -37,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run the whole stack until Ctrl-C")
     up.add_argument("--data-dir", type=Path, default=Path(".licensing"))
-    up.add_argument("--database-url", default=None,
-                    help="use this Postgres server instead of the embedded one")
+    up.add_argument(
+        "--database-url", default=None, help="use this Postgres server instead of the embedded one"
+    )
     up.add_argument("--lbs-port", type=int, default=9200)
     up.add_argument("--qrs-port", type=int, default=4242)
     up.add_argument("--host", default="127.0.0.1")
@@ -79,21 +86,17 @@ class DevStack:
 
     async def start(self) -> dict[str, str]:
         """Start everything and return what to print."""
-        from license_backend.app import create_app as create_lbs
-        from license_backend.settings import LbsSettings
-        from repository_service.app import create_app as create_qrs
-        from repository_service.settings import QrsSettings
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.data_dir.mkdir, parents=True, exist_ok=True)
         server_url = self.args.database_url or await asyncio.to_thread(self._start_postgres)
         lbs_db = await _ensure_database(server_url, "lbs")
         qrs_db = await _ensure_database(server_url, "qrs")
-        root = Path(__file__).resolve().parent.parent
-        await apply_migrations(lbs_db, root / "license_backend" / "migrations")
-        await apply_migrations(qrs_db, root / "repository_service" / "migrations")
+        await apply_migrations(lbs_db, LBS_MIGRATIONS)
+        await apply_migrations(qrs_db, QRS_MIGRATIONS)
 
-        admin_token = _secret_file(self.data_dir / "lbs-admin-token",
-                                   lambda: "lbsa_dev_" + Fernet.generate_key().decode()[:32])
+        admin_token = _secret_file(
+            self.data_dir / "lbs-admin-token",
+            lambda: "lbsa_dev_" + Fernet.generate_key().decode()[:32],
+        )
         issuer_pem = self.data_dir / "dev-issuer.pem"
         if not issuer_pem.exists():
             issuer_pem.write_bytes(jose.private_key_to_pem(jose.generate_private_key()))
@@ -104,33 +107,59 @@ class DevStack:
 
         host = self.args.host
         lbs_url = f"http://{host}:{self.args.lbs_port}"
-        lbs_settings = LbsSettings(
-            database_url=lbs_db, host=host, port=self.args.lbs_port, public_url=lbs_url,
-            admin_tokens=admin_token,
-            key_encryption_key=_secret_file(self.data_dir / "lbs-key-encryption-key",
-                                            lambda: Fernet.generate_key().decode()),
-            control_secret=_secret_file(self.data_dir / "lbs-control-secret",
-                                        lambda: Fernet.generate_key().decode()),
+        lbs_settings = LbsSettings.model_validate(
+            dict(
+                database_url=lbs_db,
+                host=host,
+                port=self.args.lbs_port,
+                public_url=lbs_url,
+                admin_tokens=admin_token,
+                key_encryption_key=_secret_file(
+                    self.data_dir / "lbs-key-encryption-key", lambda: Fernet.generate_key().decode()
+                ),
+                control_secret=_secret_file(
+                    self.data_dir / "lbs-control-secret", lambda: Fernet.generate_key().decode()
+                ),
+            )
         )
         await self._serve(create_lbs(lbs_settings), host, self.args.lbs_port)
-        qrs_settings = QrsSettings(
-            database_url=qrs_db, host=host, port=self.args.qrs_port, lbs_url=lbs_url,
-            auth_jwks_file=jwks_file, auth_issuers="licensing-dev",
-            dev_issuer_key_file=issuer_pem, bootstrap_roles={ADMIN_USER: ["RootAdmin"]},
-            poll_interval_seconds=self.args.poll_interval,
+        qrs_settings = QrsSettings.model_validate(
+            dict(
+                database_url=qrs_db,
+                host=host,
+                port=self.args.qrs_port,
+                lbs_url=lbs_url,
+                auth_jwks_file=jwks_file,
+                auth_issuers="licensing-dev",
+                dev_issuer_key_file=issuer_pem,
+                bootstrap_roles={ADMIN_USER: ["RootAdmin"]},
+                poll_interval_seconds=self.args.poll_interval,
+            )
         )
         await self._serve(create_qrs(qrs_settings), host, self.args.qrs_port)
 
         now = int(time.time())
         qrs_token = jose.sign(
-            {"iss": "licensing-dev", "aud": "repository-service", "iat": now,
-             "exp": now + 12 * 3600, "userDirectory": "DEMO", "userId": "admin"},
-            issuer_key, typ="JWT",
+            {
+                "iss": "licensing-dev",
+                "aud": "repository-service",
+                "iat": now,
+                "exp": now + 12 * 3600,
+                "userDirectory": "DEMO",
+                "userId": "admin",
+            },
+            issuer_key,
+            typ="JWT",
         )
         qrs_url = f"http://{host}:{self.args.qrs_port}"
         demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)
-        return {"lbs_url": lbs_url, "qrs_url": qrs_url, "admin_token": admin_token,
-                "qrs_token": qrs_token, **demo}
+        return {
+            "lbs_url": lbs_url,
+            "qrs_url": qrs_url,
+            "admin_token": admin_token,
+            "qrs_token": qrs_token,
+            **demo,
+        }
 
     def _start_postgres(self) -> str:
         port_file = self.data_dir / "postgres.port"
@@ -152,16 +181,25 @@ class DevStack:
         self.runners.append(runner)
         await web.TCPSite(runner, host, port).start()
 
-    async def _demo_license(self, lbs_url: str, admin_token: str, qrs_url: str,
-                            qrs_token: str) -> dict[str, str]:
+    async def _demo_license(
+        self, lbs_url: str, admin_token: str, qrs_url: str, qrs_token: str
+    ) -> dict[str, str]:
         demo_file = self.data_dir / "demo-license.json"
         async with aiohttp.ClientSession() as http:
             if not demo_file.exists():
-                body = {"owner": "Demo Owner", "organization": "Demo Organization",
-                        "professional": 10, "analyzer": 20, "tokens": 50,
-                        "analyzerMinutes": 6000}
-                async with http.post(f"{lbs_url}/v1/admin/licenses", json=body,
-                                     headers={"Authorization": f"Bearer {admin_token}"}) as r:
+                body = {
+                    "owner": "Demo Owner",
+                    "organization": "Demo Organization",
+                    "professional": 10,
+                    "analyzer": 20,
+                    "tokens": 50,
+                    "analyzerMinutes": 6000,
+                }
+                async with http.post(
+                    f"{lbs_url}/v1/admin/licenses",
+                    json=body,
+                    headers={"Authorization": f"Bearer {admin_token}"},
+                ) as r:
                     r.raise_for_status()
                     demo_file.write_text(json.dumps(await r.json()))
             demo = json.loads(demo_file.read_text())
@@ -170,8 +208,12 @@ class DevStack:
             async with http.get(f"{qrs_url}/qrs/license", headers=headers, params=params) as r:
                 licensed = r.status == 200
             if not licensed:
-                async with http.post(f"{qrs_url}/qrs/license", json={"key": demo["key"]},
-                                     headers=headers, params=params) as r:
+                async with http.post(
+                    f"{qrs_url}/qrs/license",
+                    json={"key": demo["key"]},
+                    headers=headers,
+                    params=params,
+                ) as r:
                     if r.status != 201:
                         raise RuntimeError(f"applying the demo key failed: {await r.text()}")
         return {"serial": demo["number"], "control": demo["control"]}
@@ -184,22 +226,27 @@ class DevStack:
             await asyncio.to_thread(self.postgres.stop)
 
 
+def _qrs_curl(base: str, token: str, path: str) -> str:
+    headers = f"-H 'X-Qlik-Xrfkey: {XRFKEY}' -H 'Authorization: Bearer {token}'"
+    return f"curl -s {headers} '{base}{path}?xrfkey={XRFKEY}'"
+
+
 def banner(info: dict[str, str]) -> str:
     """Return the text printed once the stack is up."""
     qrs, lbs, tok = info["qrs_url"], info["lbs_url"], info["qrs_token"]
     return f"""
 Site licensing is up.
 
-  License backend     {lbs}    admin token: {info['admin_token']}
+  License backend     {lbs}    admin token: {info["admin_token"]}
   Repository service  {qrs}    token for DEMO\\admin (RootAdmin, 12 h):
     {tok}
   Admin page          {qrs}/qmc/license#token={tok}
-  Demo license        serial {info['serial']}  control {info['control']}
+  Demo license        serial {info["serial"]}  control {info["control"]}
 
 Try:
-  curl -s -H 'X-Qlik-Xrfkey: {XRFKEY}' -H 'Authorization: Bearer {tok}' '{qrs}/qrs/license?xrfkey={XRFKEY}'
-  curl -s -H 'X-Qlik-Xrfkey: {XRFKEY}' -H 'Authorization: Bearer {tok}' '{qrs}/qrs/license/syncstatus?xrfkey={XRFKEY}'
-  curl -s -H 'Authorization: Bearer {info['admin_token']}' '{lbs}/v1/admin/licenses'
+  {_qrs_curl(qrs, tok, "/qrs/license")}
+  {_qrs_curl(qrs, tok, "/qrs/license/syncstatus")}
+  curl -s -H 'Authorization: Bearer {info["admin_token"]}' '{lbs}/v1/admin/licenses'
 
 Press Ctrl-C to stop.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import pwd
@@ -11,7 +12,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import importlib.util
 
 def _bin_path() -> Path:
     # Located without importing the package, whose import has side effects (lock files).
@@ -120,8 +120,10 @@ class EmbeddedPostgres:
             return
         self._run(
             "initdb",
-            "-D", str(self.data_dir),
-            "-U", self.user,
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
             "--auth=trust",
             "--encoding=UTF8",
             "--no-sync",
@@ -135,8 +137,17 @@ class EmbeddedPostgres:
             "-c max_connections=300 -c fsync=on -c shared_buffers=64MB"
         )
         self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-o", options,
-            "-l", str(self.data_dir / "server.log"), "-w", "-t", "60", "start",
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:

@@ -161,28 +161,28 @@ def sign(
     return jwt.encode(dict(claims), private_key, algorithm=ALGORITHM, headers=headers)
 
 
-def _split(token: str) -> list[str]:
-    """Return the three segments of a well-formed compact token."""
+def _split(token: str) -> list[bytes]:
+    """Return the decoded segments of a well-formed compact token."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("malformed token")
     segments = token.split(".")
     if len(segments) != 3:
         raise TokenInvalid("malformed token")
     try:
-        for segment in segments:
-            _b64decode(segment)
+        return [_b64decode(segment) for segment in segments]
     except ValueError:
         raise TokenInvalid("malformed token") from None
-    return segments
 
 
 def header_of(token: str) -> dict[str, Any]:
     """Return the unverified header of `token`."""
-    _split(token)
     try:
-        return jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, RecursionError):
+        header = json.loads(_split(token)[0])
+    except (ValueError, RecursionError):
         raise TokenInvalid("malformed token header") from None
+    if not isinstance(header, dict):
+        raise TokenInvalid("malformed token header")
+    return header
 
 
 def _check_header(header: Mapping[str, Any], keys: Mapping[str, Any], typ: Typ) -> str:
@@ -193,7 +193,8 @@ def _check_header(header: Mapping[str, Any], keys: Mapping[str, Any], typ: Typ) 
         if name in header:
             raise TokenInvalid(f"forbidden header {name}")
     allowed = typ if isinstance(typ, frozenset) else frozenset({typ})
-    if header.get("typ") not in allowed:
+    stated = header.get("typ")
+    if not (stated is None or isinstance(stated, str)) or stated not in allowed:
         raise TokenInvalid("wrong typ")
     kid = header.get("kid")
     if not isinstance(kid, str) or kid not in keys:
@@ -255,18 +256,21 @@ def verify(
 ) -> dict[str, Any]:
     """Return the claims of `token` after checking header, signature, times, iss, aud."""
     kid = _check_header(header_of(token), keys, typ)
-    options: dict[str, Any] = {
-        "require": list(required),
-        # Times are checked below against `now`; PyJWT only knows the wall clock.
-        "verify_exp": False,
-        "verify_nbf": False,
-        "verify_iat": False,
-        "verify_aud": audience is not None,
-    }
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, keys[kid], algorithms=[ALGORITHM], options=options,  # type: ignore[arg-type]
-            issuer=issuer, audience=audience,
+            token,
+            keys[kid],
+            algorithms=[ALGORITHM],
+            options={
+                "require": list(required),
+                # Times are checked below against `now`; PyJWT only knows the wall clock.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": audience is not None,
+            },
+            issuer=issuer,
+            audience=audience,
         )
     except jwt.PyJWTError as exc:
         raise TokenInvalid(_reason(exc)) from None

@@ -25,10 +25,18 @@ _CONTROL = re.compile(r"[0-9]{5}")
 _CHECK_CODE = re.compile(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){4}")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _NAME_SUFFIX = ";;;"
-_KNOWN_TAGS = frozenset({
-    "PRODUCTLEVEL", "PROFESSIONAL", "ANALYZER", "TOKENS", "ANALYZER_TIME", "TIMELIMIT",
-    "OVERAGE", "SIGNATURE",
-})
+_KNOWN_TAGS = frozenset(
+    {
+        "PRODUCTLEVEL",
+        "PROFESSIONAL",
+        "ANALYZER",
+        "TOKENS",
+        "ANALYZER_TIME",
+        "TIMELIMIT",
+        "OVERAGE",
+        "SIGNATURE",
+    }
+)
 
 
 class LefError(Exception):
@@ -123,8 +131,13 @@ def _check_content(content: LefContent) -> None:
         raise LefError("serial must be 16 digits")
     for name in (content.owner, content.organization):
         _check_line(name + _NAME_SUFFIX, "owner and organization")
-    counts = (content.product_level, content.professional, content.analyzer, content.tokens,
-              content.analyzer_minutes)
+    counts = (
+        content.product_level,
+        content.professional,
+        content.analyzer,
+        content.tokens,
+        content.analyzer_minutes,
+    )
     if any(type(n) is not int or not 0 <= n <= MAX_COUNT for n in counts):
         raise LefError(f"counts must be whole numbers from 0 to {MAX_COUNT}")
     for line in content.extra_lines:

@@ -170,15 +170,17 @@ def make_qrs(
     ) -> AsyncIterator[QrsHandle]:
         if "database_url" not in overrides:
             overrides["database_url"] = await databases.clone("qrs")
-        settings = QrsSettings(**{
-            "lbs_url": lbs.url if lbs else "http://127.0.0.1:9",
-            "lbs_issuer": "http://lbs.test",
-            "auth_jwks_file": jwks_file,
-            "auth_issuers": "test-issuer",
-            "log_format": "console",
-            "lbs_timeout_seconds": 2,
-            **overrides,
-        })
+        settings = QrsSettings(
+            **{
+                "lbs_url": lbs.url if lbs else "http://127.0.0.1:9",
+                "lbs_issuer": "http://lbs.test",
+                "auth_jwks_file": jwks_file,
+                "auth_issuers": "test-issuer",
+                "log_format": "console",
+                "lbs_timeout_seconds": 2,
+                **overrides,
+            }
+        )
         async with serve_qrs(settings, issuer_key, run_poller=run_poller) as handle:
             yield handle
 

@@ -60,15 +60,21 @@ class LbsHandle:
 
     async def create_license(self, **fields: Any) -> dict[str, Any]:
         """Create a catalog license and return the 201 body."""
-        body = {"owner": "Ada Owner", "organization": "Example AB", "professional": 10,
-                "analyzer": 20, "tokens": 5, "analyzerMinutes": 600, **fields}
+        body = {
+            "owner": "Ada Owner",
+            "organization": "Example AB",
+            "professional": 10,
+            "analyzer": 20,
+            "tokens": 5,
+            "analyzerMinutes": 600,
+            **fields,
+        }
         async with self.session.post(
             f"{self.url}/v1/admin/licenses", json=body, headers=self.admin_headers()
         ) as resp:
             assert resp.status == 201, await resp.text()
             data: dict[str, Any] = await resp.json()
             return data
-
 
     async def patch(self, number: str, changes: dict[str, Any]) -> dict[str, Any]:
         """PATCH a catalog license and return the 200 body."""
@@ -128,8 +134,14 @@ class QrsHandle:
         """Mint a caller token for `DIR\\user` signed by the trusted test issuer."""
         directory, _, user_id = user.partition("\\")
         now = int(time.time())
-        claims = {"iss": "test-issuer", "aud": "repository-service", "iat": now,
-                  "exp": now + ttl, "userDirectory": directory, "userId": user_id}
+        claims = {
+            "iss": "test-issuer",
+            "aud": "repository-service",
+            "iat": now,
+            "exp": now + ttl,
+            "userDirectory": directory,
+            "userId": user_id,
+        }
         return jose.sign(claims, self.issuer_key, typ="JWT")
 
     def headers(self, user: str = "CORP\\admin") -> dict[str, str]:
@@ -137,8 +149,14 @@ class QrsHandle:
         return {"X-Qlik-Xrfkey": XRFKEY, "Authorization": f"Bearer {self.token(user)}"}
 
     async def call(
-        self, method: str, path: str, *, user: str = "CORP\\admin", json: Any = None,
-        params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str = "CORP\\admin",
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Call a `/qrs/` endpoint as `user` and return (status, parsed body)."""
         query = {"xrfkey": XRFKEY, **(params or {})}
@@ -173,8 +191,9 @@ def write_jwks(path: Path, key: Ed25519PrivateKey) -> Path:
 
 
 @asynccontextmanager
-async def serve_qrs(settings: QrsSettings, issuer_key: Ed25519PrivateKey,
-                    run_poller: bool = True) -> AsyncIterator[QrsHandle]:
+async def serve_qrs(
+    settings: QrsSettings, issuer_key: Ed25519PrivateKey, run_poller: bool = True
+) -> AsyncIterator[QrsHandle]:
     """Run a repository service with `settings` and yield a handle to it."""
     app = create_qrs_app(settings, run_poller=run_poller)
     async with serve(app) as url, aiohttp.ClientSession() as session:

@@ -57,11 +57,16 @@ async def test_ver_increases_on_every_change_and_only_then(lbs: LbsHandle) -> No
     number = lic["number"]
     _, _, etag = await fetch(lbs, lic["key"])
     versions = []
-    for change in ({"professional": 12}, {"validTo": "2031-01-31"}, {"overage": True},
-                   {"owner": "New Owner"}, {"blacklisted": False, "analyzer": 1}):
+    for change in (
+        {"professional": 12},
+        {"validTo": "2031-01-31"},
+        {"overage": True},
+        {"owner": "New Owner"},
+        {"blacklisted": False, "analyzer": 1},
+    ):
         updated = await lbs.patch(number, change)
         versions.append(updated["ver"])
-        status, body, new_etag = await fetch(lbs, lic["key"], etag)
+        status, _, new_etag = await fetch(lbs, lic["key"], etag)
         assert status == 200, change
         assert new_etag != etag
         etag = new_etag
@@ -121,4 +126,6 @@ async def test_metrics_count_definitions_served(lbs: LbsHandle) -> None:
         text = await resp.text()
     assert 'lbs_definitions_served_total{status="200"} 1.0' in text
     assert 'lbs_definitions_served_total{status="304"} 2.0' in text
-    assert 'http_requests_total{method="GET",route="/v1/definitions/current",status="304"} 2.0' in text
+    assert (
+        'http_requests_total{method="GET",route="/v1/definitions/current",status="304"} 2.0' in text
+    )

@@ -29,7 +29,12 @@ def assert_envelope(status: int, body: Any, expected: int | None = None) -> None
 
 
 async def send(
-    lbs: LbsHandle, method: str, path: str, *, data: Any = None, json: Any = None,
+    lbs: LbsHandle,
+    method: str,
+    path: str,
+    *,
+    data: Any = None,
+    json: Any = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
     async with lbs.session.request(
@@ -49,12 +54,24 @@ async def test_malformed_bodies_on_admin_create(lbs: LbsHandle) -> None:
         (b"\xff\xfe\x00", json_headers, 400, "MalformedJson"),
         (b"[]", json_headers, 400, "ValidationFailed"),
         (b'{"owner": 5}', json_headers, 400, "ValidationFailed"),
-        (b'{"owner":"a","organization":"b","professional":"ten","analyzer":1}', json_headers,
-         400, "ValidationFailed"),
-        (b'{"owner":"a","organization":"b","professional":-1,"analyzer":1}', json_headers,
-         400, "ValidationFailed"),
-        (b'{"owner":"a","organization":"b","professional":1,"analyzer":1,"bogus":1}',
-         json_headers, 400, "ValidationFailed"),
+        (
+            b'{"owner":"a","organization":"b","professional":"ten","analyzer":1}',
+            json_headers,
+            400,
+            "ValidationFailed",
+        ),
+        (
+            b'{"owner":"a","organization":"b","professional":-1,"analyzer":1}',
+            json_headers,
+            400,
+            "ValidationFailed",
+        ),
+        (
+            b'{"owner":"a","organization":"b","professional":1,"analyzer":1,"bogus":1}',
+            json_headers,
+            400,
+            "ValidationFailed",
+        ),
         (b'{"owner":"a"}', {**admin, "Content-Type": "text/plain"}, 415, "UnsupportedMediaType"),
         (b"x" * (2 * 1024 * 1024), json_headers, 413, "PayloadTooLarge"),
     ]
@@ -86,9 +103,7 @@ async def test_hostile_strings_never_500(lbs: LbsHandle, text: str) -> None:
     for path in (f"/v1/admin/licenses/{text[:200]}", f"/v1/admin/licenses/{text[:200]}/usage"):
         status, answer = await send(lbs, "GET", path, headers=admin)
         assert_envelope(status, answer)
-    status, answer = await send(
-        lbs, "GET", "/v1/lef", headers=None, data=None
-    )
+    status, answer = await send(lbs, "GET", "/v1/lef", headers=None, data=None)
     assert_envelope(status, answer, 400)
     async with lbs.session.get(
         f"{lbs.url}/v1/lef", params={"serial": text[:60], "control": text[:15]}
@@ -105,10 +120,13 @@ async def test_usage_bad_bodies(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
     headers = {"Authorization": f"Bearer {lic['key']}"}
     good = {
-        "reportId": str(uuid.uuid4()), "periodStart": "2026-11-01T00:00:00Z",
+        "reportId": str(uuid.uuid4()),
+        "periodStart": "2026-11-01T00:00:00Z",
         "periodEnd": "2026-11-01T00:10:00Z",
         "assignments": {"professional": 1, "analyzer": 1, "user": 1},
-        "analyzerMinutesUsed": 0, "loginPassesUsed": 0, "instanceId": "x",
+        "analyzerMinutesUsed": 0,
+        "loginPassesUsed": 0,
+        "instanceId": "x",
     }
     bad = [
         {**good, "reportId": "not-a-uuid"},
@@ -128,8 +146,13 @@ async def test_patch_bad_bodies_and_unknown_license(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
     admin = lbs.admin_headers()
     path = f"/v1/admin/licenses/{lic['number']}"
-    for body in ({"professional": None}, {"validTo": "1999-01-01"}, {"ver": 9},
-                 {"validFrom": "not a date"}, {"owner": ""}):
+    for body in (
+        {"professional": None},
+        {"validTo": "1999-01-01"},
+        {"ver": 9},
+        {"validFrom": "not a date"},
+        {"owner": ""},
+    ):
         status, answer = await send(lbs, "PATCH", path, json=body, headers=admin)
         assert_envelope(status, answer, 400)
     status, answer = await send(

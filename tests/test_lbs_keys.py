@@ -74,7 +74,9 @@ def forgeries(key: str, keys: dict[str, Any]) -> dict[str, str]:
         + "."
         + signature,
         "jku_header": jwt.encode(
-            claims, attacker, algorithm="EdDSA",
+            claims,
+            attacker,
+            algorithm="EdDSA",
             headers={"kid": kid, "typ": "license-key+jwt", "jku": "http://evil.test/jwks"},
         ),
         "garbage": "not-a-token",
@@ -96,10 +98,12 @@ async def test_wrong_typ_and_expired_keys_are_refused(lbs: LbsHandle) -> None:
     kid, private = keyring.current_key()
     _, claims, _ = segments(lic["key"])
     wrong_typ = jose.sign(claims, private, typ="license-definition+jwt", kid=kid)
-    expired = jose.sign({**claims, "exp": int(time.time()) - 3600}, private,
-                        typ="license-key+jwt", kid=kid)
-    wrong_issuer = jose.sign({**claims, "iss": "http://other.test"}, private,
-                             typ="license-key+jwt", kid=kid)
+    expired = jose.sign(
+        {**claims, "exp": int(time.time()) - 3600}, private, typ="license-key+jwt", kid=kid
+    )
+    wrong_issuer = jose.sign(
+        {**claims, "iss": "http://other.test"}, private, typ="license-key+jwt", kid=kid
+    )
     for token in (wrong_typ, expired, wrong_issuer):
         status, body = await definition_status(lbs, token)
         assert status == 401
@@ -162,8 +166,11 @@ async def test_rotation_keeps_old_keys_valid_and_new_definitions_use_new_kid(
     assert header["kid"] == new_kid
     assert claims["ver"] == 2
     verified = jose.verify(
-        body["definition"], published, typ="license-definition+jwt",
-        issuer="http://lbs.test", audience=lic["number"],
+        body["definition"],
+        published,
+        typ="license-definition+jwt",
+        issuer="http://lbs.test",
+        audience=lic["number"],
     )
     assert verified["license"]["allotments"][0] == {"name": "professional", "units": 11}
 

@@ -25,14 +25,25 @@ async def test_migrations_build_the_schema_from_empty_and_are_idempotent(pg_url:
             conn = await asyncpg.connect(url)
             try:
                 versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
-                tables = {r["tablename"] for r in await conn.fetch(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+                tables = {
+                    r["tablename"]
+                    for r in await conn.fetch(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    )
+                }
             finally:
                 await conn.close()
             assert [r["version"] for r in versions] == list(range(1, len(files) + 1))
             if service == "lbs":
-                assert {"licenses", "signing_keys", "definitions", "usage_reports",
-                        "admin_tokens", "license_keys", "lef_requests"} <= tables
+                assert {
+                    "licenses",
+                    "signing_keys",
+                    "definitions",
+                    "usage_reports",
+                    "admin_tokens",
+                    "license_keys",
+                    "lef_requests",
+                } <= tables
             await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()

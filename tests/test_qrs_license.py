@@ -23,7 +23,9 @@ async def grant(qrs: QrsHandle, user: str, *roles: str) -> None:
             "INSERT INTO users (id, user_directory, user_id, roles) VALUES (gen_random_uuid(),"
             " $1, $2, $3) ON CONFLICT (lower(user_directory), lower(user_id)) DO UPDATE"
             " SET roles = EXCLUDED.roles",
-            directory, user_id, list(roles),
+            directory,
+            user_id,
+            list(roles),
         )
     qrs.app_callers_forget()
 
@@ -48,15 +50,15 @@ async def test_xrfkey_then_token_then_role(lbs: LbsHandle, make_qrs: Any) -> Non
                 )
         xrf = {"X-Qlik-Xrfkey": XRFKEY}
         for auth in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic x"}):
-            async with qrs.session.get(url, params={"xrfkey": XRFKEY},
-                                       headers={**xrf, **auth}) as resp:
+            async with qrs.session.get(
+                url, params={"xrfkey": XRFKEY}, headers={**xrf, **auth}
+            ) as resp:
                 assert resp.status == 401
                 assert "Bearer" in resp.headers["WWW-Authenticate"]
         # A valid caller without roles: the user is created, then refused by role.
         status, body = await qrs.call("GET", "/qrs/license", user="CORP\\nobody")
         assert status == 403
-        count = await qrs.pool().fetchval(
-            "SELECT count(*) FROM users WHERE user_id = 'nobody'")
+        count = await qrs.pool().fetchval("SELECT count(*) FROM users WHERE user_id = 'nobody'")
         assert count == 1
 
 
@@ -70,7 +72,7 @@ async def test_signed_key_apply_makes_first_applier_root(lbs: LbsHandle, make_qr
         status, entity = await apply_key(qrs, lic["key"], user="CORP\\first")
         assert status == 201, entity
         number = lic["number"]
-        assert entity["serial"] == " ".join(number[i:i + 4] for i in range(0, 16, 4))
+        assert entity["serial"] == " ".join(number[i : i + 4] for i in range(0, 16, 4))
         assert entity["check"] == ""
         assert (entity["name"], entity["organization"]) == ("Olga Owner", "Org AB")
         assert entity["updated"] is not None
@@ -94,8 +96,11 @@ async def test_bad_keys_and_unreachable_backend(lbs: LbsHandle, make_qrs: Any) -
         for key in ("garbage", "a.b.c", "x" * 5000):
             status, body = await apply_key(qrs, key)
             assert status == 400
-            assert body["error"] == {"code": "ApplyFailed", "message": APPLY_FAILED,
-                                     "details": body["error"]["details"]}
+            assert body["error"] == {
+                "code": "ApplyFailed",
+                "message": APPLY_FAILED,
+                "details": body["error"]["details"],
+            }
             assert body["error"]["details"]["reason"]
     lic = await lbs.create_license()
     async with make_qrs(None) as qrs:  # points at a port where nothing listens
@@ -107,7 +112,7 @@ async def test_bad_keys_and_unreachable_backend(lbs: LbsHandle, make_qrs: Any) -
 async def test_lef_download_and_apply(lbs: LbsHandle, make_qrs: Any) -> None:
     lic = await lbs.create_license(professional=3, analyzer=4, tokens=5)
     serial, control = lic["number"], lic["control"]
-    spaced = " ".join(serial[i:i + 4] for i in range(0, 16, 4))
+    spaced = " ".join(serial[i : i + 4] for i in range(0, 16, 4))
     async with make_qrs(lbs) as qrs:
         params = {"serial": spaced, "control": control, "user": "u", "org": "o"}
         status, text = await qrs.call("GET", "/qrs/license/download", params=params)
@@ -121,21 +126,28 @@ async def test_lef_download_and_apply(lbs: LbsHandle, make_qrs: Any) -> None:
         base = {"serial": spaced, "name": "Owner", "organization": "Org", "lef": text}
         for missing in ("serial", "name", "organization"):
             for empty in ("", "   "):
-                status, body = await qrs.call("POST", "/qrs/license", params={"control": control},
-                                              json={**base, missing: empty})
+                status, body = await qrs.call(
+                    "POST",
+                    "/qrs/license",
+                    params={"control": control},
+                    json={**base, missing: empty},
+                )
                 assert status == 400 and body["error"]["code"] == "ApplyFailed", missing
         status, body = await qrs.call("POST", "/qrs/license", json=base)  # no control
         assert status == 400 and body["error"]["code"] == "ApplyFailed"
-        status, body = await qrs.call("POST", "/qrs/license", params={"control": bad["control"]},
-                                      json=base)
+        status, body = await qrs.call(
+            "POST", "/qrs/license", params={"control": bad["control"]}, json=base
+        )
         assert status == 400 and "control" in body["error"]["details"]["reason"]
         tampered = text.replace("PROFESSIONAL;3", "PROFESSIONAL;9")
-        status, body = await qrs.call("POST", "/qrs/license", params={"control": control},
-                                      json={**base, "lef": tampered})
+        status, body = await qrs.call(
+            "POST", "/qrs/license", params={"control": control}, json={**base, "lef": tampered}
+        )
         assert status == 400 and body["error"]["code"] == "ApplyFailed"
 
-        status, entity = await qrs.call("POST", "/qrs/license", params={"control": control},
-                                        json=base)
+        status, entity = await qrs.call(
+            "POST", "/qrs/license", params={"control": control}, json=base
+        )
         assert status == 201, entity
         assert entity["serial"] == spaced and entity["lef"] == text
         assert entity["check"] and control not in entity["check"]
@@ -150,7 +162,9 @@ async def test_lef_apply_downloads_when_no_lef_given(lbs: LbsHandle, make_qrs: A
     lic = await lbs.create_license(professional=2)
     async with make_qrs(lbs) as qrs:
         status, entity = await qrs.call(
-            "POST", "/qrs/license", params={"control": lic["control"]},
+            "POST",
+            "/qrs/license",
+            params={"control": lic["control"]},
             json={"serial": lic["number"], "name": "N", "organization": "O"},
         )
         assert status == 201, entity
@@ -165,32 +179,55 @@ async def test_put_rules(lbs: LbsHandle, make_qrs: Any) -> None:
         assert status == 201
         path = f"/qrs/license/{entity['id']}"
         # id mismatch and missing modifiedDate are 400s
-        status, body = await qrs.call("PUT", path, json={**entity, "id": "00000000-0000-0000-0000-000000000000"})
+        status, body = await qrs.call(
+            "PUT", path, json={**entity, "id": "00000000-0000-0000-0000-000000000000"}
+        )
         assert status == 400
         status, body = await qrs.call("PUT", path, json={"id": entity["id"], "name": "X"})
         assert status == 400
         # a signed-key site cannot go back to serial + control
-        status, body = await qrs.call("PUT", path, params={"control": first["control"]},
-                                      json={"id": entity["id"], "modifiedDate": entity["modifiedDate"],
-                                            "serial": first["number"], "lef": "x"})
+        status, body = await qrs.call(
+            "PUT",
+            path,
+            params={"control": first["control"]},
+            json={
+                "id": entity["id"],
+                "modifiedDate": entity["modifiedDate"],
+                "serial": first["number"],
+                "lef": "x",
+            },
+        )
         assert status == 400
         assert body["error"]["code"] == "ApplyFailed"
         assert body["error"]["details"]["reason"] == NO_RETURN
 
         # names only: modifiedDate moves, updated does not
-        status, renamed = await qrs.call("PUT", path, json={
-            "id": entity["id"], "modifiedDate": entity["modifiedDate"], "name": "Renamed"})
+        status, renamed = await qrs.call(
+            "PUT",
+            path,
+            json={"id": entity["id"], "modifiedDate": entity["modifiedDate"], "name": "Renamed"},
+        )
         assert status == 200, renamed
         assert renamed["name"] == "Renamed" and renamed["updated"] == entity["updated"]
         assert renamed["modifiedDate"] > entity["modifiedDate"]
         # the old modifiedDate is now stale
-        status, body = await qrs.call("PUT", path, json={
-            "id": entity["id"], "modifiedDate": entity["modifiedDate"], "name": "Again"})
+        status, body = await qrs.call(
+            "PUT",
+            path,
+            json={"id": entity["id"], "modifiedDate": entity["modifiedDate"], "name": "Again"},
+        )
         assert (status, body["error"]["code"]) == (409, "Conflict")
 
         # replacing the key: totals follow the new definition
-        status, replaced = await qrs.call("PUT", path, json={
-            "id": entity["id"], "modifiedDate": renamed["modifiedDate"], "key": second["key"]})
+        status, replaced = await qrs.call(
+            "PUT",
+            path,
+            json={
+                "id": entity["id"],
+                "modifiedDate": renamed["modifiedDate"],
+                "key": second["key"],
+            },
+        )
         assert status == 200, replaced
         assert "Allotment professional:9;" in replaced["keyDetails"]
         assert replaced["updated"] > entity["updated"]
@@ -201,11 +238,20 @@ async def test_concurrent_puts_one_wins(lbs: LbsHandle, make_qrs: Any) -> None:
     async with make_qrs(lbs) as qrs:
         _, entity = await apply_key(qrs, lic["key"])
         path = f"/qrs/license/{entity['id']}"
-        results = await asyncio.gather(*(
-            qrs.call("PUT", path, json={"id": entity["id"], "modifiedDate": entity["modifiedDate"],
-                                        "name": f"Name {i}"})
-            for i in range(12)
-        ))
+        results = await asyncio.gather(
+            *(
+                qrs.call(
+                    "PUT",
+                    path,
+                    json={
+                        "id": entity["id"],
+                        "modifiedDate": entity["modifiedDate"],
+                        "name": f"Name {i}",
+                    },
+                )
+                for i in range(12)
+            )
+        )
         statuses = sorted(status for status, _ in results)
         assert statuses == [200] + [409] * 11
 

@@ -66,14 +66,14 @@ class Catalog:
 
     async def get(self, number: str) -> License:
         """Return one license."""
-        row = await repo.get_license(self.pool, number)  # type: ignore[arg-type]
+        row = await repo.get_license(self.pool, number)
         if row is None:
             raise LicenseNotFound()
         return repo.to_license(row)
 
     async def list(self, after: str | None, limit: int) -> LicensePage:
         """Return one page of licenses, oldest first."""
-        rows = await repo.list_licenses(self.pool, after, limit + 1)  # type: ignore[arg-type]
+        rows = await repo.list_licenses(self.pool, after, limit + 1)
         items = [repo.to_license(r) for r in rows[:limit]]
         next_cursor = items[-1].number if len(rows) > limit else None
         return LicensePage(items=items, next=next_cursor)
@@ -88,7 +88,9 @@ class Catalog:
             current = {c: row[c] for c in repo.EDITABLE}
             merged = {**current, **_columns(changes)}
             if merged["valid_to"] is not None and merged["valid_to"] < merged["valid_from"]:
-                raise ValidationFailed(details=[{"field": "validTo", "problem": "before validFrom"}])
+                raise ValidationFailed(
+                    details=[{"field": "validTo", "problem": "before validFrom"}]
+                )
             if merged != current:
                 row = await repo.update_license(conn, number, merged)
         return repo.to_license(row)
@@ -120,8 +122,10 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
         columns["overage_professional"] = overage["professional"]
         columns["overage_analyzer"] = overage["analyzer"]
         columns["overage_analyzer_time"] = overage["analyzer_time"]
-    if "overage" in changes and overage is None or any(
-        v is None and k not in ("valid_to",) for k, v in columns.items()
+    if (
+        ("overage" in changes
+        and overage is None)
+        or any(v is None and k not in ("valid_to",) for k, v in columns.items())
     ):
         raise ApiError("Only validTo may be set to null.", code="ValidationFailed")
     return columns

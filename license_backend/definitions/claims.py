@@ -57,6 +57,8 @@ def definition_claims(
     }
 
 
-def license_key_claims(number: str, *, issuer: str, jti: uuid.UUID, issued_at: int) -> dict[str, Any]:
+def license_key_claims(
+    number: str, *, issuer: str, jti: uuid.UUID, issued_at: int
+) -> dict[str, Any]:
     """Return the claims of a signed license key: who it is for, no entitlements."""
     return {"iss": issuer, "jti": str(jti), "license": number, "iat": issued_at}

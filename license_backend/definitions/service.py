@@ -21,6 +21,7 @@ from license_backend.definitions.claims import (
 )
 from license_backend.signing.keyring import KeyRing
 from shared import jose
+from shared.db import Conn
 from shared.sql import Queries
 from shared.web.errors import ApiError, Forbidden, Unauthorized
 
@@ -170,7 +171,7 @@ class SiteDirectory:
 
 
 async def ensure_definition(
-    conn: asyncpg.Connection, keyring: KeyRing, number: str, *, issuer: str, ttl: int
+    conn: Conn, keyring: KeyRing, number: str, *, issuer: str, ttl: int
 ) -> Definition:
     """Return the license's definition, signing a new one when content changed or half the
     TTL has passed; the caller owns the transaction."""
@@ -189,7 +190,13 @@ async def ensure_definition(
     token = keyring.sign(claims, DEFINITION_TYP)
     await conn.execute(
         q.upsert_definition,
-        number, row["ver"], jti, keyring.current_kid, token, now, now + timedelta(seconds=ttl),
+        number,
+        row["ver"],
+        jti,
+        keyring.current_kid,
+        token,
+        now,
+        now + timedelta(seconds=ttl),
     )
     return Definition(token=token, ver=row["ver"], jti=jti, issued_at=now)
 

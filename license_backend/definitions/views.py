@@ -52,10 +52,25 @@ async def refresh_definition(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/v1/definitions/current", current_definition,
-             "The current signed license definition", response=CurrentDefinition,
-             auth="licenseKey", errors=(304, 403), tags=("site",)),
-    Endpoint("POST", "/v1/definitions/refresh", refresh_definition,
-             "Re-derive the definition from the catalog", response=RefreshAccepted, status=202,
-             auth="licenseKey", errors=(403,), tags=("site",)),
+    Endpoint(
+        "GET",
+        "/v1/definitions/current",
+        current_definition,
+        "The current signed license definition",
+        response=CurrentDefinition,
+        auth="licenseKey",
+        errors=(304, 403),
+        tags=("site",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/definitions/refresh",
+        refresh_definition,
+        "Re-derive the definition from the catalog",
+        response=RefreshAccepted,
+        status=202,
+        auth="licenseKey",
+        errors=(403,),
+        tags=("site",),
+    ),
 ]

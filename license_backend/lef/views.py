@@ -44,6 +44,7 @@ async def check_rate_limit(pool: asyncpg.Pool, address: str, per_minute: int) ->
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(q.lock_address, address)
         row = await conn.fetchrow(q.prune_and_count, address)
+        assert row is not None  # an aggregate always returns a row
         if row["n"] >= per_minute:
             wait = max(1, math.ceil(float(row["wait_seconds"] or 60)))
             raise ApiError(
@@ -65,7 +66,7 @@ async def get_lef(request: web.Request) -> web.Response:
         serial = lef.normalize_serial(query.serial)
     except lef.LefError:
         raise LefNotFound() from None
-    row = await catalog.get_license(app[POOL], serial)  # type: ignore[arg-type]
+    row = await catalog.get_license(app[POOL], serial)
     if row is None or not hmac.compare_digest(row["control"], query.control.strip()):
         log.info("lef_refused", serial_suffix=serial[-4:], user=query.user, org=query.org)
         raise LefNotFound()
@@ -87,6 +88,14 @@ async def get_lef(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/v1/lef", get_lef, "Download the LEF of a license", query=LefQuery,
-             errors=(400, 404, 429), response_media_type="text/plain", tags=("public",)),
+    Endpoint(
+        "GET",
+        "/v1/lef",
+        get_lef,
+        "Download the LEF of a license",
+        query=LefQuery,
+        errors=(400, 404, 429),
+        response_media_type="text/plain",
+        tags=("public",),
+    ),
 ]

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared import jose
+from shared.db import Conn
 from shared.sql import Queries
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,7 @@ class KeyRing:
         kid, key = self.current_key()
         return jose.sign(claims, key, typ=typ, kid=kid)
 
-    async def load(self, conn: asyncpg.Connection) -> None:
+    async def load(self, conn: Conn) -> None:
         """Read and decrypt every key from the database."""
         rows = await conn.fetch(q.list_keys)
         private: dict[str, Ed25519PrivateKey] = {}
@@ -88,7 +89,9 @@ class KeyRing:
         info: list[KeyInfo] = []
         current = None
         for row in rows:
-            info.append(KeyInfo(row["kid"], row["created_at"], row["is_current"], row["retired_at"]))
+            info.append(
+                KeyInfo(row["kid"], row["created_at"], row["is_current"], row["retired_at"])
+            )
             if row["retired_at"] is not None:
                 continue
             raw = self._fernet.decrypt(bytes(row["private_key_encrypted"]))
@@ -106,7 +109,7 @@ class KeyRing:
             async with pool.acquire() as conn:
                 await self.load(conn)
 
-    async def ensure_key(self, conn: asyncpg.Connection) -> None:
+    async def ensure_key(self, conn: Conn) -> None:
         """Create the first signing key if there is none, then load the ring."""
         async with conn.transaction():
             await conn.execute(q.lock_keys)
@@ -114,7 +117,7 @@ class KeyRing:
                 await self._insert_new_key(conn)
         await self.load(conn)
 
-    async def rotate(self, conn: asyncpg.Connection) -> str:
+    async def rotate(self, conn: Conn) -> str:
         """Add a new key and make it current; old public keys stay published."""
         async with conn.transaction():
             await conn.execute(q.lock_keys)
@@ -124,7 +127,7 @@ class KeyRing:
         log.info("signing_key_rotated", kid=kid)
         return kid
 
-    async def _insert_new_key(self, conn: asyncpg.Connection) -> str:
+    async def _insert_new_key(self, conn: Conn) -> str:
         key = jose.generate_private_key()
         public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         encrypted = self._fernet.encrypt(jose.private_key_to_bytes(key))

@@ -38,8 +38,21 @@ async def rotate_keys(request: web.Request) -> web.Response:
 
 ENDPOINTS = [
     Endpoint("GET", "/.well-known/jwks.json", jwks, "The backend's public keys", tags=("public",)),
-    Endpoint("GET", "/v1/admin/signing-keys", list_keys, "List signing keys", auth="admin",
-             tags=("admin",)),
-    Endpoint("POST", "/v1/admin/signing-keys/rotate", rotate_keys, "Rotate the signing key",
-             status=201, auth="admin", tags=("admin",)),
+    Endpoint(
+        "GET",
+        "/v1/admin/signing-keys",
+        list_keys,
+        "List signing keys",
+        auth="admin",
+        tags=("admin",),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/signing-keys/rotate",
+        rotate_keys,
+        "Rotate the signing key",
+        status=201,
+        auth="admin",
+        tags=("admin",),
+    ),
 ]

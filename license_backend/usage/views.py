@@ -105,10 +105,27 @@ async def list_usage(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("POST", "/v1/usage", post_usage, "Report usage for a period", body=UsageReport,
-             response=UsageReceipt, status=202, auth="licenseKey", errors=(403, 409),
-             tags=("site",)),
-    Endpoint("GET", "/v1/admin/licenses/{number}/usage", list_usage, "Usage reports",
-             query=ListQuery, response=ReportPage, auth="admin", errors=(400, 404),
-             tags=("admin",)),
+    Endpoint(
+        "POST",
+        "/v1/usage",
+        post_usage,
+        "Report usage for a period",
+        body=UsageReport,
+        response=UsageReceipt,
+        status=202,
+        auth="licenseKey",
+        errors=(403, 409),
+        tags=("site",),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/licenses/{number}/usage",
+        list_usage,
+        "Usage reports",
+        query=ListQuery,
+        response=ReportPage,
+        auth="admin",
+        errors=(400, 404),
+        tags=("admin",),
+    ),
 ]

@@ -58,7 +58,9 @@ class LbsClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._pinned = jose.keys_from_jwks(json.loads(pinned_jwks.read_text())) if pinned_jwks else None
+        self._pinned = (
+            jose.keys_from_jwks(json.loads(pinned_jwks.read_text())) if pinned_jwks else None
+        )
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._keys_at = 0.0
 
@@ -108,11 +110,17 @@ class LbsClient:
             return DefinitionAnswer(None, None, etag)
         self._raise_for(status, body)
         data = self._json(body)
-        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("definition"), str):
+        if (
+            status != 200
+            or not isinstance(data, dict)
+            or not isinstance(data.get("definition"), str)
+        ):
             raise LbsUnavailable("unexpected definition answer")
         version = data.get("version")
         return DefinitionAnswer(
-            data["definition"], version if isinstance(version, int) else None, headers_in.get("ETag")
+            data["definition"],
+            version if isinstance(version, int) else None,
+            headers_in.get("ETag"),
         )
 
     async def refresh(self, key: str) -> int | None:

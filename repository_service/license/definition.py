@@ -21,7 +21,12 @@ class DefinitionRejected(Exception):
 
 
 async def verify_signed(
-    lbs: LbsClient, token: str, *, typ: str, issuer: str, audience: str | None,
+    lbs: LbsClient,
+    token: str,
+    *,
+    typ: str,
+    issuer: str,
+    audience: str | None,
     required: tuple[str, ...],
 ) -> dict[str, Any]:
     """Verify a token signed by the backend, fetching its keys when needed."""
@@ -38,7 +43,11 @@ async def verify_signed(
 async def verify_license_key(lbs: LbsClient, key: str, issuer: str) -> str:
     """Verify a signed license key and return its 16-digit license number."""
     claims = await verify_signed(
-        lbs, key, typ=LICENSE_KEY_TYP, issuer=issuer, audience=None,
+        lbs,
+        key,
+        typ=LICENSE_KEY_TYP,
+        issuer=issuer,
+        audience=None,
         required=("jti", "license", "iat"),
     )
     number = claims.get("license")
@@ -52,7 +61,11 @@ async def verify_definition(
 ) -> dict[str, Any]:
     """Verify a definition for license `number` and check its shape."""
     claims = await verify_signed(
-        lbs, token, typ=DEFINITION_TYP, issuer=issuer, audience=number,
+        lbs,
+        token,
+        typ=DEFINITION_TYP,
+        issuer=issuer,
+        audience=number,
         required=("sub", "iat", "nbf", "exp", "jti", "ver", "license"),
     )
     lic = claims.get("license")
@@ -63,8 +76,9 @@ async def verify_definition(
     return claims
 
 
-def check_not_rollback(claims: dict[str, Any], stored_ver: int | None,
-                       stored_iat: datetime | None) -> None:
+def check_not_rollback(
+    claims: dict[str, Any], stored_ver: int | None, stored_iat: datetime | None
+) -> None:
     """Accept a higher `ver`, or the same `ver` with a newer `iat` (a renewal)."""
     if stored_ver is None:
         return

@@ -39,6 +39,7 @@ from repository_service.qrs.entities import check_not_modified_since, iso_ms
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import lef
+from shared.db import Conn, one
 from shared.sql import Queries
 from shared.web.errors import Forbidden
 
@@ -84,7 +85,7 @@ class SiteLicenseService:
 
     async def sync_row(self) -> asyncpg.Record:
         """Return the poll bookkeeping row."""
-        row: asyncpg.Record = await self.pool.fetchrow(q.get_sync)
+        row: asyncpg.Record = await one(self.pool, q.get_sync)
         return row
 
     # ---- LEF -----------------------------------------------------------------------------
@@ -113,12 +114,23 @@ class SiteLicenseService:
             raise ApplyFailed(f"license backend unreachable: {exc.reason}", status=502) from None
 
     async def _lef_fields(
-        self, serial: str | None, control: str | None, name: str | None,
-        organization: str | None, lef_text: str | None,
+        self,
+        serial: str | None,
+        control: str | None,
+        name: str | None,
+        organization: str | None,
+        lef_text: str | None,
     ) -> tuple[str, str, str, str, str, lef.LefContent]:
-        missing = [label for label, value in (
-            ("serial", serial), ("control", control), ("name", name),
-            ("organization", organization)) if _blank(value)]
+        missing = [
+            label
+            for label, value in (
+                ("serial", serial),
+                ("control", control),
+                ("name", name),
+                ("organization", organization),
+            )
+            if _blank(value)
+        ]
         if missing:
             raise ApplyFailed(f"mandatory fields are empty: {', '.join(missing)}")
         assert serial and control and name and organization
@@ -158,14 +170,21 @@ class SiteLicenseService:
 
     # ---- apply (POST) --------------------------------------------------------------------
 
-    async def apply(self, caller: Caller, body: dict[str, Any], control: str | None) -> dict[str, Any]:
+    async def apply(
+        self, caller: Caller, body: dict[str, Any], control: str | None
+    ) -> dict[str, Any]:
         """Apply the first license of the site (or the first after a delete)."""
-        key = body.get("key")
+        key: str = body.get("key") or ""
         applied = await self._activate_key(key) if not _blank(key) else None
         fields = None
         if applied is None:
-            fields = await self._lef_fields(body.get("serial"), control, body.get("name"),
-                                            body.get("organization"), body.get("lef"))
+            fields = await self._lef_fields(
+                body.get("serial"),
+                control,
+                body.get("name"),
+                body.get("organization"),
+                body.get("lef"),
+            )
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
             ever_licensed = await conn.fetchval(q.lock_site)
@@ -176,43 +195,80 @@ class SiteLicenseService:
             license_id = uuid.uuid4()
             if applied is not None:
                 e = ent.from_definition(applied.claims)
-                row = await conn.fetchrow(
-                    q.insert_license, license_id, "signedKey", lef.format_serial(applied.number),
-                    "", "", (body.get("name") or "").strip() or e.owner,
-                    (body.get("organization") or "").strip() or e.organization, "",
-                    key.strip(), applied.number, e.to_json(), now, None, caller.display,
+                row = await one(
+                    conn,
+                    q.insert_license,
+                    license_id,
+                    "signedKey",
+                    lef.format_serial(applied.number),
+                    "",
+                    "",
+                    (body.get("name") or "").strip() or e.owner,
+                    (body.get("organization") or "").strip() or e.organization,
+                    "",
+                    key.strip(),
+                    applied.number,
+                    e.to_json(),
+                    now,
+                    None,
+                    caller.display,
                 )
-                row = await self._store_definition(conn, row, applied.token, applied.claims,
-                                                   applied.etag, now)
+                row = await self._store_definition(
+                    conn, row, applied.token, applied.claims, applied.etag, now
+                )
             else:
                 assert fields is not None
                 serial, ctrl, name, org, text, content = fields
                 e = ent.from_lef(content)
-                row = await conn.fetchrow(
-                    q.insert_license, license_id, "lef", lef.format_serial(serial), ctrl,
-                    check_fingerprint(license_id, ctrl), name, org, text, "", None,
-                    e.to_json(), now, now, caller.display,
+                row = await one(
+                    conn,
+                    q.insert_license,
+                    license_id,
+                    "lef",
+                    lef.format_serial(serial),
+                    ctrl,
+                    check_fingerprint(license_id, ctrl),
+                    name,
+                    org,
+                    text,
+                    "",
+                    None,
+                    e.to_json(),
+                    now,
+                    now,
+                    caller.display,
                 )
             await conn.execute(q.mark_licensed)
             if not ever_licensed and ROLE_ROOT not in caller.roles:
                 await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
-            entity = self.entity(row, await conn.fetchrow(q.get_sync), now)
-            await audit.append(conn, actor=caller.display, action="license.apply",
-                               entity_type="License", entity_id=license_id,
-                               after=_audit_view(entity))
+            entity = self.entity(row, await one(conn, q.get_sync), now)
+            await audit.append(
+                conn,
+                actor=caller.display,
+                action="license.apply",
+                entity_type="License",
+                entity_id=license_id,
+                after=_audit_view(entity),
+            )
         log.info("license_applied", mode=row["mode"], by=caller.display)
         return entity
 
     # ---- change (PUT) --------------------------------------------------------------------
 
-    async def put(self, caller: Caller, license_id: uuid.UUID, body: dict[str, Any],
-                  modified: datetime, control: str | None) -> dict[str, Any]:
+    async def put(
+        self,
+        caller: Caller,
+        license_id: uuid.UUID,
+        body: dict[str, Any],
+        modified: datetime,
+        control: str | None,
+    ) -> dict[str, Any]:
         """Change the license: a new signed key, new LEF values, or names only."""
         current = await self.row()
         if current is None or current["id"] != license_id:
             raise NotLicensed()
         check_not_modified_since(current["modified_date"], modified)
-        key = body.get("key")
+        key: str = body.get("key") or ""
         new_key = not _blank(key) and key.strip() != current["license_key"]
         wants_lef = any(k in body for k in ("serial", "lef")) or control is not None
         applied = None
@@ -227,9 +283,13 @@ class SiteLicenseService:
             serial = body.get("serial", current["serial"])
             if _blank(lef_text) and _same_serial(serial, current["serial"]):
                 lef_text = current["lef"]
-            fields = await self._lef_fields(serial, control, body.get("name", current["name"]),
-                                            body.get("organization", current["organization"]),
-                                            lef_text)
+            fields = await self._lef_fields(
+                serial,
+                control,
+                body.get("name", current["name"]),
+                body.get("organization", current["organization"]),
+                lef_text,
+            )
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.fetchval(q.lock_site)
@@ -237,40 +297,83 @@ class SiteLicenseService:
             if row is None or row["id"] != license_id:
                 raise NotLicensed()
             check_not_modified_since(row["modified_date"], modified)
-            before = self.entity(row, await conn.fetchrow(q.get_sync), now)
+            before = self.entity(row, await one(conn, q.get_sync), now)
             name = (body.get("name") or "").strip() or row["name"]
             org = (body.get("organization") or "").strip() or row["organization"]
             if applied is not None:
                 e = ent.from_definition(applied.claims)
-                row = await conn.fetchrow(
-                    q.update_identity, license_id, "signedKey", lef.format_serial(applied.number),
-                    "", "", name if "name" in body else e.owner,
-                    org if "organization" in body else e.organization, "", key.strip(),
-                    applied.number, e.to_json(), now, None, caller.display,
+                row = await one(
+                    conn,
+                    q.update_identity,
+                    license_id,
+                    "signedKey",
+                    lef.format_serial(applied.number),
+                    "",
+                    "",
+                    name if "name" in body else e.owner,
+                    org if "organization" in body else e.organization,
+                    "",
+                    key.strip(),
+                    applied.number,
+                    e.to_json(),
+                    now,
+                    None,
+                    caller.display,
                 )
                 await conn.execute(q.clear_definition, license_id)
-                row = await self._store_definition(conn, row, applied.token, applied.claims,
-                                                   applied.etag, now)
+                row = await self._store_definition(
+                    conn, row, applied.token, applied.claims, applied.etag, now
+                )
             elif fields is not None:
                 serial, ctrl, name, org, text, content = fields
                 lef_changed = text != row["lef"]
-                row = await conn.fetchrow(
-                    q.update_identity, license_id, "lef", lef.format_serial(serial), ctrl,
-                    check_fingerprint(license_id, ctrl), name, org, text, "", None,
-                    ent.from_lef(content).to_json(), now if lef_changed else row["updated"],
-                    now, caller.display,
+                row = await one(
+                    conn,
+                    q.update_identity,
+                    license_id,
+                    "lef",
+                    lef.format_serial(serial),
+                    ctrl,
+                    check_fingerprint(license_id, ctrl),
+                    name,
+                    org,
+                    text,
+                    "",
+                    None,
+                    ent.from_lef(content).to_json(),
+                    now if lef_changed else row["updated"],
+                    now,
+                    caller.display,
                 )
             else:
-                row = await conn.fetchrow(
-                    q.update_identity, license_id, row["mode"], row["serial"], row["control"],
-                    row["check_fingerprint"], name, org, row["lef"], row["license_key"],
-                    row["key_number"], row["entitlements"], row["updated"],
-                    row["lef_checked_at"], caller.display,
+                row = await one(
+                    conn,
+                    q.update_identity,
+                    license_id,
+                    row["mode"],
+                    row["serial"],
+                    row["control"],
+                    row["check_fingerprint"],
+                    name,
+                    org,
+                    row["lef"],
+                    row["license_key"],
+                    row["key_number"],
+                    row["entitlements"],
+                    row["updated"],
+                    row["lef_checked_at"],
+                    caller.display,
                 )
-            entity = self.entity(row, await conn.fetchrow(q.get_sync), now)
-            await audit.append(conn, actor=caller.display, action="license.update",
-                               entity_type="License", entity_id=license_id,
-                               before=_audit_view(before), after=_audit_view(entity))
+            entity = self.entity(row, await one(conn, q.get_sync), now)
+            await audit.append(
+                conn,
+                actor=caller.display,
+                action="license.update",
+                entity_type="License",
+                entity_id=license_id,
+                before=_audit_view(before),
+                after=_audit_view(entity),
+            )
         return entity
 
     async def delete(self, caller: Caller, license_id: uuid.UUID) -> None:
@@ -280,11 +383,16 @@ class SiteLicenseService:
             row = await conn.fetchrow(q.get_license_for_update)
             if row is None or row["id"] != license_id:
                 raise NotLicensed()
-            before = self.entity(row, await conn.fetchrow(q.get_sync), datetime.now(UTC))
+            before = self.entity(row, await one(conn, q.get_sync), datetime.now(UTC))
             await conn.execute(q.delete_license, license_id)
-            await audit.append(conn, actor=caller.display, action="license.delete",
-                               entity_type="License", entity_id=license_id,
-                               before=_audit_view(before))
+            await audit.append(
+                conn,
+                actor=caller.display,
+                action="license.delete",
+                entity_type="License",
+                entity_id=license_id,
+                before=_audit_view(before),
+            )
 
     # ---- key-edit lease ------------------------------------------------------------------
 
@@ -337,24 +445,43 @@ class SiteLicenseService:
             ) from None
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q.set_refresh_requested, now)
-            await audit.append(conn, actor=caller.display, action="license.refresh",
-                               entity_type="License", entity_id=row["id"])
+            await audit.append(
+                conn,
+                actor=caller.display,
+                action="license.refresh",
+                entity_type="License",
+                entity_id=row["id"],
+            )
         return now
 
     # ---- storing what the backend sent ---------------------------------------------------
 
-    async def _store_definition(self, conn: asyncpg.Connection, row: asyncpg.Record, token: str,
-                                claims: dict[str, Any], etag: str | None,
-                                now: datetime) -> asyncpg.Record:
+    async def _store_definition(
+        self,
+        conn: Conn,
+        row: asyncpg.Record,
+        token: str,
+        claims: dict[str, Any],
+        etag: str | None,
+        now: datetime,
+    ) -> asyncpg.Record:
         iat, exp = claim_times(claims)
-        stored: asyncpg.Record = await conn.fetchrow(
-            q.store_definition, row["id"], token, claims, claims["ver"], iat, exp, etag,
-            ent.from_definition(claims).to_json(), now,
+        stored = await one(
+            conn,
+            q.store_definition,
+            row["id"],
+            token,
+            claims,
+            claims["ver"],
+            iat,
+            exp,
+            etag,
+            ent.from_definition(claims).to_json(),
+            now,
         )
         return stored
 
-    async def accept_definition(self, token: str, claims: dict[str, Any],
-                                etag: str | None) -> bool:
+    async def accept_definition(self, token: str, claims: dict[str, Any], etag: str | None) -> bool:
         """Store a polled definition unless it is a rollback; True when it was stored."""
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -365,16 +492,22 @@ class SiteLicenseService:
                 return False
             check_not_rollback(claims, row["definition_ver"], row["definition_iat"])
             await self._store_definition(conn, row, token, claims, etag, now)
-            await audit.append(conn, actor="system", action="license.definition_updated",
-                               entity_type="License", entity_id=row["id"],
-                               before={"version": row["definition_ver"]},
-                               after={"version": claims["ver"]})
+            await audit.append(
+                conn,
+                actor="system",
+                action="license.definition_updated",
+                entity_type="License",
+                entity_id=row["id"],
+                before={"version": row["definition_ver"]},
+                after={"version": claims["ver"]},
+            )
         return True
 
     # ---- the entity ----------------------------------------------------------------------
 
-    def entity(self, row: asyncpg.Record, sync: asyncpg.Record | None,
-               now: datetime) -> dict[str, Any]:
+    def entity(
+        self, row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
+    ) -> dict[str, Any]:
         """Return the QRS JSON of the license."""
         return license_entity(row, sync, now)
 
@@ -390,8 +523,9 @@ def _same_serial(given: Any, stored: str) -> bool:
         return False
 
 
-def validity(row: asyncpg.Record, sync: asyncpg.Record | None,
-             now: datetime) -> tuple[bool, bool, str]:
+def validity(
+    row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
+) -> tuple[bool, bool, str]:
     """Return (isExpired, isInvalid, expiredReason) of the stored license."""
     e = ent.Entitlements.from_json(row["entitlements"])
     if e.is_expired(now):
@@ -400,15 +534,20 @@ def validity(row: asyncpg.Record, sync: asyncpg.Record | None,
     if row["mode"] == "signedKey" and (exp is None or now >= exp):
         last = sync["last_success_at"] if sync is not None else None
         since = _iso(last) if last else "the key was applied"
-        return False, True, (
-            f"The license definition expired at {_iso(exp)}: the license backend has not "
-            f"been reached since {since}."
+        return (
+            False,
+            True,
+            (
+                f"The license definition expired at {_iso(exp)}: the license backend has not "
+                f"been reached since {since}."
+            ),
         )
     return False, False, ""
 
 
-def license_entity(row: asyncpg.Record, sync: asyncpg.Record | None,
-                   now: datetime) -> dict[str, Any]:
+def license_entity(
+    row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
+) -> dict[str, Any]:
     """Return the QRS JSON of a license row."""
     e = ent.Entitlements.from_json(row["entitlements"])
     expired, invalid, reason = validity(row, sync, now)

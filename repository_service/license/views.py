@@ -8,7 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from repository_service.auth import CALLERS, READ_ROLES, ROLE_ROOT, WRITE_ROLES, caller_of, require_roles
+from repository_service.auth import (
+    CALLERS,
+    READ_ROLES,
+    ROLE_ROOT,
+    WRITE_ROLES,
+    caller_of,
+    require_roles,
+)
 from repository_service.keys import POLLER, SETTINGS, SITE
 from repository_service.license.errors import NotLicensed
 from repository_service.license.models import (
@@ -53,7 +60,7 @@ async def get_license(request: web.Request) -> web.Response:
 
 
 async def download_lef(request: web.Request) -> web.Response:
-    """"Get LEF and preview": fetch the LEF from the LEF server."""
+    """ "Get LEF and preview": fetch the LEF from the LEF server."""
     site = request.app[SITE]
     if (await site.sync_row())["ever_licensed"]:
         require_roles(request, WRITE_ROLES)
@@ -111,7 +118,7 @@ async def end_key_edit(request: web.Request) -> web.Response:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    """"Refresh license definition": the LBS re-derives it; `updated` moves at the next poll."""
+    """ "Refresh license definition": the LBS re-derives it; `updated` moves at the next poll."""
     caller = require_roles(request, WRITE_ROLES)
     site, poller = request.app[SITE], request.app[POLLER]
     requested = await site.request_refresh(caller)
@@ -122,7 +129,9 @@ async def refresh(request: web.Request) -> web.Response:
             raise NotLicensed()
         return web.json_response(license_entity(row, await site.sync_row(), datetime.now(UTC)))
     sync = await site.sync_row()
-    answer = RefreshAnswer(requestedAt=iso_ms(requested) or "", nextPollAt=iso_ms(sync["next_poll_at"]))
+    answer = RefreshAnswer(
+        requestedAt=iso_ms(requested) or "", nextPollAt=iso_ms(sync["next_poll_at"])
+    )
     return web.json_response(answer.dump(), status=202)
 
 
@@ -152,35 +161,118 @@ async def definition(request: web.Request) -> web.Response:
     row = await request.app[SITE].row()
     if row is None or row["definition_claims"] is None:
         raise NotLicensed("The site has no signed license definition.")
-    return web.json_response({
-        "version": row["definition_ver"],
-        "expiresAt": iso_ms(row["definition_exp"]),
-        "claims": row["definition_claims"],
-    })
+    return web.json_response(
+        {
+            "version": row["definition_ver"],
+            "expiresAt": iso_ms(row["definition_exp"]),
+            "claims": row["definition_claims"],
+        }
+    )
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/qrs/license", get_license, "The site license", response=LicenseOut,
-             auth="caller", errors=(403, 404), tags=TAGS),
-    Endpoint("GET", "/qrs/license/download", download_lef, "Get LEF and preview",
-             query=DownloadQuery, auth="caller", errors=(400, 403, 502), tags=TAGS),
-    Endpoint("POST", "/qrs/license", apply_license, "Apply the site license", body=LicenseBody,
-             query=ControlQuery, response=LicenseOut, status=201, auth="caller",
-             errors=(403, 409, 502), tags=TAGS),
-    Endpoint("GET", "/qrs/license/syncstatus", sync_status, "Poller state", response=SyncStatus,
-             auth="caller", errors=(403,), tags=TAGS),
-    Endpoint("GET", "/qrs/license/definition", definition, "The verified definition",
-             auth="caller", errors=(403, 404), tags=TAGS),
-    Endpoint("POST", "/qrs/license/keyedit", take_key_edit, "Start editing the signed key",
-             auth="caller", errors=(403, 409), tags=TAGS),
-    Endpoint("DELETE", "/qrs/license/keyedit", end_key_edit, "Stop editing the signed key",
-             status=204, auth="caller", errors=(403,), tags=TAGS),
-    Endpoint("POST", "/qrs/license/refresh", refresh, "Refresh license definition",
-             response=RefreshAnswer, status=202, auth="caller",
-             errors=(200, 403, 404, 409, 502), tags=TAGS),
-    Endpoint("PUT", "/qrs/license/{id}", put_license, "Change the site license",
-             body=LicensePut, query=ControlQuery, response=LicenseOut, auth="caller",
-             errors=(403, 404, 409, 502), tags=TAGS),
-    Endpoint("DELETE", "/qrs/license/{id}", delete_license, "Remove the site license",
-             status=204, auth="caller", errors=(403, 404), tags=TAGS),
+    Endpoint(
+        "GET",
+        "/qrs/license",
+        get_license,
+        "The site license",
+        response=LicenseOut,
+        auth="caller",
+        errors=(403, 404),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/qrs/license/download",
+        download_lef,
+        "Get LEF and preview",
+        query=DownloadQuery,
+        auth="caller",
+        errors=(400, 403, 502),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license",
+        apply_license,
+        "Apply the site license",
+        body=LicenseBody,
+        query=ControlQuery,
+        response=LicenseOut,
+        status=201,
+        auth="caller",
+        errors=(403, 409, 502),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/qrs/license/syncstatus",
+        sync_status,
+        "Poller state",
+        response=SyncStatus,
+        auth="caller",
+        errors=(403,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/qrs/license/definition",
+        definition,
+        "The verified definition",
+        auth="caller",
+        errors=(403, 404),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license/keyedit",
+        take_key_edit,
+        "Start editing the signed key",
+        auth="caller",
+        errors=(403, 409),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/qrs/license/keyedit",
+        end_key_edit,
+        "Stop editing the signed key",
+        status=204,
+        auth="caller",
+        errors=(403,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license/refresh",
+        refresh,
+        "Refresh license definition",
+        response=RefreshAnswer,
+        status=202,
+        auth="caller",
+        errors=(200, 403, 404, 409, 502),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "PUT",
+        "/qrs/license/{id}",
+        put_license,
+        "Change the site license",
+        body=LicensePut,
+        query=ControlQuery,
+        response=LicenseOut,
+        auth="caller",
+        errors=(403, 404, 409, 502),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "DELETE",
+        "/qrs/license/{id}",
+        delete_license,
+        "Remove the site license",
+        status=204,
+        auth="caller",
+        errors=(403, 404),
+        tags=TAGS,
+    ),
 ]

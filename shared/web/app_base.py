@@ -30,7 +30,6 @@ def new_app(title: str, metrics: HttpMetrics | None = None) -> web.Application:
     app[METRICS_KEY] = metrics or HttpMetrics()
     app[READINESS_KEY] = Readiness()
     app[OPENAPI_TITLE_KEY] = title
-    app[ep.ENDPOINTS_KEY] = []
     app.router.add_get("/health/live", live_handler)
     app.router.add_get("/health/ready", ready_handler)
     app.router.add_get("/metrics", metrics_handler)
@@ -40,5 +39,6 @@ def new_app(title: str, metrics: HttpMetrics | None = None) -> web.Application:
 
 async def openapi_handler(request: web.Request) -> web.Response:
     """Serve the OpenAPI document built from the route table."""
-    doc = ep.openapi_document(request.app[OPENAPI_TITLE_KEY], "1.0.0", request.app[ep.ENDPOINTS_KEY])
+    routes = request.app.get(ep.ENDPOINTS_KEY, [])
+    doc = ep.openapi_document(request.app[OPENAPI_TITLE_KEY], "1.0.0", routes)
     return web.json_response(doc)

@@ -36,12 +36,16 @@ def install(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
     """Add the endpoints to the router and remember them for the OpenAPI document."""
     for ep in endpoints:
         app.router.add_route(ep.method, ep.path, ep.handler)
-    app.setdefault(ENDPOINTS_KEY, []).extend(endpoints)
+    if ENDPOINTS_KEY not in app:
+        app[ENDPOINTS_KEY] = []
+    app[ENDPOINTS_KEY].extend(endpoints)
 
 
 def _schema_of(model: type[BaseModel], components: dict[str, Any], mode: str) -> dict[str, Any]:
     schema = model.model_json_schema(
-        by_alias=True, ref_template="#/components/schemas/{model}", mode=mode  # type: ignore[arg-type]
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+        mode=mode,  # type: ignore[arg-type]
     )
     components.update(schema.pop("$defs", {}))
     components[model.__name__] = schema
@@ -99,7 +103,9 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": _schema_of(ep.body, components, "validation")}},
+                "content": {
+                    "application/json": {"schema": _schema_of(ep.body, components, "validation")}
+                },
             }
         ok: dict[str, Any] = {"description": "Success"}
         if ep.response is not None:

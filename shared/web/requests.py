@@ -31,7 +31,9 @@ async def read_json(request: web.Request) -> Any:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError("The body is not valid JSON.", code="MalformedJson", details=str(exc))
+        raise ApiError(
+            "The body is not valid JSON.", code="MalformedJson", details=str(exc)
+        ) from None
     reject_nul(data)
     return data
 
