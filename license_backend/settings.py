@@ -26,7 +26,7 @@ class LbsSettings(ServiceSettings):
     )
     definition_ttl_seconds: int = Field(
         default=30 * 24 * 3600,
-        ge=60,
+        ge=1,
         description="Offline grace horizon written into each definition as `exp`.",
     )
     key_encryption_key: SecretStr | None = Field(

@@ -68,7 +68,11 @@ async def _license_backend(app: web.Application) -> AsyncIterator[None]:
         app[keys.LBS] = client
 
         async def lbs_ok() -> bool:
-            return bool(await client.keys())
+            # The shared poll state, not a call per probe: the last poll reached the backend.
+            failures = await app[keys.POOL].fetchval(
+                "SELECT consecutive_failures FROM sync_state", timeout=2
+            )
+            return failures == 0
 
         app[READINESS_KEY].optional["lbs"] = lbs_ok
         yield

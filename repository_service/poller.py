@@ -109,9 +109,12 @@ class Poller:
             try:
                 await self._hold_leadership()
                 sync = await one(self.pool, q.get_sync)
-                self._remember(sync, await self.pool.fetchrow(q.get_license))
+                row = await self.pool.fetchrow(q.get_license)
+                self._remember(sync, row)
                 if self.is_leader:
-                    wait = await self._lead(sync)
+                    # A LEF site re-checks its LEF when a process starts leading, too.
+                    lef_pending = row is not None and row["mode"] == "lef" and not self._lef_checked
+                    wait = await self._lead(sync, poll_now=lef_pending)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("poller_database_error", error=str(exc))
                 await self._lose_leadership()
@@ -119,13 +122,13 @@ class Poller:
                 log.exception("poller_unexpected_error")
             await self._sleep(max(wait, 0.01))
 
-    async def _lead(self, sync: asyncpg.Record) -> float:
+    async def _lead(self, sync: asyncpg.Record, *, poll_now: bool) -> float:
         now = datetime.now(UTC)
         await self.pool.execute(
             "UPDATE sync_state SET leader = $1, leader_seen_at = $2", self.settings.instance_id, now
         )
         due = sync["next_poll_at"]
-        if due is None or due <= now or self._wake.is_set():
+        if due is None or due <= now or poll_now or self._wake.is_set():
             self._wake.clear()
             await self.poll_once()
             sync = await one(self.pool, q.get_sync)
@@ -247,6 +250,7 @@ class Poller:
         age = timedelta(seconds=self.settings.lef_refresh_seconds)
         if self._lef_checked and checked is not None and now - checked < age:
             return "lef_fresh"
+        self._lef_checked = True  # tried once this process; failures follow the backoff
         serial = row["serial"].replace(" ", "")
         try:
             text = await self.lbs.lef(serial, row["control"], row["name"], row["organization"])
@@ -261,7 +265,6 @@ class Poller:
             raise PollFailed(f"LEF server refused: {exc.status} {exc.code}") from None
         except lef.LefError as exc:
             raise PollFailed(f"LEF refused: {exc.reason}") from None
-        self._lef_checked = True
         changed = text != row["lef"]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(

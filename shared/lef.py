@@ -122,7 +122,7 @@ def _control(control: str) -> str:
 def _check_line(line: str, what: str) -> None:
     """Refuse a line that would not read back as written."""
     if "\n" in line or "\r" in line or "\x00" in line or line != line.rstrip():
-        raise LefError(f"{what} must be one line without control or trailing whitespace")
+        raise LefError(f"{what} must be one line, without NUL or trailing whitespace")
 
 
 def _check_content(content: LefContent) -> None:
@@ -322,7 +322,7 @@ def verify_lef(
     except InvalidSignature:
         raise LefError("LEF signature is invalid") from None
     expected = check_code_for(control, parsed.lines_for_check)
-    if not hmac.compare_digest(expected.encode("ascii"), parsed.check_code.encode("ascii")):
+    if not hmac.compare_digest(expected, parsed.check_code):
         raise LefError("LEF does not match the control number")
     if serial is not None and normalize_serial(serial) != parsed.content.serial:
         raise LefError("LEF is for another serial number")

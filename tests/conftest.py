@@ -168,7 +168,8 @@ def make_qrs(
     async def factory(
         lbs: LbsHandle | None, *, run_poller: bool = True, **overrides: Any
     ) -> AsyncIterator[QrsHandle]:
-        if "database_url" not in overrides:
+        fresh = "database_url" not in overrides
+        if fresh:
             overrides["database_url"] = await databases.clone("qrs")
         settings = QrsSettings(
             **{
@@ -182,6 +183,9 @@ def make_qrs(
             }
         )
         async with serve_qrs(settings, issuer_key, run_poller=run_poller) as handle:
+            if run_poller and fresh:
+                # The start-up poll has run: tests that trigger a poll count from here.
+                await handle.poller().wait_for_runs(1)
             yield handle
 
     return factory

@@ -29,11 +29,11 @@ from shared import jose
 
 
 @asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 on a free port and yield its base URL."""
+async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 (on a free port unless given) and yield its base URL."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     server = site._server
     assert server is not None
@@ -110,10 +110,12 @@ class LbsHandle:
 
 
 @asynccontextmanager
-async def serve_lbs(settings: LbsSettings, admin_token: str) -> AsyncIterator[LbsHandle]:
+async def serve_lbs(
+    settings: LbsSettings, admin_token: str, port: int = 0
+) -> AsyncIterator[LbsHandle]:
     """Run a license backend with `settings` and yield a handle to it."""
     app = create_lbs_app(settings)
-    async with serve(app) as url, aiohttp.ClientSession() as session:
+    async with serve(app, port) as url, aiohttp.ClientSession() as session:
         yield LbsHandle(url, app, settings, admin_token, session)
 
 

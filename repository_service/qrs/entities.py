@@ -35,6 +35,10 @@ def parse_iso(value: Any, field: str = "modifiedDate") -> datetime:
 
 def check_not_modified_since(stored: datetime, given: datetime) -> None:
     """Refuse a write based on an older read (optimistic concurrency)."""
+    # A body may carry a timestamp without a zone; entities are shown in UTC, so read it as
+    # UTC (comparing naive with aware datetimes would raise, a 500 for bad input).
+    if given.tzinfo is None:
+        given = given.replace(tzinfo=UTC)
     # Entities are shown with millisecond precision; compare at that precision.
     if stored.replace(microsecond=stored.microsecond // 1000 * 1000) > given:
         raise Conflict("The entity was modified since it was read; read it again.")

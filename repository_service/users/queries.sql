@@ -17,8 +17,12 @@ SELECT * FROM users WHERE id = $1 FOR UPDATE;
 SELECT * FROM users ORDER BY created_date, id;
 
 -- name: update_user
+-- modifiedDate is shown and compared at millisecond precision (optimistic concurrency), so
+-- every write moves it by at least 1 ms: two writes in one millisecond would hide a stale read.
 UPDATE users SET name = $2, roles = $3, attributes = $4, inactive = $5,
-    modified_date = clock_timestamp(), modified_by = $6
+    modified_date = greatest(clock_timestamp(),
+                             date_trunc('milliseconds', modified_date) + interval '1 millisecond'),
+    modified_by = $6
 WHERE id = $1
 RETURNING *;
 
@@ -27,6 +31,8 @@ DELETE FROM users WHERE id = $1 RETURNING *;
 
 -- name: grant_roles
 UPDATE users SET roles = ARRAY(SELECT DISTINCT unnest(roles || $2::text[]) ORDER BY 1),
-    modified_date = clock_timestamp(), modified_by = $3
+    modified_date = greatest(clock_timestamp(),
+                             date_trunc('milliseconds', modified_date) + interval '1 millisecond'),
+    modified_by = $3
 WHERE id = $1
 RETURNING *;

@@ -124,12 +124,24 @@ def main() -> None:
         wheels = args.wheel_dir or Path(tmp)
         if args.wheel_dir is None:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "--dest", str(wheels), KUBERNETES_VALIDATE, CHECK_JSONSCHEMA],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--dest",
+                    str(wheels),
+                    KUBERNETES_VALIDATE,
+                    CHECK_JSONSCHEMA,
+                ],
                 check=True,
             )
-        for spec, vendor in ((KUBERNETES_VALIDATE, vendor_kubernetes),
-                             (CHECK_JSONSCHEMA, vendor_compose)):
+        for spec, vendor in (
+            (KUBERNETES_VALIDATE, vendor_kubernetes),
+            (CHECK_JSONSCHEMA, vendor_compose),
+        ):
             name, version = spec.split("==")
             vendor(next(wheels.glob(f"{name.replace('-', '_')}-{version}-*.whl")))
 
