@@ -4,6 +4,8 @@ database per test, and the services served over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -40,18 +42,21 @@ def with_database(url: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """URL of the session's Postgres server (TEST_DATABASE_URL, or an embedded one)."""
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
         yield given
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    # Its own folder, not pytest's numbered ones, which parallel runs may prune.
+    folder = Path(tempfile.mkdtemp(prefix="licensing-test-pg-"))
+    server = EmbeddedPostgres(folder / "data")
     server.start()
     try:
         yield server.url
     finally:
         server.destroy()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _recreate(admin: asyncpg.Connection, name: str) -> None:
