@@ -391,19 +391,22 @@ def peer_allowed(rule: dict[str, Any], key: str, peer: dict[str, str] | None) ->
     if not peers:
         return True
     for item in peers:
+        if "ipBlock" in item:
+            return True  # an address range may cover anything, pods included
         if peer is None:
-            if "ipBlock" in item or "namespaceSelector" in item:
+            if "namespaceSelector" in item:
                 return True
-        elif "podSelector" in item and "namespaceSelector" not in item:
-            if selects(item["podSelector"], peer):
-                return True
-        elif "namespaceSelector" in item and selects(item.get("podSelector", {}), peer):
-            return True  # a namespaceSelector may include this namespace
+        elif selects(item.get("podSelector", {}), peer):
+            return True  # a namespaceSelector, if any, may include this namespace
     return False
 
 
 def admits(
-    direction: str, pod: dict[str, str], peer: dict[str, str] | None, port: int, protocol="TCP"
+    direction: str,
+    pod: dict[str, str],
+    peer: dict[str, str] | None,
+    port: int,
+    protocol: str = "TCP",
 ) -> bool:
     """Return whether the policies let `pod` talk to / hear from `peer` on `port`."""
     key, rules_key = ("from", "ingress") if direction == "Ingress" else ("to", "egress")

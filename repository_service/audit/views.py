@@ -20,7 +20,8 @@ class AuditQuery(ApiModel):
 
     model_config = ApiModel.model_config | {"extra": "ignore"}
 
-    after: int = Field(default=0, ge=0)
+    # seq is a bigint: a larger `after` must be a 400, not an overflow in the driver.
+    after: int = Field(default=0, ge=0, le=2**63 - 1)
     limit: int = Field(default=100, ge=1, le=1000)
 
 
