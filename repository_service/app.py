@@ -11,6 +11,13 @@ import aiohttp
 from aiohttp import web
 
 from repository_service import keys
+from repository_service.access import views as access_views
+from repository_service.access.decide import AccessEngine
+from repository_service.access.groups import RuleCache
+from repository_service.access.service import AccessAdmin
+from repository_service.access.state import StateCache
+from repository_service.access.upkeep import Upkeep
+from repository_service.access.usage import UsageReporter
 from repository_service.audit import views as audit_views
 from repository_service.auth import CALLERS, CallerDirectory, auth_middleware
 from repository_service.bootstrap import apply_bootstrap_roles
@@ -36,9 +43,14 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
     app.cleanup_ctx.append(_license_backend)
     app.cleanup_ctx.append(_callers)
     app.cleanup_ctx.append(_site_license)
+    app.cleanup_ctx.append(_access)
     if run_poller:
         app.cleanup_ctx.append(_poll_loop)
-    for table in (license_views.ENDPOINTS, user_views.ENDPOINTS, audit_views.ENDPOINTS):
+        app.cleanup_ctx.append(_upkeep_loop)
+    # Access routes first: their fixed paths must win over /qrs/license/{id}.
+    tables = (access_views.ENDPOINTS, license_views.ENDPOINTS, user_views.ENDPOINTS,
+              audit_views.ENDPOINTS)
+    for table in tables:
         endpoints.install(app, table)
     return app
 
@@ -47,12 +59,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     pool = await create_pool(settings.database_url, settings.db_pool_max_size)
     app[keys.POOL] = pool
+    # Session bookkeeping commits without waiting for the disk: losing the last few on a
+    # crash only forgets live sessions, never an allocation (those use the main pool).
+    app[keys.SESSION_POOL] = await create_pool(
+        settings.database_url,
+        max(4, settings.db_pool_max_size // 2),
+        server_settings={"synchronous_commit": "off"},
+    )
 
     async def database_ok() -> bool:
         return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)
 
     app[READINESS_KEY].required["database"] = database_ok
     yield
+    await app[keys.SESSION_POOL].close()
     await pool.close()
 
 
@@ -94,7 +114,33 @@ async def _site_license(app: web.Application) -> AsyncIterator[None]:
     app[keys.POLLER] = Poller(
         app[keys.POOL], app[keys.LBS], app[keys.SITE], settings, app[METRICS_KEY].registry
     )
+    app[keys.POLLER].usage_hook = UsageReporter(app[keys.POOL], app[keys.LBS],
+                                                settings.instance_id)
     yield
+
+
+async def _access(app: web.Application) -> AsyncIterator[None]:
+    registry = app[METRICS_KEY].registry
+    state = StateCache(app[keys.POOL])
+    rules = RuleCache(app[keys.POOL])
+    app[access_views.STATE] = state
+    app[access_views.RULES] = rules
+    app[access_views.ADMIN] = AccessAdmin(app[keys.POOL], state, rules, app[keys.SETTINGS])
+    app[access_views.ENGINE] = AccessEngine(
+        app[keys.POOL], app[keys.SESSION_POOL], app[keys.SETTINGS], state, rules, registry
+    )
+    app[keys.UPKEEP] = Upkeep(app[keys.POOL], state, registry)
+    yield
+
+
+async def _upkeep_loop(app: web.Application) -> AsyncIterator[None]:
+    upkeep = app[keys.UPKEEP]
+    task = asyncio.create_task(upkeep.run(), name="access-upkeep")
+    yield
+    upkeep.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _poll_loop(app: web.Application) -> AsyncIterator[None]:

@@ -134,7 +134,13 @@ class CallerDirectory:
 
 
 def _valid_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 255 and "\x00" not in value
+    if not isinstance(value, str) or not 0 < len(value) <= 255 or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")  # lone surrogates cannot be stored
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 CALLER_KEY = web.RequestKey("caller", Caller)

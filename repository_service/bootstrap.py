@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import structlog
 
+from repository_service.audit import log as audit
 from repository_service.auth import KNOWN_ROLES
 from repository_service.users import repository as users
 
@@ -29,5 +30,10 @@ async def apply_bootstrap_roles(pool: asyncpg.Pool, grants: dict[str, list[str]]
         async with pool.acquire() as conn, conn.transaction():
             row = await users.get_or_create(conn, directory, user_id, by="bootstrap")
             if not set(roles) <= set(row["roles"]):
-                await users.grant_roles(conn, row["id"], sorted(roles), "bootstrap")
+                granted = await users.grant_roles(conn, row["id"], sorted(roles), "bootstrap")
+                await audit.append(
+                    conn, actor="bootstrap", action="user.roles_granted", entity_type="User",
+                    entity_id=row["id"], before={"roles": list(row["roles"])},
+                    after={"roles": list(granted["roles"]), "reason": "QRS_BOOTSTRAP_ROLES"},
+                )
                 log.info("bootstrap_roles_granted", user=identity, roles=sorted(roles))

@@ -14,6 +14,7 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from repository_service.access import seats
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
 from repository_service.license import entitlements as ent
 from repository_service.license.definition import DefinitionRejected, verify_definition
@@ -276,6 +277,7 @@ class Poller:
                 now,
                 changed,
             )
+            await seats.sync_from_license(conn)
         return "lef_updated" if changed else "lef_unchanged"
 
     # ---- bookkeeping ---------------------------------------------------------------------

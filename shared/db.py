@@ -15,7 +15,9 @@ async def _init_connection(conn: Conn) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(database_url: str, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(
+    database_url: str, max_size: int = 20, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     """Open a pool whose connections speak jsonb as Python objects."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         database_url,
@@ -25,6 +27,7 @@ async def create_pool(database_url: str, max_size: int = 20) -> asyncpg.Pool:
         command_timeout=30,
         # Fail over quickly when the server goes away instead of hanging the request.
         timeout=5,
+        server_settings=server_settings,
     )
     return pool
 

@@ -21,7 +21,10 @@ from license_backend.keys import KEYRING, POOL, SITES
 from license_backend.settings import LbsSettings
 from license_backend.signing.keyring import KeyRing
 from repository_service.app import create_app as create_qrs_app
-from repository_service.keys import CALLERS, POLLER
+from repository_service.access.state import StateCache
+from repository_service.access.upkeep import Upkeep
+from repository_service.access.views import STATE as ACCESS_STATE
+from repository_service.keys import CALLERS, POLLER, UPKEEP
 from repository_service.keys import POOL as QRS_POOL
 from repository_service.poller import Poller
 from repository_service.settings import QrsSettings
@@ -180,6 +183,14 @@ class QrsHandle:
     def pool(self) -> asyncpg.Pool:
         """Return the running service's database pool."""
         return self.app[QRS_POOL]
+
+    def app_upkeep(self) -> Upkeep:
+        """Return the service's access upkeep (to run a sweep now)."""
+        return self.app[UPKEEP]
+
+    def app_access_state(self) -> StateCache:
+        """Return the service's cached site state."""
+        return self.app[ACCESS_STATE]
 
     def app_callers_forget(self) -> None:
         """Drop the service's cached callers (after a test changed roles in the database)."""

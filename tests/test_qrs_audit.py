@@ -51,7 +51,9 @@ async def make_history(lbs: LbsHandle, qrs: QrsHandle) -> dict[str, Any]:
     """Apply a license, change a user's roles, edit the key, refresh; return what was made."""
     first = await lbs.create_license(professional=5)
     second = await lbs.create_license(professional=9)
-    # 1: the first applier (no roles yet) applies a signed key and becomes RootAdmin.
+    # 1: a RootAdmin applies a signed key. (Granted beforehand, so no implicit role grant to
+    # the first applier interleaves with the entries checked below.)
+    await grant(qrs, ROOT, "RootAdmin")
     status, lic = await qrs.call("POST", "/qrs/license", json={"key": first["key"]})
     assert status == 201, lic
     # 2: a role change of a user who was created by calling once.
@@ -92,7 +94,9 @@ async def test_entries_paging_and_verify(lbs: LbsHandle, make_qrs: Any) -> None:
         assert status == 200 and set(page) == {"items", "next"}
         items = page["items"]
         assert page["next"] is None
-        assert [(e["seq"], e["action"], e["actor"], e["entityType"], e["entityId"]) for e in items] == [
+        assert [
+            (e["seq"], e["action"], e["actor"], e["entityType"], e["entityId"]) for e in items
+        ] == [
             (1, "license.apply", ROOT, "License", lic_id),
             (2, "user.update", ROOT, "User", alice_id),
             (3, "license.update", ROOT, "License", lic_id),
@@ -182,9 +186,14 @@ async def test_tampering_is_detected(lbs: LbsHandle, make_qrs: Any) -> None:
         third = await pool.fetchrow("SELECT actor, hash FROM audit_log WHERE seq = 3")
         forged = await pool.fetchrow("SELECT * FROM audit_log WHERE seq = 3")
         forged_entry = {
-            "seq": 3, "at": forged["at"].isoformat(), "actor": "X", "action": forged["action"],
-            "entityType": forged["entity_type"], "entityId": forged["entity_id"],
-            "before": forged["before"], "after": forged["after"],
+            "seq": 3,
+            "at": forged["at"].isoformat(),
+            "actor": "X",
+            "action": forged["action"],
+            "entityType": forged["entity_type"],
+            "entityId": forged["entity_id"],
+            "before": forged["before"],
+            "after": forged["after"],
         }
         await pool.execute(
             "UPDATE audit_log SET actor = 'X', hash = $1 WHERE seq = 3",
@@ -192,7 +201,9 @@ async def test_tampering_is_detected(lbs: LbsHandle, make_qrs: Any) -> None:
         )
         assert await verify(qrs) == {"intact": False, "entries": 5, "firstBadSeq": 4}
         await pool.execute(
-            "UPDATE audit_log SET actor = $1, hash = $2 WHERE seq = 3", third["actor"], third["hash"]
+            "UPDATE audit_log SET actor = $1, hash = $2 WHERE seq = 3",
+            third["actor"],
+            third["hash"],
         )
         assert (await verify(qrs))["intact"] is True
 
@@ -205,7 +216,9 @@ async def test_entries_for_user_create_and_delete(make_qrs: Any) -> None:
     async with make_qrs(None, run_poller=False) as qrs:
         await grant(qrs, ROOT, "RootAdmin")
         status, made = await qrs.call(
-            "POST", "/qrs/user", json={"userDirectory": "LAB", "userId": "eve", "roles": ["AuditAdmin"]}
+            "POST",
+            "/qrs/user",
+            json={"userDirectory": "LAB", "userId": "eve", "roles": ["AuditAdmin"]},
         )
         assert status == 201
         status, _ = await qrs.call("DELETE", f"/qrs/user/{made['id']}")
@@ -242,4 +255,8 @@ async def test_only_read_roles_read_the_log(make_qrs: Any) -> None:
                 status, _ = await qrs.call("GET", path, user=f"CORP\\{role.lower()}")
                 assert status == 200, (path, role)
         # Reading changes nothing.
-        assert await verify(qrs, "CORP\\auditadmin") == {"intact": True, "entries": 0, "firstBadSeq": None}
+        assert await verify(qrs, "CORP\\auditadmin") == {
+            "intact": True,
+            "entries": 0,
+            "firstBadSeq": None,
+        }

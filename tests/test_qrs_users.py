@@ -3,6 +3,7 @@ delete, role rules, users created on first call and Idempotency-Key."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -50,7 +51,10 @@ async def create(
     qrs: QrsHandle, directory: str, user_id: str, *, user: str = ROOT, **fields: Any
 ) -> dict[str, Any]:
     status, body = await qrs.call(
-        "POST", "/qrs/user", user=user, json={"userDirectory": directory, "userId": user_id, **fields}
+        "POST",
+        "/qrs/user",
+        user=user,
+        json={"userDirectory": directory, "userId": user_id, **fields},
     )
     assert status == 201, body
     return dict(body)
@@ -231,9 +235,7 @@ async def test_filter_every_operator(make_qrs: Any) -> None:
         for expression, expected in cases.items():
             assert await _filter_ids(qrs, expression) == expected, expression
             assert await _filter_ids(qrs, expression, "/qrs/user/full") == expected, expression
-            status, count = await qrs.call(
-                "GET", "/qrs/user/count", params={"filter": expression}
-            )
+            status, count = await qrs.call("GET", "/qrs/user/count", params={"filter": expression})
             assert (status, count) == (200, {"value": len(expected)}), expression
 
 
@@ -256,7 +258,7 @@ async def test_malformed_filters_are_400(make_qrs: Any) -> None:
             "and",
             "name eq name",
             "name eq 'a' ; DROP TABLE users",
-            "name eq \"a\"",
+            'name eq "a"',
             "(" * 50 + "name eq 'a'" + ")" * 50,
             "name eq '" + "x" * 3000 + "'",
         ]
@@ -293,7 +295,9 @@ async def test_put_concurrency_and_id_rules(make_qrs: Any) -> None:
         path = f"/qrs/user/{alice['id']}"
 
         status, renamed = await qrs.call(
-            "PUT", path, json={"id": alice["id"], "modifiedDate": alice["modifiedDate"], "name": "A2"}
+            "PUT",
+            path,
+            json={"id": alice["id"], "modifiedDate": alice["modifiedDate"], "name": "A2"},
         )
         assert status == 200, renamed
         assert renamed["name"] == "A2" and renamed["modifiedDate"] > alice["modifiedDate"]
@@ -302,7 +306,9 @@ async def test_put_concurrency_and_id_rules(make_qrs: Any) -> None:
 
         # The first read is stale now.
         status, body = await qrs.call(
-            "PUT", path, json={"id": alice["id"], "modifiedDate": alice["modifiedDate"], "name": "A3"}
+            "PUT",
+            path,
+            json={"id": alice["id"], "modifiedDate": alice["modifiedDate"], "name": "A3"},
         )
         assert_error(status, body, 409, "Conflict")
         # A timestamp without a zone is read as UTC, not a 500.
@@ -321,9 +327,7 @@ async def test_put_concurrency_and_id_rules(make_qrs: Any) -> None:
         ):
             status, body = await qrs.call("PUT", path, json=bad)
             assert_error(status, body, 400)
-        status, body = await qrs.call(
-            "PUT", f"/qrs/user/{other}", json={**renamed, "id": other}
-        )
+        status, body = await qrs.call("PUT", f"/qrs/user/{other}", json={**renamed, "id": other})
         assert_error(status, body, 404)
         status, now = await qrs.call("GET", path)
         assert now == renamed
@@ -331,6 +335,23 @@ async def test_put_concurrency_and_id_rules(make_qrs: Any) -> None:
         # A full entity as read is a valid PUT body (extra read-only fields are ignored).
         status, again = await qrs.call("PUT", path, json={**renamed, "inactive": True})
         assert status == 200 and again["inactive"] is True and again["name"] == "A2"
+
+
+async def test_concurrent_puts_one_wins(make_qrs: Any) -> None:
+    async with make_qrs(None, run_poller=False) as qrs:
+        await grant(qrs, ROOT, "RootAdmin")
+        alice = await create(qrs, "CORP", "alice")
+        body = {"id": alice["id"], "modifiedDate": alice["modifiedDate"]}
+        results = await asyncio.gather(
+            *(
+                qrs.call("PUT", f"/qrs/user/{alice['id']}", json={**body, "name": f"N{i}"})
+                for i in range(12)
+            )
+        )
+        assert sorted(status for status, _ in results) == [200] + [409] * 11
+        winner = next(body for status, body in results if status == 200)
+        _, now = await qrs.call("GET", f"/qrs/user/{alice['id']}")
+        assert now["name"] == winner["name"]
 
 
 async def test_role_changes(make_qrs: Any) -> None:
@@ -475,8 +496,9 @@ async def test_idempotency_key_on_create(make_qrs: Any) -> None:
         assert await user_count(qrs) == before
         assert await qrs.pool().fetchval("SELECT count(*) FROM audit_log") == audit_before
         # Keys belong to their caller: another user's same key is a new request.
-        status, body_sec = await qrs.call("POST", "/qrs/user", user="CORP\\sec", json=other,
-                                          headers=key)
+        status, body_sec = await qrs.call(
+            "POST", "/qrs/user", user="CORP\\sec", json=other, headers=key
+        )
         assert status == 201 and body_sec["userId"] == "zed"
         # The key was for POST /qrs/user; another endpoint may not reuse it.
         status, err = await qrs.call("POST", "/qrs/license", json={"key": "x"}, headers=key)

@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Conn
+
 GENESIS = "0" * 64
 # Appends are serialised so each entry links to exactly one predecessor.
 AUDIT_LOCK_ID = 0x4A0D17
@@ -33,7 +35,7 @@ def _entry(seq: int, at: datetime, actor: str, action: str, entity_type: str,
 
 
 async def append(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     actor: str,
     action: str,
@@ -70,7 +72,7 @@ def row_entry(row: asyncpg.Record) -> dict[str, Any]:
                   row["entity_id"], row["before"], row["after"])
 
 
-async def verify(conn: asyncpg.Connection) -> dict[str, Any]:
+async def verify(conn: Conn) -> dict[str, Any]:
     """Recompute the chain; report whether it is intact and the first bad entry."""
     prev_hash, count, first_bad = GENESIS, 0, None
     expected_seq = 1

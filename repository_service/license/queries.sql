@@ -22,7 +22,10 @@ RETURNING *;
 UPDATE site_license SET
     mode = $2, serial = $3, control = $4, check_fingerprint = $5, name = $6,
     organization = $7, lef = $8, license_key = $9, key_number = $10, entitlements = $11,
-    updated = $12, lef_checked_at = $13, modified_by = $14, modified_date = clock_timestamp(),
+    updated = $12, lef_checked_at = $13, modified_by = $14,
+    -- At least 1 ms later than before: clients compare at millisecond precision.
+    modified_date = greatest(clock_timestamp(),
+                             date_trunc('milliseconds', modified_date) + interval '1 millisecond'),
     is_blacklisted = false
 WHERE id = $1
 RETURNING *;

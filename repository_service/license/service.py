@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from repository_service.access import seats
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, WRITE_ROLES, Caller
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
@@ -239,8 +240,14 @@ class SiteLicenseService:
                     caller.display,
                 )
             await conn.execute(q.mark_licensed)
+            await seats.sync_from_license(conn)
             if not ever_licensed and ROLE_ROOT not in caller.roles:
-                await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
+                granted = await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
+                await audit.append(
+                    conn, actor="system", action="user.roles_granted", entity_type="User",
+                    entity_id=caller.id, before={"roles": sorted(caller.roles)},
+                    after={"roles": list(granted["roles"]), "reason": "first license applied"},
+                )
             entity = self.entity(row, await one(conn, q.get_sync), now)
             await audit.append(
                 conn,
@@ -364,6 +371,7 @@ class SiteLicenseService:
                     row["lef_checked_at"],
                     caller.display,
                 )
+            await seats.sync_from_license(conn)
             entity = self.entity(row, await one(conn, q.get_sync), now)
             await audit.append(
                 conn,
@@ -492,6 +500,7 @@ class SiteLicenseService:
                 return False
             check_not_rollback(claims, row["definition_ver"], row["definition_iat"])
             await self._store_definition(conn, row, token, claims, etag, now)
+            await seats.sync_from_license(conn)
             await audit.append(
                 conn,
                 actor="system",

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Db, one
 from shared.sql import Queries
 
 q = Queries(Path(__file__).with_name("queries.sql"))
-Db = asyncpg.Connection | asyncpg.Pool
 
 
 async def get_or_create(
@@ -30,7 +30,9 @@ async def get_or_create(
     return row
 
 
-async def insert(db: Db, directory: str, user_id: str, values: dict[str, Any], by: str) -> asyncpg.Record | None:
+async def insert(
+    db: Db, directory: str, user_id: str, values: dict[str, Any], by: str
+) -> asyncpg.Record | None:
     """Insert a user; None when the identity exists already."""
     row: asyncpg.Record | None = await db.fetchrow(
         q.insert_user_if_new, uuid.uuid4(), directory, user_id, values["name"],
@@ -60,11 +62,10 @@ async def list_all(db: Db) -> list[asyncpg.Record]:
 
 async def update(db: Db, user_uuid: uuid.UUID, values: dict[str, Any], by: str) -> asyncpg.Record:
     """Write the editable fields of a user."""
-    row: asyncpg.Record = await db.fetchrow(
-        q.update_user, user_uuid, values["name"], values["roles"], values["attributes"],
+    return await one(
+        db, q.update_user, user_uuid, values["name"], values["roles"], values["attributes"],
         values["inactive"], by,
     )
-    return row
 
 
 async def delete(db: Db, user_uuid: uuid.UUID) -> asyncpg.Record | None:
@@ -75,5 +76,4 @@ async def delete(db: Db, user_uuid: uuid.UUID) -> asyncpg.Record | None:
 
 async def grant_roles(db: Db, user_uuid: uuid.UUID, roles: list[str], by: str) -> asyncpg.Record:
     """Add roles to a user (keeping the ones held)."""
-    row: asyncpg.Record = await db.fetchrow(q.grant_roles, user_uuid, roles, by)
-    return row
+    return await one(db, q.grant_roles, user_uuid, roles, by)

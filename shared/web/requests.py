@@ -30,7 +30,7 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(
             "The body is not valid JSON.", code="MalformedJson", details=str(exc)
         ) from None

@@ -1,0 +1,60 @@
+"""Background upkeep of access: free ended quarantines, and keep the allocation gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+from prometheus_client import CollectorRegistry, Gauge
+
+from repository_service.access import allocations as alloc
+from repository_service.access.state import StateCache
+
+log = structlog.get_logger("access")
+UPKEEP_SECONDS = 5.0
+
+
+class Upkeep:
+    """A loop owned by the app: sweeps quarantine and refreshes gauges."""
+
+    def __init__(self, pool: asyncpg.Pool, state: StateCache, registry: CollectorRegistry,
+                 every: float = UPKEEP_SECONDS) -> None:
+        self.pool = pool
+        self.state = state
+        self.every = every
+        self.gauge = Gauge("qrs_allocations", "Allocations held, by access type and state.",
+                           ["access_type", "state"], registry=registry)
+        self._stop = asyncio.Event()
+
+    async def run_once(self) -> None:
+        """Sweep ended quarantines and refresh the gauges."""
+        state = await self.state.get()
+        async with self.pool.acquire() as conn, conn.transaction():
+            freed = await alloc.sweep_quarantine(conn, state.totals)
+        if freed:
+            log.info("quarantine_released", allocations=freed)
+        rows = await self.pool.fetch(
+            "SELECT access_type, quarantined, count(*) AS n FROM allocations"
+            " GROUP BY access_type, quarantined")
+        for kind in alloc.ACCESS_TYPES:
+            for quarantined, label in ((False, "active"), (True, "quarantined")):
+                n = sum(r["n"] for r in rows
+                        if r["access_type"] == kind and r["quarantined"] == quarantined)
+                self.gauge.labels(kind, label).set(n)
+
+    async def run(self) -> None:
+        """Run until stopped; database errors are logged and retried next round."""
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("upkeep_database_error", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await self._stop.wait()
+
+    def stop(self) -> None:
+        """End the loop at once."""
+        self._stop.set()
