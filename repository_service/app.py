@@ -130,6 +130,7 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
         app[keys.POOL], app[keys.SESSION_POOL], app[keys.SETTINGS], state, rules, registry
     )
     app[keys.UPKEEP] = Upkeep(app[keys.POOL], state, registry)
+    app[keys.SITE].on_change.append(state.invalidate)
     yield
 
 

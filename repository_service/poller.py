@@ -278,6 +278,7 @@ class Poller:
                 changed,
             )
             await seats.sync_from_license(conn)
+        self.site.notify_changed()
         return "lef_updated" if changed else "lef_unchanged"
 
     # ---- bookkeeping ---------------------------------------------------------------------

@@ -15,17 +15,24 @@ PROXY = "INTERNAL\\proxy"
 
 
 @asynccontextmanager
-async def licensed_site(lbs: LbsHandle, make_qrs: Any, *, license: dict[str, Any] | None = None,
-                        **settings: Any) -> AsyncIterator[tuple[QrsHandle, dict[str, Any]]]:
+async def licensed_site(
+    lbs: LbsHandle, make_qrs: Any, *, license: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[tuple[QrsHandle, dict[str, Any]]]:
     lic = await lbs.create_license(**(license or {}))
     async with make_qrs(lbs, poll_interval_seconds=3600, **settings) as qrs:
         status, _ = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201
-        async with qrs.pool().acquire() as conn:
-            await conn.execute(
-                "INSERT INTO users (id, user_directory, user_id, roles) VALUES ($1, 'INTERNAL',"
-                " 'proxy', '{ProxyService}')", uuid.uuid4())
+        await add_proxy(qrs)
         yield qrs, lic
+
+
+async def add_proxy(qrs: QrsHandle) -> None:
+    async with qrs.pool().acquire() as conn:
+        await conn.execute(
+            "INSERT INTO users (id, user_directory, user_id, roles) VALUES ($1, 'INTERNAL',"
+            " 'proxy', '{ProxyService}')",
+            uuid.uuid4(),
+        )
 
 
 async def overview(qrs: QrsHandle) -> dict[str, Any]:
@@ -36,22 +43,31 @@ async def overview(qrs: QrsHandle) -> dict[str, Any]:
 
 async def allocate(qrs: QrsHandle, kind: str, user: str) -> tuple[int, Any]:
     directory, _, user_id = user.partition("\\")
-    return await qrs.call("POST", f"/qrs/license/{kind}accesstype",
-                          json={"user": {"userDirectory": directory, "userId": user_id}})
+    return await qrs.call(
+        "POST",
+        f"/qrs/license/{kind}accesstype",
+        json={"user": {"userDirectory": directory, "userId": user_id}},
+    )
 
 
 async def access(qrs: QrsHandle, user: str, session: str | None = None) -> dict[str, Any]:
     directory, _, user_id = user.partition("\\")
-    status, body = await qrs.call("POST", "/qrs/license/accessrequest", user=PROXY, json={
-        "userDirectory": directory, "userId": user_id,
-        "sessionId": session or uuid.uuid4().hex})
+    status, body = await qrs.call(
+        "POST",
+        "/qrs/license/accessrequest",
+        user=PROXY,
+        json={
+            "userDirectory": directory,
+            "userId": user_id,
+            "sessionId": session or uuid.uuid4().hex,
+        },
+    )
     assert status == 200, body
     return body
 
 
 async def test_professional_and_analyzer_arithmetic(lbs: LbsHandle, make_qrs: Any) -> None:
-    async with licensed_site(lbs, make_qrs,
-                             license={"professional": 3, "analyzer": 2}) as (qrs, _):
+    async with licensed_site(lbs, make_qrs, license={"professional": 3, "analyzer": 2}) as (qrs, _):
         for n in range(3):
             status, body = await allocate(qrs, "professional", f"CORP\\p{n}")
             assert status == 201, body
@@ -60,33 +76,43 @@ async def test_professional_and_analyzer_arithmetic(lbs: LbsHandle, make_qrs: An
         assert (status, body["error"]["code"]) == (400, "NoAvailableAccessType")
         status, body = await allocate(qrs, "professional", "CORP\\p0")
         assert (status, body["error"]["code"]) == (409, "AlreadyAllocated")
-        status, body = await qrs.call("POST", "/qrs/license/analyzeraccesstype",
-                                      json={"user": {"id": str(uuid.uuid4())}})
+        status, body = await qrs.call(
+            "POST", "/qrs/license/analyzeraccesstype", json={"user": {"id": str(uuid.uuid4())}}
+        )
         assert status == 404
         await allocate(qrs, "analyzer", "CORP\\a0")
         view = await overview(qrs)
-        assert view["professionalAccess"] == {"enabled": True, "total": 3, "allocated": 3,
-                                              "used": 0, "quarantined": 0, "excess": 0,
-                                              "available": 0}
+        assert view["professionalAccess"] == {
+            "enabled": True,
+            "total": 3,
+            "allocated": 3,
+            "used": 0,
+            "quarantined": 0,
+            "excess": 0,
+            "available": 0,
+        }
         assert view["analyzerAccess"]["allocated"] == 1
         assert view["analyzerAccess"]["available"] == 1
         status, count = await qrs.call("GET", "/qrs/license/professionalaccesstype/count")
         assert count == {"value": 3}
-        status, found = await qrs.call("GET", "/qrs/license/professionalaccesstype/full",
-                                       params={"filter": "quarantined eq false"})
+        status, found = await qrs.call(
+            "GET",
+            "/qrs/license/professionalaccesstype/full",
+            params={"filter": "quarantined eq false"},
+        )
         assert len(found) == 3
 
 
-async def test_tokens_shared_by_user_access_and_login_groups(
-    lbs: LbsHandle, make_qrs: Any
-) -> None:
+async def test_tokens_shared_by_user_access_and_login_groups(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs, license={"tokens": 5}) as (qrs, _):
-        status, group = await qrs.call("POST", "/qrs/license/loginaccesstype",
-                                       json={"name": "Visitors", "assignedTokens": 2})
+        status, group = await qrs.call(
+            "POST", "/qrs/license/loginaccesstype", json={"name": "Visitors", "assignedTokens": 2}
+        )
         assert status == 201, group
         assert group["assignedAccessTypes"] == 20 and group["remainingAccessTypes"] == 20
-        status, body = await qrs.call("POST", "/qrs/license/loginaccesstype",
-                                      json={"name": "Too many", "assignedTokens": 4})
+        status, body = await qrs.call(
+            "POST", "/qrs/license/loginaccesstype", json={"name": "Too many", "assignedTokens": 4}
+        )
         assert (status, body["error"]["code"]) == (400, "InsufficientTokens")
         for n in range(3):
             assert (await allocate(qrs, "user", f"CORP\\u{n}"))[0] == 201
@@ -98,8 +124,10 @@ async def test_tokens_shared_by_user_access_and_login_groups(
         assert view["loginAccess"]["allocatedTokens"] == 2
         # Giving tokens back to the pool makes room again.
         status, group = await qrs.call(
-            "PUT", f"/qrs/license/loginaccesstype/{group['id']}",
-            json={"id": group["id"], "modifiedDate": group["modifiedDate"], "assignedTokens": 1})
+            "PUT",
+            f"/qrs/license/loginaccesstype/{group['id']}",
+            json={"id": group["id"], "modifiedDate": group["modifiedDate"], "assignedTokens": 1},
+        )
         assert status == 200, group
         assert (await overview(qrs))["availableTokens"] == 1
         assert (await allocate(qrs, "user", "CORP\\u3"))[0] == 201
@@ -107,14 +135,17 @@ async def test_tokens_shared_by_user_access_and_login_groups(
 
 async def test_capacity_pools_stay_within_the_allotment(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs, license={"analyzerMinutes": 60}) as (qrs, _):
-        status, pool = await qrs.call("POST", "/qrs/license/analyzertimeaccesstype",
-                                      json={"name": "A", "assignedMinutes": 40})
+        status, pool = await qrs.call(
+            "POST", "/qrs/license/analyzertimeaccesstype", json={"name": "A", "assignedMinutes": 40}
+        )
         assert status == 201 and pool["remainingMinutes"] == 40
-        status, body = await qrs.call("POST", "/qrs/license/analyzertimeaccesstype",
-                                      json={"name": "B", "assignedMinutes": 21})
+        status, body = await qrs.call(
+            "POST", "/qrs/license/analyzertimeaccesstype", json={"name": "B", "assignedMinutes": 21}
+        )
         assert (status, body["error"]["code"]) == (400, "InsufficientMinutes")
-        status, _ = await qrs.call("POST", "/qrs/license/analyzertimeaccesstype",
-                                   json={"name": "B", "assignedMinutes": 20})
+        status, _ = await qrs.call(
+            "POST", "/qrs/license/analyzertimeaccesstype", json={"name": "B", "assignedMinutes": 20}
+        )
         assert status == 201
         assert (await overview(qrs))["analyzerTimeAccess"]["allocatedMinutes"] == 60
 
@@ -122,28 +153,42 @@ async def test_capacity_pools_stay_within_the_allotment(lbs: LbsHandle, make_qrs
 async def test_bad_rules_are_400_on_create(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs) as (qrs, _):
         for rule in ('user.email = "x"', "user.name =", '((user.name = "a")', "", "\x00"):
-            status, body = await qrs.call("POST", "/qrs/license/professionalaccessgroup",
-                                          json={"name": "G", "rule": rule})
+            status, body = await qrs.call(
+                "POST", "/qrs/license/professionalaccessgroup", json={"name": "G", "rule": rule}
+            )
             assert status == 400, (rule, body)
-        status, _ = await qrs.call("POST", "/qrs/license/professionalaccessgroup",
-                                   json={"name": "G", "rule": 'user.group = "Sales"'})
+        status, _ = await qrs.call(
+            "POST",
+            "/qrs/license/professionalaccessgroup",
+            json={"name": "G", "rule": 'user.group = "Sales"'},
+        )
         assert status == 201
 
 
 async def test_access_request_order_and_codes(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(
-        lbs, make_qrs, license={"professional": 1, "analyzer": 1, "tokens": 2,
-                                "analyzerMinutes": 12},
+        lbs,
+        make_qrs,
+        license={"professional": 1, "analyzer": 1, "tokens": 2, "analyzerMinutes": 12},
     ) as (qrs, _):
-        await qrs.call("POST", "/qrs/license/professionalaccessgroup",
-                       json={"name": "Pros", "rule": 'user.userId like "pro*"'})
-        await qrs.call("POST", "/qrs/license/analyzeraccessgroup",
-                       json={"name": "Analysts", "rule": 'user.userId like "ana*"'})
-        await qrs.call("POST", "/qrs/license/analyzertimeaccesstype",
-                       json={"name": "Capacity", "assignedMinutes": 12,
-                             "rule": 'user.userId = "cap"'})
-        await qrs.call("POST", "/qrs/license/loginaccesstype",
-                       json={"name": "Visitors", "assignedTokens": 1})
+        await qrs.call(
+            "POST",
+            "/qrs/license/professionalaccessgroup",
+            json={"name": "Pros", "rule": 'user.userId like "pro*"'},
+        )
+        await qrs.call(
+            "POST",
+            "/qrs/license/analyzeraccessgroup",
+            json={"name": "Analysts", "rule": 'user.userId like "ana*"'},
+        )
+        await qrs.call(
+            "POST",
+            "/qrs/license/analyzertimeaccesstype",
+            json={"name": "Capacity", "assignedMinutes": 12, "rule": 'user.userId = "cap"'},
+        )
+        await qrs.call(
+            "POST", "/qrs/license/loginaccesstype", json={"name": "Visitors", "assignedTokens": 1}
+        )
 
         first = await access(qrs, "CORP\\pro1")
         assert first["accessGranted"] and first["accessType"] == 4
@@ -157,8 +202,9 @@ async def test_access_request_order_and_codes(lbs: LbsHandle, make_qrs: Any) -> 
         assert ana["accessType"] == 3
         cap = await access(qrs, "CORP\\cap")
         assert cap["accessType"] == 5 and cap["duration"] == "00:06:00"
-        status, created = await qrs.call("POST", "/qrs/user", json={
-            "userDirectory": "CORP", "userId": "gone", "inactive": True})
+        status, created = await qrs.call(
+            "POST", "/qrs/user", json={"userDirectory": "CORP", "userId": "gone", "inactive": True}
+        )
         assert status == 201, created
         inactive = await access(qrs, "CORP\\gone")
         assert (inactive["accessGranted"], inactive["accessTypeResultCode"]) == (False, 1)
@@ -170,15 +216,18 @@ async def test_access_request_order_and_codes(lbs: LbsHandle, make_qrs: Any) -> 
 
 async def test_no_license_and_no_access(lbs: LbsHandle, make_qrs: Any) -> None:
     async with make_qrs(lbs) as qrs:
-        await qrs.call("POST", "/qrs/user", json={"userDirectory": "INTERNAL",
-                                                  "userId": "proxy", "roles": ["ProxyService"]})
+        await add_proxy(qrs)
         denied = await access(qrs, "CORP\\someone")
         assert (denied["accessGranted"], denied["accessTypeResultCode"]) == (False, 2)
     async with licensed_site(lbs, make_qrs) as (qrs, _):
         denied = await access(qrs, "CORP\\nobody")
         assert (denied["accessGranted"], denied["accessTypeResultCode"]) == (False, 3)
-        status, _ = await qrs.call("POST", "/qrs/license/accessrequest", json={
-            "userDirectory": "CORP", "userId": "x", "sessionId": "s"}, user="CORP\\plain")
+        status, _ = await qrs.call(
+            "POST",
+            "/qrs/license/accessrequest",
+            json={"userDirectory": "CORP", "userId": "x", "sessionId": "s"},
+            user="CORP\\plain",
+        )
         assert status == 403
 
 
@@ -189,18 +238,22 @@ async def test_max_parallel_sessions(lbs: LbsHandle, make_qrs: Any) -> None:
         assert (await access(qrs, "CORP\\busy", "s2"))["accessGranted"]
         third = await access(qrs, "CORP\\busy", "s3")
         assert (third["accessGranted"], third["accessTypeResultCode"]) == (False, 5)
-        status, _ = await qrs.call("POST", "/qrs/license/accessrequest/end", user=PROXY,
-                                   json={"sessionId": "s1"})
+        status, _ = await qrs.call(
+            "POST", "/qrs/license/accessrequest/end", user=PROXY, json={"sessionId": "s1"}
+        )
         assert status == 204
         assert (await access(qrs, "CORP\\busy", "s3"))["accessGranted"]
-        status, body = await qrs.call("POST", "/qrs/license/accessrequest/end", user=PROXY,
-                                      json={"sessionId": "s1"})
+        status, body = await qrs.call(
+            "POST", "/qrs/license/accessrequest/end", user=PROXY, json={"sessionId": "s1"}
+        )
         assert (status, body["error"]["code"]) == (404, "SessionNotFound")
 
 
 async def test_quarantine_and_reinstatement(lbs: LbsHandle, make_qrs: Any) -> None:
-    async with licensed_site(lbs, make_qrs, license={"professional": 2},
-                             quarantine_seconds=2) as (qrs, _):
+    async with licensed_site(lbs, make_qrs, license={"professional": 2}, quarantine_seconds=2) as (
+        qrs,
+        _,
+    ):
         _, used = await allocate(qrs, "professional", "CORP\\used")
         _, unused = await allocate(qrs, "professional", "CORP\\unused")
         await access(qrs, "CORP\\used")  # sets lastUsed
@@ -212,8 +265,7 @@ async def test_quarantine_and_reinstatement(lbs: LbsHandle, make_qrs: Any) -> No
         assert held["quarantined"] is True and held["quarantineEnd"] is not None
         view = (await overview(qrs))["professionalAccess"]
         assert (view["allocated"], view["quarantined"], view["available"]) == (0, 1, 1)
-        status, gone = await qrs.call("GET",
-                                      f"/qrs/license/professionalaccesstype/{unused['id']}")
+        status, _ = await qrs.call("GET", f"/qrs/license/professionalaccesstype/{unused['id']}")
         assert status == 404  # unused: freed at once
 
         # Re-allocating to the same user reinstates it without another seat.
@@ -228,19 +280,18 @@ async def test_quarantine_and_reinstatement(lbs: LbsHandle, make_qrs: Any) -> No
         assert (view["quarantined"], view["available"]) == (0, 2)
 
 
-async def test_deleted_user_allocation_shows_as_deleted_user(
-    lbs: LbsHandle, make_qrs: Any
-) -> None:
+async def test_deleted_user_allocation_shows_as_deleted_user(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs, license={"analyzer": 1}) as (qrs, _):
-        status, user = await qrs.call("POST", "/qrs/user",
-                                      json={"userDirectory": "CORP", "userId": "leaver"})
-        _, allocation = await qrs.call("POST", "/qrs/license/analyzeraccesstype",
-                                       json={"user": {"id": user["id"]}})
+        status, user = await qrs.call(
+            "POST", "/qrs/user", json={"userDirectory": "CORP", "userId": "leaver"}
+        )
+        _, allocation = await qrs.call(
+            "POST", "/qrs/license/analyzeraccesstype", json={"user": {"id": user["id"]}}
+        )
         await access(qrs, "CORP\\leaver")
         status, _ = await qrs.call("DELETE", f"/qrs/user/{user['id']}")
         assert status == 204
-        status, held = await qrs.call("GET",
-                                      f"/qrs/license/analyzeraccesstype/{allocation['id']}")
+        status, held = await qrs.call("GET", f"/qrs/license/analyzeraccesstype/{allocation['id']}")
         assert status == 200
         assert held["user"] is None and held["quarantined"] is True
         assert (held["deletedUserDirectory"], held["deletedUserId"]) == ("CORP", "leaver")
@@ -258,15 +309,15 @@ async def test_excess_after_total_lowered(lbs: LbsHandle, make_qrs: Any) -> None
         await poller.wait_for_runs(runs + 1)
         qrs.app_access_state().invalidate()
         view = (await overview(qrs))["professionalAccess"]
-        assert (view["total"], view["allocated"], view["excess"], view["available"]) == (
-            2, 3, 1, 0)
-        _, listed = await qrs.call("GET", "/qrs/license/professionalaccesstype/full",
-                                   params={"orderby": "createdDate"})
+        assert (view["total"], view["allocated"], view["excess"], view["available"]) == (2, 3, 1, 0)
+        _, listed = await qrs.call(
+            "GET", "/qrs/license/professionalaccesstype/full", params={"orderby": "createdDate"}
+        )
         assert [a["excess"] for a in listed] == [False, False, True]  # the newest is excess
         late = await access(qrs, "CORP\\e2")
         assert (late["accessGranted"], late["accessTypeResultCode"]) == (False, 6)
         assert (await access(qrs, "CORP\\e0"))["accessGranted"]
-        status, body = await allocate(qrs, "professional", "CORP\\new")
+        status, _ = await allocate(qrs, "professional", "CORP\\new")
         assert status == 400
         # Freeing one of the seats within the total moves the excess one in.
         await qrs.call("DELETE", f"/qrs/license/professionalaccesstype/{listed[1]['id']}")
@@ -274,16 +325,24 @@ async def test_excess_after_total_lowered(lbs: LbsHandle, make_qrs: Any) -> None
 
 
 async def test_capacity_units_and_activity(lbs: LbsHandle, make_qrs: Any) -> None:
-    async with licensed_site(lbs, make_qrs, license={"analyzerMinutes": 18},
-                             capacity_unit_seconds=1) as (qrs, _):
-        await qrs.call("POST", "/qrs/license/analyzertimeaccesstype",
-                       json={"name": "Cap", "assignedMinutes": 18})
+    async with licensed_site(
+        lbs, make_qrs, license={"analyzerMinutes": 18}, capacity_unit_seconds=1
+    ) as (qrs, _):
+        await qrs.call(
+            "POST",
+            "/qrs/license/analyzertimeaccesstype",
+            json={"name": "Cap", "assignedMinutes": 18},
+        )
         first = await access(qrs, "CORP\\cap", "cap-1")
         assert first["accessType"] == 5 and first["duration"] == "00:00:01"
 
         async def activity() -> dict[str, Any]:
-            status, body = await qrs.call("POST", "/qrs/license/accessrequest/activity",
-                                          user=PROXY, json={"sessionId": "cap-1"})
+            status, body = await qrs.call(
+                "POST",
+                "/qrs/license/accessrequest/activity",
+                user=PROXY,
+                json={"sessionId": "cap-1"},
+            )
             assert status == 200, body
             return body
 
@@ -306,10 +365,12 @@ async def test_capacity_units_and_activity(lbs: LbsHandle, make_qrs: Any) -> Non
 
 
 async def test_login_passes_return_after_the_period(lbs: LbsHandle, make_qrs: Any) -> None:
-    async with licensed_site(lbs, make_qrs, license={"tokens": 1}, login_pass_seconds=1,
-                             login_pass_return_seconds=2) as (qrs, _):
-        await qrs.call("POST", "/qrs/license/loginaccesstype",
-                       json={"name": "Visitors", "assignedTokens": 1})
+    async with licensed_site(
+        lbs, make_qrs, license={"tokens": 1}, login_pass_seconds=1, login_pass_return_seconds=2
+    ) as (qrs, _):
+        await qrs.call(
+            "POST", "/qrs/license/loginaccesstype", json={"name": "Visitors", "assignedTokens": 1}
+        )
         granted = [await access(qrs, f"CORP\\v{n}") for n in range(10)]
         assert all(g["accessType"] == 2 for g in granted)
         # The same user's next session within the pass's hour uses no new pass.
@@ -327,25 +388,26 @@ async def test_last_used_written_at_most_once_a_minute(lbs: LbsHandle, make_qrs:
         _, allocation = await allocate(qrs, "professional", "CORP\\often")
         await access(qrs, "CORP\\often")
         _, after_first = await qrs.call(
-            "GET", f"/qrs/license/professionalaccesstype/{allocation['id']}")
+            "GET", f"/qrs/license/professionalaccesstype/{allocation['id']}"
+        )
         await access(qrs, "CORP\\often")
         _, after_second = await qrs.call(
-            "GET", f"/qrs/license/professionalaccesstype/{allocation['id']}")
+            "GET", f"/qrs/license/professionalaccesstype/{allocation['id']}"
+        )
         assert after_first["lastUsed"] is not None
         assert after_second["lastUsed"] == after_first["lastUsed"]
 
 
-async def test_usage_reported_to_the_backend_once_per_period(
-    lbs: LbsHandle, make_qrs: Any
-) -> None:
+async def test_usage_reported_to_the_backend_once_per_period(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs, license={"professional": 2}) as (qrs, lic):
         await allocate(qrs, "professional", "CORP\\r1")
         poller = qrs.poller()
         runs = poller.runs
         poller.trigger()
         await poller.wait_for_runs(runs + 1)
-        async with lbs.session.get(f"{lbs.url}/v1/admin/licenses/{lic['number']}/usage",
-                                   headers=lbs.admin_headers()) as resp:
+        async with lbs.session.get(
+            f"{lbs.url}/v1/admin/licenses/{lic['number']}/usage", headers=lbs.admin_headers()
+        ) as resp:
             reports = (await resp.json())["items"]
         assert len(reports) == 1
         assert reports[0]["report"]["assignments"]["professional"] == 1

@@ -18,16 +18,29 @@ from shared.web.errors import ApiError, Conflict, NotFound
 AccessType = Literal["professional", "analyzer", "user"]
 ACCESS_TYPES: tuple[AccessType, ...] = ("professional", "analyzer", "user")
 POOL_OF: dict[AccessType, seats.Pool] = {
-    "professional": "professional", "analyzer": "analyzer", "user": "token",
+    "professional": "professional",
+    "analyzer": "analyzer",
+    "user": "token",
 }
 SCHEMA_PATH = {
     "professional": "ProfessionalAccessType",
     "analyzer": "AnalyzerAccessType",
     "user": "UserAccessType",
 }
-ENTITY_FIELDS = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "user", "lastUsed",
-                 "quarantined", "quarantineEnd", "deletedUserId", "deletedUserDirectory",
-                 "excess", "schemaPath")
+ENTITY_FIELDS = (
+    "id",
+    "createdDate",
+    "modifiedDate",
+    "modifiedByUserName",
+    "user",
+    "lastUsed",
+    "quarantined",
+    "quarantineEnd",
+    "deletedUserId",
+    "deletedUserDirectory",
+    "excess",
+    "schemaPath",
+)
 
 
 class NoAvailableAccessType(ApiError):
@@ -72,7 +85,10 @@ async def sweep_quarantine(conn: Conn, totals: dict[seats.Pool, int]) -> int:
 
 
 async def allocate(
-    conn: Conn, access_type: AccessType, user_id: uuid.UUID, totals: dict[seats.Pool, int],
+    conn: Conn,
+    access_type: AccessType,
+    user_id: uuid.UUID,
+    totals: dict[seats.Pool, int],
     by: str,
 ) -> Allocated:
     """Allocate a seat of `access_type` to a user, or reinstate the user's quarantined one.
@@ -81,7 +97,8 @@ async def allocate(
     existing = await conn.fetchrow(
         "SELECT id, quarantined FROM allocations WHERE access_type = $1 AND user_id = $2"
         " FOR UPDATE",
-        access_type, user_id,
+        access_type,
+        user_id,
     )
     if existing is not None:
         if not existing["quarantined"]:
@@ -90,7 +107,8 @@ async def allocate(
         await conn.execute(
             "UPDATE allocations SET quarantined = false, quarantine_end = NULL,"
             " modified_date = clock_timestamp(), modified_by = $2 WHERE id = $1",
-            existing["id"], by,
+            existing["id"],
+            by,
         )
         return Allocated(existing["id"], True)
     pool = POOL_OF[access_type]
@@ -107,7 +125,10 @@ async def allocate(
     inserted = await conn.fetchval(
         "INSERT INTO allocations (id, access_type, user_id, modified_by) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (access_type, user_id) WHERE user_id IS NOT NULL DO NOTHING RETURNING id",
-        allocation_id, access_type, user_id, by,
+        allocation_id,
+        access_type,
+        user_id,
+        by,
     )
     if inserted is None:  # a concurrent request allocated first; its seat stands, ours rolls back
         raise AlreadyAllocated()
@@ -115,8 +136,12 @@ async def allocate(
 
 
 async def remove(
-    conn: Conn, allocation_id: uuid.UUID, quarantine_seconds: float,
-    totals: dict[seats.Pool, int], *, deleted_user: tuple[str, str] | None = None,
+    conn: Conn,
+    allocation_id: uuid.UUID,
+    quarantine_seconds: float,
+    totals: dict[seats.Pool, int],
+    *,
+    deleted_user: tuple[str, str] | None = None,
 ) -> str:
     """Remove an allocation: quarantine it when used recently, free it otherwise.
 
@@ -128,7 +153,9 @@ async def remove(
         await conn.execute(
             "UPDATE allocations SET deleted_user_directory = $2, deleted_user_id = $3"
             " WHERE id = $1",
-            allocation_id, deleted_user[0], deleted_user[1],
+            allocation_id,
+            deleted_user[0],
+            deleted_user[1],
         )
     if row["quarantined"]:
         return "already quarantined"
@@ -139,7 +166,8 @@ async def remove(
         await conn.execute(
             "UPDATE allocations SET quarantined = true, quarantine_end = $2,"
             " modified_date = clock_timestamp() WHERE id = $1",
-            allocation_id, last_used + window,
+            allocation_id,
+            last_used + window,
         )
         return "quarantined"
     await conn.execute("DELETE FROM allocations WHERE id = $1", allocation_id)
@@ -150,7 +178,10 @@ async def remove(
 
 
 async def remove_for_user(
-    conn: Conn, user_id: uuid.UUID, identity: tuple[str, str], quarantine_seconds: float,
+    conn: Conn,
+    user_id: uuid.UUID,
+    identity: tuple[str, str],
+    quarantine_seconds: float,
     totals: dict[seats.Pool, int],
 ) -> None:
     """Before a user is deleted: quarantine or free each of their allocations."""
@@ -163,8 +194,12 @@ def entity(row: asyncpg.Record, total: int) -> dict[str, Any]:
     """Return the QRS JSON of an allocation (row from `_WITH_SEAT`)."""
     user = None
     if row["user_id"] is not None:
-        user = {"id": str(row["user_id"]), "userDirectory": row["user_directory"],
-                "userId": row["user_name_id"], "name": row["user_name"]}
+        user = {
+            "id": str(row["user_id"]),
+            "userDirectory": row["user_directory"],
+            "userId": row["user_name_id"],
+            "name": row["user_name"],
+        }
     seat = row["seat"]
     return {
         "id": str(row["id"]),
@@ -190,11 +225,13 @@ async def list_entities(db: Db, access_type: AccessType, total: int) -> list[dic
     return [entity(r, total) for r in rows]
 
 
-async def get_entity(db: Db, allocation_id: uuid.UUID, access_type: AccessType,
-                     total: int) -> dict[str, Any]:
+async def get_entity(
+    db: Db, allocation_id: uuid.UUID, access_type: AccessType, total: int
+) -> dict[str, Any]:
     """Return one allocation of a type."""
-    row = await db.fetchrow(_WITH_SEAT + " WHERE a.id = $1 AND a.access_type = $2",
-                            allocation_id, access_type)
+    row = await db.fetchrow(
+        _WITH_SEAT + " WHERE a.id = $1 AND a.access_type = $2", allocation_id, access_type
+    )
     if row is None:
         raise AllocationNotFound()
     return entity(row, total)

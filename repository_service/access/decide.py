@@ -24,9 +24,14 @@ log = structlog.get_logger("access")
 
 NONE, USER, LOGIN, ANALYZER, PROFESSIONAL, ANALYZER_TIME = range(6)
 OK, UNKNOWN_USER, NOT_AVAILABLE, NO_ACCESS, MAX_SESSIONS, EXCESS = 0, 1, 2, 3, 5, 6
-CODE_NAMES = {OK: "Ok", UNKNOWN_USER: "UnknownUser", NOT_AVAILABLE: "LicenseNotAvailable",
-              NO_ACCESS: "NoAvailableAccessType", MAX_SESSIONS: "MaxParallelSessionsExceeded",
-              EXCESS: "ExcessAssignment"}
+CODE_NAMES = {
+    OK: "Ok",
+    UNKNOWN_USER: "UnknownUser",
+    NOT_AVAILABLE: "LicenseNotAvailable",
+    NO_ACCESS: "NoAvailableAccessType",
+    MAX_SESSIONS: "MaxParallelSessionsExceeded",
+    EXCESS: "ExcessAssignment",
+}
 TYPE_OF = {"professional": PROFESSIONAL, "analyzer": ANALYZER, "user": USER}
 # Each capacity unit charges six minutes, whatever CAPACITY_UNIT_SECONDS says its length is.
 UNIT_MINUTES = 6
@@ -75,7 +80,7 @@ class Decision:
 
 def hms(seconds: float) -> str:
     """Format a duration as HH:MM:SS."""
-    total = max(0, int(round(seconds)))
+    total = max(0, round(seconds))
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
@@ -87,8 +92,15 @@ def deny(code: int, reason: str) -> Decision:
 class AccessEngine:
     """Decides access per session; safe on any number of replicas."""
 
-    def __init__(self, pool: asyncpg.Pool, session_pool: asyncpg.Pool, settings: QrsSettings,
-                 state: StateCache, rules: RuleCache, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session_pool: asyncpg.Pool,
+        settings: QrsSettings,
+        state: StateCache,
+        rules: RuleCache,
+        registry: CollectorRegistry,
+    ) -> None:
         self.pool = pool
         self.sessions = session_pool
         self.settings = settings
@@ -96,25 +108,44 @@ class AccessEngine:
         self.rules = rules
         self.idle = timedelta(seconds=settings.session_idle_seconds)
         self.decisions = Counter(
-            "qrs_access_decisions_total", "Access decisions by result code.",
-            ["code", "granted", "access_type"], registry=registry,
+            "qrs_access_decisions_total",
+            "Access decisions by result code.",
+            ["code", "granted", "access_type"],
+            registry=registry,
         )
 
     def _count(self, decision: Decision, user: str) -> Decision:
-        self.decisions.labels(CODE_NAMES[decision.code], str(decision.granted).lower(),
-                              str(decision.access_type)).inc()
+        self.decisions.labels(
+            CODE_NAMES[decision.code], str(decision.granted).lower(), str(decision.access_type)
+        ).inc()
         if not decision.granted:
-            log.info("access_denied", user=user, code=CODE_NAMES[decision.code],
-                     reason=decision.reason)
+            log.info(
+                "access_denied", user=user, code=CODE_NAMES[decision.code], reason=decision.reason
+            )
         return decision
 
-    async def _claim(self, session_id: str, user_id: uuid.UUID, access_type: int, *,
-                     allocation: uuid.UUID | None = None, pool: uuid.UUID | None = None,
-                     pass_id: uuid.UUID | None = None,
-                     unit_ends: datetime | None = None) -> bool:
+    async def _claim(
+        self,
+        session_id: str,
+        user_id: uuid.UUID,
+        access_type: int,
+        *,
+        allocation: uuid.UUID | None = None,
+        pool: uuid.UUID | None = None,
+        pass_id: uuid.UUID | None = None,
+        unit_ends: datetime | None = None,
+    ) -> bool:
         ok = await self.sessions.fetchval(
-            _CLAIM, session_id, user_id, access_type, allocation, pool, pass_id, unit_ends,
-            self.settings.max_parallel_sessions, self.idle,
+            _CLAIM,
+            session_id,
+            user_id,
+            access_type,
+            allocation,
+            pool,
+            pass_id,
+            unit_ends,
+            self.settings.max_parallel_sessions,
+            self.idle,
         )
         return bool(ok)
 
@@ -146,9 +177,16 @@ class AccessEngine:
         live = await self.sessions.fetchval(_LIVE, uid, self.idle)
         if live >= self.settings.max_parallel_sessions:
             return deny(MAX_SESSIONS, f"{live} live sessions")
-        subject = Subject(user["user_directory"], user["user_id"], user["name"],
-                          tuple(a.get("attributeValue", "") for a in user["attributes"]
-                                if str(a.get("attributeType", "")).lower() == "group"))
+        subject = Subject(
+            user["user_directory"],
+            user["user_id"],
+            user["name"],
+            tuple(
+                a.get("attributeValue", "")
+                for a in user["attributes"]
+                if str(a.get("attributeType", "")).lower() == "group"
+            ),
+        )
         rules = await self.rules.get()
         for kind in alloc.ACCESS_TYPES:
             if any(rule.matches(subject) for _, rule in rules.access[kind]):
@@ -158,10 +196,14 @@ class AccessEngine:
         now = datetime.now(UTC)
         existing_pass = await self.pool.fetchrow(
             "SELECT id, valid_until FROM login_passes WHERE user_id = $1 AND valid_until > $2"
-            " ORDER BY valid_until DESC LIMIT 1", uid, now)
+            " ORDER BY valid_until DESC LIMIT 1",
+            uid,
+            now,
+        )
         if existing_pass is not None:
-            return await self._grant_pass(session_id, uid, existing_pass["id"],
-                                          existing_pass["valid_until"], now)
+            return await self._grant_pass(
+                session_id, uid, existing_pass["id"], existing_pass["valid_until"], now
+            )
         for pool_id, rule in rules.capacity:
             if rule.matches(subject):
                 decision = await self._start_capacity(session_id, uid, pool_id, now)
@@ -174,14 +216,16 @@ class AccessEngine:
                     return decision
         return deny(NO_ACCESS, "no matching group, pool or login access has room")
 
-    async def _grant_allocation(self, session_id: str, uid: uuid.UUID, kind: str,
-                                allocation_id: uuid.UUID) -> Decision:
+    async def _grant_allocation(
+        self, session_id: str, uid: uuid.UUID, kind: str, allocation_id: uuid.UUID
+    ) -> Decision:
         if not await self._claim(session_id, uid, TYPE_OF[kind], allocation=allocation_id):
             return deny(MAX_SESSIONS, "too many live sessions")
         return Decision(True, TYPE_OF[kind], OK, None, allocation_id)
 
-    async def _allocate(self, session_id: str, uid: uuid.UUID, kind: alloc.AccessType,
-                        totals: dict[Any, int]) -> Decision | None:
+    async def _allocate(
+        self, session_id: str, uid: uuid.UUID, kind: alloc.AccessType, totals: dict[Any, int]
+    ) -> Decision | None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 made = await alloc.allocate(conn, kind, uid, totals, "license rule")
@@ -191,33 +235,40 @@ class AccessEngine:
             # A concurrent session of the same user allocated first: use that one.
             allocation_id = await self.pool.fetchval(
                 "SELECT id FROM allocations WHERE user_id = $1 AND access_type = $2"
-                " AND NOT quarantined", uid, kind)
+                " AND NOT quarantined",
+                uid,
+                kind,
+            )
             if allocation_id is None:
                 return None
             return await self._grant_allocation(session_id, uid, kind, allocation_id)
         return await self._grant_allocation(session_id, uid, kind, made.id)
 
-    async def _start_capacity(self, session_id: str, uid: uuid.UUID, pool_id: uuid.UUID,
-                              now: datetime) -> Decision | None:
+    async def _start_capacity(
+        self, session_id: str, uid: uuid.UUID, pool_id: uuid.UUID, now: datetime
+    ) -> Decision | None:
         async with self.pool.acquire() as conn, conn.transaction():
             if not await charge_minutes(conn, pool_id, UNIT_MINUTES, now):
                 return None
         unit_ends = now + timedelta(seconds=self.settings.capacity_unit_seconds)
-        if not await self._claim(session_id, uid, ANALYZER_TIME, pool=pool_id,
-                                 unit_ends=unit_ends):
+        if not await self._claim(session_id, uid, ANALYZER_TIME, pool=pool_id, unit_ends=unit_ends):
             return deny(MAX_SESSIONS, "too many live sessions")
         return Decision(True, ANALYZER_TIME, OK, hms(self.settings.capacity_unit_seconds))
 
-    async def _take_pass(self, group_id: uuid.UUID, uid: uuid.UUID,
-                         now: datetime) -> tuple[uuid.UUID, datetime] | None:
+    async def _take_pass(
+        self, group_id: uuid.UUID, uid: uuid.UUID, now: datetime
+    ) -> tuple[uuid.UUID, datetime] | None:
         async with self.pool.acquire() as conn, conn.transaction():
             tokens = await conn.fetchval(
-                "SELECT assigned_tokens FROM login_groups WHERE id = $1 FOR UPDATE", group_id)
+                "SELECT assigned_tokens FROM login_groups WHERE id = $1 FOR UPDATE", group_id
+            )
             if tokens is None:
                 return None
             out = await conn.fetchval(
                 "SELECT count(*) FROM login_passes WHERE group_id = $1 AND returns_at > $2",
-                group_id, now)
+                group_id,
+                now,
+            )
             if out >= tokens * PASSES_PER_TOKEN:
                 return None
             pass_id = uuid.uuid4()
@@ -226,20 +277,32 @@ class AccessEngine:
             await conn.execute(
                 "INSERT INTO login_passes (id, group_id, user_id, started_at, valid_until,"
                 " returns_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                pass_id, group_id, uid, now, valid_until, max(returns_at, valid_until))
-            await conn.execute(
-                "INSERT INTO usage_events (kind, amount) VALUES ('login_pass', 1)")
+                pass_id,
+                group_id,
+                uid,
+                now,
+                valid_until,
+                max(returns_at, valid_until),
+            )
+            await conn.execute("INSERT INTO usage_events (kind, amount) VALUES ('login_pass', 1)")
         return pass_id, valid_until
 
-    async def _use_pass(self, session_id: str, uid: uuid.UUID, group_id: uuid.UUID,
-                        now: datetime) -> Decision | None:
+    async def _use_pass(
+        self, session_id: str, uid: uuid.UUID, group_id: uuid.UUID, now: datetime
+    ) -> Decision | None:
         taken = await self._take_pass(group_id, uid, now)
         if taken is None:
             return None
         return await self._grant_pass(session_id, uid, taken[0], taken[1], now)
 
-    async def _grant_pass(self, session_id: str, uid: uuid.UUID, pass_id: uuid.UUID,
-                          valid_until: datetime, now: datetime) -> Decision:
+    async def _grant_pass(
+        self,
+        session_id: str,
+        uid: uuid.UUID,
+        pass_id: uuid.UUID,
+        valid_until: datetime,
+        now: datetime,
+    ) -> Decision:
         if not await self._claim(session_id, uid, LOGIN, pass_id=pass_id):
             return deny(MAX_SESSIONS, "too many live sessions")
         return Decision(True, LOGIN, OK, hms((valid_until - now).total_seconds()))
@@ -249,7 +312,10 @@ class AccessEngine:
     async def _live_session(self, session_id: str) -> asyncpg.Record:
         row = await self.pool.fetchrow(
             "SELECT * FROM sessions WHERE session_id = $1 AND ended_at IS NULL"
-            " AND last_activity > clock_timestamp() - $2::interval", session_id, self.idle)
+            " AND last_activity > clock_timestamp() - $2::interval",
+            session_id,
+            self.idle,
+        )
         if row is None:
             raise SessionNotFound()
         return row
@@ -267,7 +333,8 @@ class AccessEngine:
         if decision.granted:
             await self.sessions.execute(
                 "UPDATE sessions SET last_activity = clock_timestamp() WHERE session_id = $1",
-                session_id)
+                session_id,
+            )
         else:
             await self.end(session_id)
         return self._count(decision, str(session["user_id"]))
@@ -284,12 +351,15 @@ class AccessEngine:
             return deny(NO_ACCESS, "the analyzer-time pool has no minutes left this month")
         await self.sessions.execute(
             "UPDATE sessions SET unit_ends_at = $2 WHERE session_id = $1",
-            session["session_id"], now + unit)
+            session["session_id"],
+            now + unit,
+        )
         return Decision(True, ANALYZER_TIME, OK, hms(unit.total_seconds()))
 
     async def _login_activity(self, session: asyncpg.Record, now: datetime) -> Decision:
         current = await self.pool.fetchrow(
-            "SELECT group_id, valid_until FROM login_passes WHERE id = $1", session["pass_id"])
+            "SELECT group_id, valid_until FROM login_passes WHERE id = $1", session["pass_id"]
+        )
         if current is not None and now < current["valid_until"]:
             return Decision(True, LOGIN, OK, hms((current["valid_until"] - now).total_seconds()))
         group_id = current["group_id"] if current is not None else None
@@ -298,13 +368,17 @@ class AccessEngine:
             return deny(NO_ACCESS, "no login pass left")
         await self.sessions.execute(
             "UPDATE sessions SET pass_id = $2 WHERE session_id = $1",
-            session["session_id"], taken[0])
+            session["session_id"],
+            taken[0],
+        )
         return Decision(True, LOGIN, OK, hms((taken[1] - now).total_seconds()))
 
     async def end(self, session_id: str) -> None:
         """End a session."""
         done = await self.sessions.fetchval(
             "UPDATE sessions SET ended_at = clock_timestamp() WHERE session_id = $1"
-            " AND ended_at IS NULL RETURNING session_id", session_id)
+            " AND ended_at IS NULL RETURNING session_id",
+            session_id,
+        )
         if done is None:
             raise SessionNotFound()

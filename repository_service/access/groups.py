@@ -58,6 +58,7 @@ def _base(row: asyncpg.Record) -> dict[str, Any]:
 
 # ---- access groups -----------------------------------------------------------------------
 
+
 def access_group_entity(row: asyncpg.Record) -> dict[str, Any]:
     """Return the QRS JSON of an access group."""
     return {**_base(row), "rule": row["rule"], "schemaPath": GROUP_SCHEMA[row["access_type"]]}
@@ -143,7 +144,8 @@ async def charge_minutes(conn: Conn, pool_id: uuid.UUID, minutes: int, now: date
     month = month_start(now)
     await conn.execute(
         "INSERT INTO capacity_usage (pool_id, month) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        pool_id, month,
+        pool_id,
+        month,
     )
     used = await conn.fetchval(
         "UPDATE capacity_usage u SET used_minutes = u.used_minutes + $3"
@@ -151,7 +153,9 @@ async def charge_minutes(conn: Conn, pool_id: uuid.UUID, minutes: int, now: date
         " WHERE u.pool_id = $1 AND u.month = $2 AND c.id = u.pool_id"
         "   AND u.used_minutes + $3 <= c.assigned_minutes"
         " RETURNING u.used_minutes",
-        pool_id, month, minutes,
+        pool_id,
+        month,
+        minutes,
     )
     if used is None:
         return False
@@ -162,6 +166,7 @@ async def charge_minutes(conn: Conn, pool_id: uuid.UUID, minutes: int, now: date
 
 
 # ---- the rules, cached for the hot path --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RuleSet:
@@ -179,15 +184,23 @@ def _rule(text: str | None) -> Rule:
 
 async def read_rules(db: Db) -> RuleSet:
     """Read every group and pool and parse its rule."""
-    access: dict[str, list[tuple[uuid.UUID, Rule]]] = {"professional": [], "analyzer": [],
-                                                       "user": []}
-    for r in await db.fetch("SELECT id, access_type, rule FROM access_groups"
-                            " ORDER BY created_date, id"):
+    access: dict[str, list[tuple[uuid.UUID, Rule]]] = {
+        "professional": [],
+        "analyzer": [],
+        "user": [],
+    }
+    for r in await db.fetch(
+        "SELECT id, access_type, rule FROM access_groups ORDER BY created_date, id"
+    ):
         access[r["access_type"]].append((r["id"], _rule(r["rule"])))
-    login = [(r["id"], _rule(r["rule"])) for r in await db.fetch(
-        "SELECT id, rule FROM login_groups ORDER BY created_date, id")]
-    capacity = [(r["id"], _rule(r["rule"])) for r in await db.fetch(
-        "SELECT id, rule FROM capacity_pools ORDER BY created_date, id")]
+    login = [
+        (r["id"], _rule(r["rule"]))
+        for r in await db.fetch("SELECT id, rule FROM login_groups ORDER BY created_date, id")
+    ]
+    capacity = [
+        (r["id"], _rule(r["rule"]))
+        for r in await db.fetch("SELECT id, rule FROM capacity_pools ORDER BY created_date, id")
+    ]
     return RuleSet(access, login, capacity, time.monotonic())
 
 

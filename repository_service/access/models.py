@@ -10,8 +10,12 @@ from pydantic import ConfigDict, Field, StringConstraints
 from shared.models import ApiModel, Name
 
 RuleText = Annotated[str, StringConstraints(max_length=4000)]
-Identity = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255,
-                                            pattern=r"^[^\x00-\x1f\x7f]+$")]
+Identity = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
 _LENIENT = ConfigDict(**{**ApiModel.model_config, "extra": "ignore"})
 
 
@@ -104,8 +108,9 @@ class AccessRequest(ApiModel):
 
     user_directory: Identity
     user_id: Identity
-    session_id: Annotated[str, StringConstraints(min_length=1, max_length=200,
-                                                 pattern=r"^[\x21-\x7e]+$")]
+    session_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    ]
     host_name: str | None = Field(default=None, max_length=255)
 
 
@@ -114,5 +119,6 @@ class SessionRef(ApiModel):
 
     model_config = _LENIENT
 
-    session_id: Annotated[str, StringConstraints(min_length=1, max_length=200,
-                                                 pattern=r"^[\x21-\x7e]+$")]
+    session_id: Annotated[
+        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    ]

@@ -14,8 +14,8 @@ SELECT a.access_type,
        count(*) FILTER (WHERE NOT a.quarantined) AS allocated,
        count(*) FILTER (WHERE NOT a.quarantined AND a.last_used IS NOT NULL) AS used,
        count(*) FILTER (WHERE a.quarantined) AS quarantined,
-       count(*) FILTER (WHERE s.seat > CASE a.access_type WHEN 'professional' THEN $1
-                                       WHEN 'analyzer' THEN $2 ELSE $3 END) AS excess
+       count(*) FILTER (WHERE s.seat > CASE a.access_type WHEN 'professional' THEN $1::int
+                                       WHEN 'analyzer' THEN $2::int ELSE $3::int END) AS excess
 FROM allocations a
 LEFT JOIN seats s ON s.holder = a.id
 GROUP BY a.access_type

@@ -67,7 +67,9 @@ async def release_some(conn: Conn, pool: Pool, holder: uuid.UUID, count: int) ->
     await conn.execute(
         "UPDATE seats SET holder = NULL WHERE (pool, seat) IN (SELECT pool, seat FROM seats"
         " WHERE pool = $1 AND holder = $2 ORDER BY seat DESC LIMIT $3)",
-        pool, holder, count,
+        pool,
+        holder,
+        count,
     )
 
 
@@ -81,12 +83,14 @@ async def sync(conn: Conn, totals: Mapping[Pool, int]) -> None:
         await conn.execute(
             "INSERT INTO seats (pool, seat) SELECT $1, g FROM generate_series(1, $2) g"
             " ON CONFLICT DO NOTHING",
-            pool, total,
+            pool,
+            total,
         )
         needs_reseat = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM seats WHERE pool = $1 AND seat > $2"
             " AND holder IS NOT NULL)",
-            pool, total,
+            pool,
+            total,
         )
         if needs_reseat:
             await _reseat(conn, pool, total)
@@ -101,7 +105,8 @@ async def _reseat(conn: Conn, pool: Pool, total: int) -> None:
     await conn.execute(
         "INSERT INTO seats (pool, seat) SELECT $1, g FROM generate_series(1, $2) g"
         " ON CONFLICT DO NOTHING",
-        pool, max(needed, total),
+        pool,
+        max(needed, total),
     )
     await conn.execute("UPDATE seats SET holder = NULL WHERE pool = $1", pool)
     assignments: list[tuple[str, int, uuid.UUID]] = []
@@ -118,9 +123,9 @@ async def _reseat(conn: Conn, pool: Pool, total: int) -> None:
 async def settle(conn: Conn, pool: Pool, total: int) -> None:
     """After seats were freed: if some holder sits above the total, move holders down."""
     if await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM seats WHERE pool = $1 AND seat > $2"
-        " AND holder IS NOT NULL)",
-        pool, total,
+        "SELECT EXISTS (SELECT 1 FROM seats WHERE pool = $1 AND seat > $2 AND holder IS NOT NULL)",
+        pool,
+        total,
     ):
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_IDS[pool])
         await _reseat(conn, pool, total)
@@ -129,14 +134,19 @@ async def settle(conn: Conn, pool: Pool, total: int) -> None:
         )
 
 
+async def totals_in(conn: Conn) -> dict[Pool, int]:
+    """Return the pools' totals of the stored license (all 0 without a license)."""
+    row = await conn.fetchrow("SELECT entitlements FROM site_license LIMIT 1")
+    e = row["entitlements"] if row is not None else {}
+    return {
+        "professional": int(e.get("professional", 0)),
+        "analyzer": int(e.get("analyzer", 0)),
+        "token": int(e.get("tokens", 0)),
+    }
+
+
 async def sync_from_license(conn: Conn) -> None:
     """Match the pools to the totals of the stored license (no license: nothing changes)."""
-    row = await conn.fetchrow("SELECT entitlements FROM site_license LIMIT 1")
-    if row is None:
+    if await conn.fetchval("SELECT count(*) FROM site_license") == 0:
         return
-    e = row["entitlements"]
-    await sync(
-        conn,
-        {"professional": int(e.get("professional", 0)), "analyzer": int(e.get("analyzer", 0)),
-         "token": int(e.get("tokens", 0))},
-    )
+    await sync(conn, await totals_in(conn))

@@ -39,7 +39,9 @@ async def read_state(db: Db) -> SiteState:
     if blacklisted:
         reason = "the license is blacklisted"
     totals: dict[Pool, int] = {
-        "professional": e.professional, "analyzer": e.analyzer, "token": e.tokens,
+        "professional": e.professional,
+        "analyzer": e.analyzer,
+        "token": e.tokens,
     }
     return SiteState(usable, reason, totals, e.analyzer_minutes, time.monotonic())
 

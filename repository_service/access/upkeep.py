@@ -1,4 +1,4 @@
-"""Background upkeep of access: free ended quarantines, and keep the allocation gauges."""
+"""Background upkeep: free ended quarantines, chain new audit entries, refresh gauges."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from repository_service.access import allocations as alloc
 from repository_service.access.state import StateCache
+from repository_service.audit import log as audit
 
 log = structlog.get_logger("access")
 UPKEEP_SECONDS = 5.0
@@ -19,13 +20,22 @@ UPKEEP_SECONDS = 5.0
 class Upkeep:
     """A loop owned by the app: sweeps quarantine and refreshes gauges."""
 
-    def __init__(self, pool: asyncpg.Pool, state: StateCache, registry: CollectorRegistry,
-                 every: float = UPKEEP_SECONDS) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        state: StateCache,
+        registry: CollectorRegistry,
+        every: float = UPKEEP_SECONDS,
+    ) -> None:
         self.pool = pool
         self.state = state
         self.every = every
-        self.gauge = Gauge("qrs_allocations", "Allocations held, by access type and state.",
-                           ["access_type", "state"], registry=registry)
+        self.gauge = Gauge(
+            "qrs_allocations",
+            "Allocations held, by access type and state.",
+            ["access_type", "state"],
+            registry=registry,
+        )
         self._stop = asyncio.Event()
 
     async def run_once(self) -> None:
@@ -35,13 +45,19 @@ class Upkeep:
             freed = await alloc.sweep_quarantine(conn, state.totals)
         if freed:
             log.info("quarantine_released", allocations=freed)
+        async with self.pool.acquire() as conn:
+            await audit.seal(conn)
         rows = await self.pool.fetch(
             "SELECT access_type, quarantined, count(*) AS n FROM allocations"
-            " GROUP BY access_type, quarantined")
+            " GROUP BY access_type, quarantined"
+        )
         for kind in alloc.ACCESS_TYPES:
             for quarantined, label in ((False, "active"), (True, "quarantined")):
-                n = sum(r["n"] for r in rows
-                        if r["access_type"] == kind and r["quarantined"] == quarantined)
+                n = sum(
+                    r["n"]
+                    for r in rows
+                    if r["access_type"] == kind and r["quarantined"] == quarantined
+                )
                 self.gauge.labels(kind, label).set(n)
 
     async def run(self) -> None:

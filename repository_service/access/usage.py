@@ -20,21 +20,35 @@ log = structlog.get_logger("usage")
 _NAMESPACE = uuid.UUID("5c0b3f3e-9d7e-4d1e-9a51-2f1f6f3e7a10")
 
 
-async def build_report(pool: asyncpg.Pool, start: datetime | None, end: datetime,
-                       instance_id: str, number: str) -> dict[str, Any]:
+async def build_report(
+    pool: asyncpg.Pool, start: datetime | None, end: datetime, instance_id: str, number: str
+) -> dict[str, Any]:
     """Sum the period's consumption and the allocations held at its end."""
     since = start or datetime.fromtimestamp(0, end.tzinfo)
-    counts = {r["access_type"]: int(r["n"]) for r in await pool.fetch(
-        "SELECT access_type, count(*) AS n FROM allocations GROUP BY access_type")}
-    events = {r["kind"]: int(r["total"]) for r in await pool.fetch(
-        "SELECT kind, coalesce(sum(amount), 0) AS total FROM usage_events"
-        " WHERE at > $1 AND at <= $2 GROUP BY kind", since, end)}
+    counts = {
+        r["access_type"]: int(r["n"])
+        for r in await pool.fetch(
+            "SELECT access_type, count(*) AS n FROM allocations GROUP BY access_type"
+        )
+    }
+    events = {
+        r["kind"]: int(r["total"])
+        for r in await pool.fetch(
+            "SELECT kind, coalesce(sum(amount), 0) AS total FROM usage_events"
+            " WHERE at > $1 AND at <= $2 GROUP BY kind",
+            since,
+            end,
+        )
+    }
     return {
         "reportId": str(uuid.uuid5(_NAMESPACE, f"{number}:{iso_ms(since)}:{iso_ms(end)}")),
         "periodStart": iso_ms(since),
         "periodEnd": iso_ms(end),
-        "assignments": {"professional": counts.get("professional", 0),
-                        "analyzer": counts.get("analyzer", 0), "user": counts.get("user", 0)},
+        "assignments": {
+            "professional": counts.get("professional", 0),
+            "analyzer": counts.get("analyzer", 0),
+            "user": counts.get("user", 0),
+        },
         "analyzerMinutesUsed": events.get("analyzer_minutes", 0),
         "loginPassesUsed": events.get("login_pass", 0),
         "instanceId": instance_id,
@@ -58,8 +72,9 @@ class UsageReporter:
         if report is None:
             # Millisecond resolution, as the period bounds are written in the report.
             now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-            report = await build_report(self.pool, sync["last_reported_at"], now,
-                                        self.instance_id, row["key_number"])
+            report = await build_report(
+                self.pool, sync["last_reported_at"], now, self.instance_id, row["key_number"]
+            )
             await self.pool.execute("UPDATE sync_state SET pending_report = $1", report)
         await self.lbs.post_usage(row["license_key"], report)
         await self.pool.execute(

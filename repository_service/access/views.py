@@ -51,6 +51,7 @@ async def _body(request: web.Request, url_id: bool = False) -> dict[str, Any]:
 
 # ---- allocations ---------------------------------------------------------------------------
 
+
 def allocation_handlers(kind: alloc.AccessType) -> dict[str, Handler]:
     """Return list/get/create/delete handlers for one allocation type."""
 
@@ -65,8 +66,9 @@ def allocation_handlers(kind: alloc.AccessType) -> dict[str, Handler]:
         require_roles(request, READ_ROLES)
         state = await request.app[STATE].get()
         allocation_id = parse_id(request.match_info["id"], alloc.AllocationNotFound)
-        entity = await alloc.get_entity(request.app[POOL], allocation_id, kind,
-                                        state.totals.get(alloc.POOL_OF[kind], 0))
+        entity = await alloc.get_entity(
+            request.app[POOL], allocation_id, kind, state.totals.get(alloc.POOL_OF[kind], 0)
+        )
         return web.json_response(entity)
 
     async def create(request: web.Request) -> web.Response:
@@ -83,17 +85,19 @@ def allocation_handlers(kind: alloc.AccessType) -> dict[str, Handler]:
         await request.app[ADMIN].deallocate(caller, kind, request.match_info["id"])
         return web.Response(status=204)
 
-    for name, fn in (("list", listing), ("get", get_one), ("create", create),
-                     ("delete", delete)):
+    for name, fn in (("list", listing), ("get", get_one), ("create", create), ("delete", delete)):
         fn.__name__ = f"{name}_{kind}_access"
     return {"list": listing, "get": get_one, "create": create, "delete": delete}
 
 
 # ---- groups and pools ------------------------------------------------------------------------
 
+
 def _group_handlers(
-    collection: str, entities: Callable[[web.Request], Awaitable[list[dict[str, Any]]]],
-    fields: tuple[str, ...], create: Callable[[web.Request], Awaitable[dict[str, Any]]],
+    collection: str,
+    entities: Callable[[web.Request], Awaitable[list[dict[str, Any]]]],
+    fields: tuple[str, ...],
+    create: Callable[[web.Request], Awaitable[dict[str, Any]]],
     update: Callable[[web.Request], Awaitable[dict[str, Any]]],
     delete: Callable[[web.Request], Awaitable[None]],
 ) -> dict[str, Handler]:
@@ -126,8 +130,13 @@ def _group_handlers(
         await delete(request)
         return web.Response(status=204)
 
-    for name, fn in (("list", listing), ("get", get_one), ("create", post), ("update", put),
-                     ("delete", remove)):
+    for name, fn in (
+        ("list", listing),
+        ("get", get_one),
+        ("create", post),
+        ("update", put),
+        ("delete", remove),
+    ):
         fn.__name__ = f"{name}_{collection}"
     return {"list": listing, "get": get_one, "create": post, "update": put, "delete": remove}
 
@@ -137,7 +146,8 @@ def access_group_handlers(kind: str) -> dict[str, Handler]:
 
     async def entities(request: web.Request) -> list[dict[str, Any]]:
         rows = await request.app[POOL].fetch(
-            "SELECT * FROM access_groups WHERE access_type = $1 ORDER BY created_date, id", kind)
+            "SELECT * FROM access_groups WHERE access_type = $1 ORDER BY created_date, id", kind
+        )
         return [groups.access_group_entity(r) for r in rows]
 
     async def create(request: web.Request) -> dict[str, Any]:
@@ -146,16 +156,28 @@ def access_group_handlers(kind: str) -> dict[str, Handler]:
 
     async def update(request: web.Request) -> dict[str, Any]:
         body = validate(AccessGroupUpdate, await _body(request, url_id=True))
-        return await request.app[ADMIN].update_group(_caller(request), kind,
-                                                     request.match_info["id"], body)
+        return await request.app[ADMIN].update_group(
+            _caller(request), kind, request.match_info["id"], body
+        )
 
     async def delete(request: web.Request) -> None:
-        await request.app[ADMIN].delete_row(_caller(request), "access_groups",
-                                            request.match_info["id"], groups.GROUP_SCHEMA[kind],
-                                            kind)
+        await request.app[ADMIN].delete_row(
+            _caller(request),
+            "access_groups",
+            request.match_info["id"],
+            groups.GROUP_SCHEMA[kind],
+            kind,
+        )
 
-    fields = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "name", "rule",
-              "schemaPath")
+    fields = (
+        "id",
+        "createdDate",
+        "modifiedDate",
+        "modifiedByUserName",
+        "name",
+        "rule",
+        "schemaPath",
+    )
     return _group_handlers(f"{kind}accessgroup", entities, fields, create, update, delete)
 
 
@@ -163,8 +185,9 @@ def login_group_handlers() -> dict[str, Handler]:
     """Handlers of the login-access groups."""
 
     async def entities(request: web.Request) -> list[dict[str, Any]]:
-        rows = await request.app[POOL].fetch(groups._LOGIN_GROUPS
-                                             + " ORDER BY g.created_date, g.id")
+        rows = await request.app[POOL].fetch(
+            groups._LOGIN_GROUPS + " ORDER BY g.created_date, g.id"
+        )
         return [groups.login_group_entity(r) for r in rows]
 
     async def create(request: web.Request) -> dict[str, Any]:
@@ -173,16 +196,28 @@ def login_group_handlers() -> dict[str, Handler]:
 
     async def update(request: web.Request) -> dict[str, Any]:
         body = validate(LoginGroupUpdate, await _body(request, url_id=True))
-        return await request.app[ADMIN].update_login_group(_caller(request),
-                                                           request.match_info["id"], body)
+        return await request.app[ADMIN].update_login_group(
+            _caller(request), request.match_info["id"], body
+        )
 
     async def delete(request: web.Request) -> None:
-        await request.app[ADMIN].delete_row(_caller(request), "login_groups",
-                                            request.match_info["id"], "LoginAccessType")
+        await request.app[ADMIN].delete_row(
+            _caller(request), "login_groups", request.match_info["id"], "LoginAccessType"
+        )
 
-    fields = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "name",
-              "assignedTokens", "rule", "assignedAccessTypes", "usedAccessTypes",
-              "remainingAccessTypes", "schemaPath")
+    fields = (
+        "id",
+        "createdDate",
+        "modifiedDate",
+        "modifiedByUserName",
+        "name",
+        "assignedTokens",
+        "rule",
+        "assignedAccessTypes",
+        "usedAccessTypes",
+        "remainingAccessTypes",
+        "schemaPath",
+    )
     return _group_handlers("loginaccesstype", entities, fields, create, update, delete)
 
 
@@ -191,8 +226,8 @@ def capacity_pool_handlers() -> dict[str, Handler]:
 
     async def entities(request: web.Request) -> list[dict[str, Any]]:
         rows = await request.app[POOL].fetch(
-            groups._POOLS + " ORDER BY c.created_date, c.id",
-            groups.month_start(datetime.now(UTC)))
+            groups._POOLS + " ORDER BY c.created_date, c.id", groups.month_start(datetime.now(UTC))
+        )
         return [groups.capacity_pool_entity(r) for r in rows]
 
     async def create(request: web.Request) -> dict[str, Any]:
@@ -201,15 +236,27 @@ def capacity_pool_handlers() -> dict[str, Handler]:
 
     async def update(request: web.Request) -> dict[str, Any]:
         body = validate(CapacityPoolUpdate, await _body(request, url_id=True))
-        return await request.app[ADMIN].update_pool(_caller(request),
-                                                    request.match_info["id"], body)
+        return await request.app[ADMIN].update_pool(
+            _caller(request), request.match_info["id"], body
+        )
 
     async def delete(request: web.Request) -> None:
-        await request.app[ADMIN].delete_row(_caller(request), "capacity_pools",
-                                            request.match_info["id"], "AnalyzerTimeAccessType")
+        await request.app[ADMIN].delete_row(
+            _caller(request), "capacity_pools", request.match_info["id"], "AnalyzerTimeAccessType"
+        )
 
-    fields = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "name",
-              "assignedMinutes", "rule", "usedMinutes", "remainingMinutes", "schemaPath")
+    fields = (
+        "id",
+        "createdDate",
+        "modifiedDate",
+        "modifiedByUserName",
+        "name",
+        "assignedMinutes",
+        "rule",
+        "usedMinutes",
+        "remainingMinutes",
+        "schemaPath",
+    )
     return _group_handlers("analyzertimeaccesstype", entities, fields, create, update, delete)
 
 
@@ -218,6 +265,7 @@ def _caller(request: web.Request) -> Any:
 
 
 # ---- overview and access requests ----------------------------------------------------------
+
 
 async def access_overview(request: web.Request) -> web.Response:
     """Return the access-type overview."""
@@ -230,8 +278,7 @@ async def access_request(request: web.Request) -> web.Response:
     """Decide the access of a new user session (called by the proxy)."""
     require_roles(request, PROXY_ROLES)
     body = validate(AccessRequest, await _body(request))
-    decision = await request.app[ENGINE].request(body.user_directory, body.user_id,
-                                                 body.session_id)
+    decision = await request.app[ENGINE].request(body.user_directory, body.user_id, body.session_id)
     return web.json_response(decision.answer())
 
 
@@ -251,52 +298,161 @@ async def session_end(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _collection(path: str, handlers: dict[str, Handler], *, body: Any, update: Any = None,
-                ) -> list[Endpoint]:
+def _collection(
+    path: str,
+    handlers: dict[str, Handler],
+    *,
+    body: Any,
+    update: Any = None,
+) -> list[Endpoint]:
     base = f"/qrs/license/{path}"
     name = path
     eps = [
-        Endpoint("GET", base, handlers["list"], f"List {name}", auth="caller",
-                 errors=(400, 403), tags=TAGS),
-        Endpoint("GET", f"{base}/full", handlers["list"], f"List {name} in full",
-                 auth="caller", errors=(400, 403), tags=TAGS),
-        Endpoint("GET", f"{base}/count", handlers["list"], f"Count {name}", auth="caller",
-                 errors=(400, 403), tags=TAGS),
-        Endpoint("GET", f"{base}/{{id}}", handlers["get"], f"Get one {name}", auth="caller",
-                 errors=(403, 404), tags=TAGS),
-        Endpoint("POST", base, handlers["create"], f"Create {name}", body=body, status=201,
-                 auth="caller", errors=(403, 404, 409), tags=TAGS),
-        Endpoint("DELETE", f"{base}/{{id}}", handlers["delete"], f"Delete {name}", status=204,
-                 auth="caller", errors=(403, 404), tags=TAGS),
+        Endpoint(
+            "GET",
+            base,
+            handlers["list"],
+            f"List {name}",
+            auth="caller",
+            errors=(400, 403),
+            tags=TAGS,
+        ),
+        Endpoint(
+            "GET",
+            f"{base}/full",
+            handlers["list"],
+            f"List {name} in full",
+            auth="caller",
+            errors=(400, 403),
+            tags=TAGS,
+        ),
+        Endpoint(
+            "GET",
+            f"{base}/count",
+            handlers["list"],
+            f"Count {name}",
+            auth="caller",
+            errors=(400, 403),
+            tags=TAGS,
+        ),
+        Endpoint(
+            "GET",
+            f"{base}/{{id}}",
+            handlers["get"],
+            f"Get one {name}",
+            auth="caller",
+            errors=(403, 404),
+            tags=TAGS,
+        ),
+        Endpoint(
+            "POST",
+            base,
+            handlers["create"],
+            f"Create {name}",
+            body=body,
+            status=201,
+            auth="caller",
+            errors=(403, 404, 409),
+            tags=TAGS,
+        ),
+        Endpoint(
+            "DELETE",
+            f"{base}/{{id}}",
+            handlers["delete"],
+            f"Delete {name}",
+            status=204,
+            auth="caller",
+            errors=(403, 404),
+            tags=TAGS,
+        ),
     ]
     if update is not None:
-        eps.append(Endpoint("PUT", f"{base}/{{id}}", handlers["update"], f"Change {name}",
-                            body=update, auth="caller", errors=(403, 404, 409), tags=TAGS))
+        eps.append(
+            Endpoint(
+                "PUT",
+                f"{base}/{{id}}",
+                handlers["update"],
+                f"Change {name}",
+                body=update,
+                auth="caller",
+                errors=(403, 404, 409),
+                tags=TAGS,
+            )
+        )
     return eps
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/qrs/license/accesstypeoverview", access_overview, "Access-type overview",
-             auth="caller", errors=(403,), tags=TAGS),
-    Endpoint("POST", "/qrs/license/accessrequest", access_request, "Decide a session's access",
-             body=AccessRequest, auth="caller", errors=(403,), tags=TAGS),
-    Endpoint("POST", "/qrs/license/accessrequest/activity", session_activity,
-             "Report session activity", body=SessionRef, auth="caller", errors=(403, 404),
-             tags=TAGS),
-    Endpoint("POST", "/qrs/license/accessrequest/end", session_end, "End a session",
-             body=SessionRef, status=204, auth="caller", errors=(403, 404), tags=TAGS),
-    *_collection("professionalaccesstype", allocation_handlers("professional"),
-                 body=AllocationCreate),
+    Endpoint(
+        "GET",
+        "/qrs/license/accesstypeoverview",
+        access_overview,
+        "Access-type overview",
+        auth="caller",
+        errors=(403,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license/accessrequest",
+        access_request,
+        "Decide a session's access",
+        body=AccessRequest,
+        auth="caller",
+        errors=(403,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license/accessrequest/activity",
+        session_activity,
+        "Report session activity",
+        body=SessionRef,
+        auth="caller",
+        errors=(403, 404),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/qrs/license/accessrequest/end",
+        session_end,
+        "End a session",
+        body=SessionRef,
+        status=204,
+        auth="caller",
+        errors=(403, 404),
+        tags=TAGS,
+    ),
+    *_collection(
+        "professionalaccesstype", allocation_handlers("professional"), body=AllocationCreate
+    ),
     *_collection("analyzeraccesstype", allocation_handlers("analyzer"), body=AllocationCreate),
     *_collection("useraccesstype", allocation_handlers("user"), body=AllocationCreate),
-    *_collection("loginaccesstype", login_group_handlers(), body=LoginGroupCreate,
-                 update=LoginGroupUpdate),
-    *_collection("analyzertimeaccesstype", capacity_pool_handlers(), body=CapacityPoolCreate,
-                 update=CapacityPoolUpdate),
-    *_collection("professionalaccessgroup", access_group_handlers("professional"),
-                 body=AccessGroupCreate, update=AccessGroupUpdate),
-    *_collection("analyzeraccessgroup", access_group_handlers("analyzer"),
-                 body=AccessGroupCreate, update=AccessGroupUpdate),
-    *_collection("useraccessgroup", access_group_handlers("user"), body=AccessGroupCreate,
-                 update=AccessGroupUpdate),
+    *_collection(
+        "loginaccesstype", login_group_handlers(), body=LoginGroupCreate, update=LoginGroupUpdate
+    ),
+    *_collection(
+        "analyzertimeaccesstype",
+        capacity_pool_handlers(),
+        body=CapacityPoolCreate,
+        update=CapacityPoolUpdate,
+    ),
+    *_collection(
+        "professionalaccessgroup",
+        access_group_handlers("professional"),
+        body=AccessGroupCreate,
+        update=AccessGroupUpdate,
+    ),
+    *_collection(
+        "analyzeraccessgroup",
+        access_group_handlers("analyzer"),
+        body=AccessGroupCreate,
+        update=AccessGroupUpdate,
+    ),
+    *_collection(
+        "useraccessgroup",
+        access_group_handlers("user"),
+        body=AccessGroupCreate,
+        update=AccessGroupUpdate,
+    ),
 ]

@@ -12,8 +12,11 @@ import asyncpg
 from shared.db import Conn
 
 GENESIS = "0" * 64
-# Appends are serialised so each entry links to exactly one predecessor.
+# Writers hold this lock shared while they append; the sealer takes it exclusively, so it
+# sees every entry whose sequence number was drawn, committed, before it chains them.
 AUDIT_LOCK_ID = 0x4A0D17
+# A sealer that cannot get the lock soon gives up and tries later; writers never wait long.
+SEAL_LOCK_TIMEOUT = "200ms"
 
 
 def canonical(entry: dict[str, Any]) -> str:
@@ -26,11 +29,25 @@ def entry_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
 
 
-def _entry(seq: int, at: datetime, actor: str, action: str, entity_type: str,
-           entity_id: str | None, before: Any, after: Any) -> dict[str, Any]:
+def _entry(
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str | None,
+    before: Any,
+    after: Any,
+) -> dict[str, Any]:
     return {
-        "seq": seq, "at": at.astimezone(UTC).isoformat(), "actor": actor, "action": action,
-        "entityType": entity_type, "entityId": entity_id, "before": before, "after": after,
+        "seq": seq,
+        "at": at.astimezone(UTC).isoformat(),
+        "actor": actor,
+        "action": action,
+        "entityType": entity_type,
+        "entityId": entity_id,
+        "before": before,
+        "after": after,
     }
 
 
@@ -44,21 +61,52 @@ async def append(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Append one entry inside the caller's transaction."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK_ID)
-    last = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-    seq = last["seq"] + 1 if last else 1
-    prev_hash = last["hash"] if last else GENESIS
-    at = datetime.now(UTC)
+    """Append one entry inside the caller's transaction (chained later by `seal`).
+
+    Call it last in a transaction, after every row lock is taken."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", AUDIT_LOCK_ID)
     ident = str(entity_id) if entity_id is not None else None
-    before, after = _json_ready(before), _json_ready(after)
-    entry = _entry(seq, at, actor, action, entity_type, ident, before, after)
     await conn.execute(
-        "INSERT INTO audit_log (seq, at, actor, action, entity_type, entity_id, before, after,"
-        " prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        seq, at, actor, action, entity_type, ident, before, after, prev_hash,
-        entry_hash(prev_hash, entry),
+        "INSERT INTO audit_log (at, actor, action, entity_type, entity_id, before, after)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        datetime.now(UTC),
+        actor,
+        action,
+        entity_type,
+        ident,
+        _json_ready(before),
+        _json_ready(after),
     )
+
+
+async def seal(conn: Conn) -> int:
+    """Chain every unsealed entry onto the last sealed one, in sequence order."""
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL lock_timeout = '{SEAL_LOCK_TIMEOUT}'")
+        try:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK_ID)
+        except asyncpg.LockNotAvailableError:
+            return 0
+        rows = await conn.fetch("SELECT * FROM audit_log WHERE hash IS NULL ORDER BY seq")
+        if not rows:
+            return 0
+        prev_hash = (
+            await conn.fetchval(
+                "SELECT hash FROM audit_log WHERE hash IS NOT NULL AND seq < $1"
+                " ORDER BY seq DESC LIMIT 1",
+                rows[0]["seq"],
+            )
+            or GENESIS
+        )
+        updates = []
+        for row in rows:
+            digest = entry_hash(prev_hash, row_entry(row))
+            updates.append((row["seq"], prev_hash, digest))
+            prev_hash = digest
+        await conn.executemany(
+            "UPDATE audit_log SET prev_hash = $2, hash = $3 WHERE seq = $1", updates
+        )
+    return len(rows)
 
 
 def _json_ready(value: Any) -> Any:
@@ -68,23 +116,29 @@ def _json_ready(value: Any) -> Any:
 
 def row_entry(row: asyncpg.Record) -> dict[str, Any]:
     """Return the hashed part of a stored entry."""
-    return _entry(row["seq"], row["at"], row["actor"], row["action"], row["entity_type"],
-                  row["entity_id"], row["before"], row["after"])
+    return _entry(
+        row["seq"],
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["entity_type"],
+        row["entity_id"],
+        row["before"],
+        row["after"],
+    )
 
 
 async def verify(conn: Conn) -> dict[str, Any]:
-    """Recompute the chain; report whether it is intact and the first bad entry."""
+    """Seal, then recompute the chain; report whether it is intact and the first bad entry."""
+    await seal(conn)
     prev_hash, count, first_bad = GENESIS, 0, None
-    expected_seq = 1
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        async for row in conn.cursor("SELECT * FROM audit_log ORDER BY seq"):
+        async for row in conn.cursor("SELECT * FROM audit_log WHERE hash IS NOT NULL ORDER BY seq"):
             count += 1
-            intact = (
-                row["seq"] == expected_seq
-                and row["prev_hash"] == prev_hash
-                and row["hash"] == entry_hash(prev_hash, row_entry(row))
+            intact = row["prev_hash"] == prev_hash and row["hash"] == entry_hash(
+                prev_hash, row_entry(row)
             )
             if not intact and first_bad is None:
                 first_bad = row["seq"]
-            prev_hash, expected_seq = row["hash"], row["seq"] + 1
+            prev_hash = row["hash"]
     return {"intact": first_bad is None, "entries": count, "firstBadSeq": first_bad}

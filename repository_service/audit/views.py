@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from repository_service.audit.log import row_entry, verify
+from repository_service.audit.log import row_entry, seal, verify
 from repository_service.auth import READ_ROLES, require_roles
 from repository_service.keys import POOL
 from shared.models import ApiModel
@@ -33,9 +33,13 @@ async def list_audit(request: web.Request) -> web.Response:
     """Return audit entries after a sequence number."""
     require_roles(request, READ_ROLES)
     query = read_query(request, AuditQuery)
+    async with request.app[POOL].acquire() as conn:
+        await seal(conn)
+    # Only sealed entries are listed: an entry still being chained shows on the next read.
     rows = await request.app[POOL].fetch(
-        "SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        query.after, query.limit + 1,
+        "SELECT * FROM audit_log WHERE seq > $1 AND hash IS NOT NULL ORDER BY seq LIMIT $2",
+        query.after,
+        query.limit + 1,
     )
     items = [_item(r) for r in rows[: query.limit]]
     next_seq = items[-1]["seq"] if len(rows) > query.limit else None
@@ -50,8 +54,23 @@ async def verify_audit(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/qrs/auditlog", list_audit, "Audit log entries", query=AuditQuery,
-             auth="caller", errors=(400, 403), tags=("audit",)),
-    Endpoint("GET", "/qrs/auditlog/verify", verify_audit, "Verify the audit hash chain",
-             auth="caller", errors=(403,), tags=("audit",)),
+    Endpoint(
+        "GET",
+        "/qrs/auditlog",
+        list_audit,
+        "Audit log entries",
+        query=AuditQuery,
+        auth="caller",
+        errors=(400, 403),
+        tags=("audit",),
+    ),
+    Endpoint(
+        "GET",
+        "/qrs/auditlog/verify",
+        verify_audit,
+        "Verify the audit hash chain",
+        auth="caller",
+        errors=(403,),
+        tags=("audit",),
+    ),
 ]

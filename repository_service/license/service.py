@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,6 +77,13 @@ class SiteLicenseService:
         self.pool = pool
         self.lbs = lbs
         self.settings = settings
+        # Called after every change of the stored license (caches of totals listen here).
+        self.on_change: list[Callable[[], None]] = []
+
+    def notify_changed(self) -> None:
+        """Tell the listeners that the stored license changed."""
+        for listener in self.on_change:
+            listener()
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -258,6 +266,7 @@ class SiteLicenseService:
                 after=_audit_view(entity),
             )
         log.info("license_applied", mode=row["mode"], by=caller.display)
+        self.notify_changed()
         return entity
 
     # ---- change (PUT) --------------------------------------------------------------------
@@ -382,6 +391,7 @@ class SiteLicenseService:
                 before=_audit_view(before),
                 after=_audit_view(entity),
             )
+        self.notify_changed()
         return entity
 
     async def delete(self, caller: Caller, license_id: uuid.UUID) -> None:
@@ -401,6 +411,7 @@ class SiteLicenseService:
                 entity_id=license_id,
                 before=_audit_view(before),
             )
+        self.notify_changed()
 
     # ---- key-edit lease ------------------------------------------------------------------
 
@@ -510,6 +521,7 @@ class SiteLicenseService:
                 before={"version": row["definition_ver"]},
                 after={"version": claims["ver"]},
             )
+        self.notify_changed()
         return True
 
     # ---- the entity ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from repository_service.access import allocations
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, Caller
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
@@ -106,8 +107,10 @@ async def update_user(
     return entity
 
 
-async def delete_user(pool: asyncpg.Pool, caller: Caller, user_uuid: uuid.UUID) -> None:
-    """Delete a user; its allocations are quarantined by the database (see access)."""
+async def delete_user(
+    pool: asyncpg.Pool, caller: Caller, user_uuid: uuid.UUID, quarantine_seconds: float
+) -> None:
+    """Delete a user; allocations it used recently stay quarantined as a deleted user's."""
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.get(conn, user_uuid, for_update=True)
         if row is None:
@@ -116,6 +119,10 @@ async def delete_user(pool: asyncpg.Pool, caller: Caller, user_uuid: uuid.UUID) 
             raise Forbidden("Only a RootAdmin may delete a RootAdmin.")
         if row["id"] == caller.id:
             raise ApiError("You cannot delete yourself.", code="CannotDeleteSelf", status=400)
+        await allocations.remove_for_user(
+            conn, user_uuid, (row["user_directory"], row["user_id"]), quarantine_seconds,
+            await allocations.seats.totals_in(conn),
+        )
         await repo.delete(conn, user_uuid)
         await audit.append(conn, actor=caller.display, action="user.delete", entity_type="User",
                            entity_id=user_uuid, before=user_entity(row))

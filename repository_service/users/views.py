@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from repository_service.auth import CALLERS, READ_ROLES, require_roles
-from repository_service.keys import POOL
+from repository_service.keys import POOL, SETTINGS
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
 from repository_service.users import repository as repo
@@ -64,7 +64,8 @@ async def delete_user(request: web.Request) -> web.Response:
     """Delete a user."""
     caller = require_roles(request, USER_ADMINS)
     user_uuid = service.parse_user_id(request.match_info["id"])
-    await service.delete_user(request.app[POOL], caller, user_uuid)
+    quarantine = request.app[SETTINGS].quarantine_seconds
+    await service.delete_user(request.app[POOL], caller, user_uuid, quarantine)
     request.app[CALLERS].forget()
     return web.Response(status=204)
 
