@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from yarl import URL
 
 from repository_service.audit import log as audit
