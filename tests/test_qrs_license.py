@@ -342,3 +342,22 @@ async def test_refresh_triggers_poll_option(lbs: LbsHandle, make_qrs: Any) -> No
         assert status == 200, body
         assert body["updated"] > entity["updated"]
         assert "Allotment professional:8;" in body["keyDetails"]
+
+
+async def test_refresh_lands_at_the_next_scheduled_poll(lbs: LbsHandle, make_qrs: Any) -> None:
+    lic = await lbs.create_license(professional=5)
+    async with make_qrs(lbs, poll_interval_seconds=2) as qrs:
+        _, entity = await apply_key(qrs, lic["key"])
+        poller = qrs.poller()
+        runs = poller.runs
+        await poller.wait_for_runs(runs + 1)  # a poll just ran: the next is an interval away
+        await lbs.patch(lic["number"], {"professional": 7})
+        status, body = await qrs.call("POST", "/qrs/license/refresh")
+        assert status == 202
+        assert body["nextPollAt"] > body["requestedAt"]
+        _, before = await qrs.call("GET", "/qrs/license")
+        assert before["updated"] == entity["updated"]
+        await poller.wait_for_runs(runs + 2)  # the scheduled poll, about 2 s later
+        _, after = await qrs.call("GET", "/qrs/license")
+        assert after["updated"] > entity["updated"]
+        assert "Allotment professional:7;" in after["keyDetails"]
