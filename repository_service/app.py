@@ -48,8 +48,12 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
         app.cleanup_ctx.append(_poll_loop)
         app.cleanup_ctx.append(_upkeep_loop)
     # Access routes first: their fixed paths must win over /qrs/license/{id}.
-    tables = (access_views.ENDPOINTS, license_views.ENDPOINTS, user_views.ENDPOINTS,
-              audit_views.ENDPOINTS)
+    tables = (
+        access_views.ENDPOINTS,
+        license_views.ENDPOINTS,
+        user_views.ENDPOINTS,
+        audit_views.ENDPOINTS,
+    )
     for table in tables:
         endpoints.install(app, table)
     return app
@@ -92,7 +96,7 @@ async def _license_backend(app: web.Application) -> AsyncIterator[None]:
             failures = await app[keys.POOL].fetchval(
                 "SELECT consecutive_failures FROM sync_state", timeout=2
             )
-            return failures == 0
+            return bool(failures == 0)
 
         app[READINESS_KEY].optional["lbs"] = lbs_ok
         yield
@@ -114,8 +118,7 @@ async def _site_license(app: web.Application) -> AsyncIterator[None]:
     app[keys.POLLER] = Poller(
         app[keys.POOL], app[keys.LBS], app[keys.SITE], settings, app[METRICS_KEY].registry
     )
-    app[keys.POLLER].usage_hook = UsageReporter(app[keys.POOL], app[keys.LBS],
-                                                settings.instance_id)
+    app[keys.POLLER].usage_hook = UsageReporter(app[keys.POOL], app[keys.LBS], settings.instance_id)
     yield
 
 

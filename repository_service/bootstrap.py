@@ -32,8 +32,12 @@ async def apply_bootstrap_roles(pool: asyncpg.Pool, grants: dict[str, list[str]]
             if not set(roles) <= set(row["roles"]):
                 granted = await users.grant_roles(conn, row["id"], sorted(roles), "bootstrap")
                 await audit.append(
-                    conn, actor="bootstrap", action="user.roles_granted", entity_type="User",
-                    entity_id=row["id"], before={"roles": list(row["roles"])},
+                    conn,
+                    actor="bootstrap",
+                    action="user.roles_granted",
+                    entity_type="User",
+                    entity_id=row["id"],
+                    before={"roles": list(row["roles"])},
                     after={"roles": list(granted["roles"]), "reason": "QRS_BOOTSTRAP_ROLES"},
                 )
                 log.info("bootstrap_roles_granted", user=identity, roles=sorted(roles))

@@ -89,25 +89,19 @@ async def insert_license(
     return row
 
 
-async def get_license(
-    db: Db, number: str, *, for_update: bool = False
-) -> asyncpg.Record | None:
+async def get_license(db: Db, number: str, *, for_update: bool = False) -> asyncpg.Record | None:
     """Return one license row, optionally locked for the rest of the transaction."""
     query = q.get_license_for_update if for_update else q.get_license
     row: asyncpg.Record | None = await db.fetchrow(query, number)
     return row
 
 
-async def list_licenses(
-    db: Db, after: str | None, limit: int
-) -> list[asyncpg.Record]:
+async def list_licenses(db: Db, after: str | None, limit: int) -> list[asyncpg.Record]:
     """Return a page of licenses after the cursor."""
     return list(await db.fetch(q.list_licenses, after, limit))
 
 
-async def update_license(
-    conn: Conn, number: str, values: dict[str, Any]
-) -> asyncpg.Record:
+async def update_license(conn: Conn, number: str, values: dict[str, Any]) -> asyncpg.Record:
     """Write the editable columns and bump `ver`."""
     row = await conn.fetchrow(q.update_license, number, *(values[c] for c in EDITABLE))
     assert row is not None  # the caller holds the row lock

@@ -122,10 +122,8 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
         columns["overage_professional"] = overage["professional"]
         columns["overage_analyzer"] = overage["analyzer"]
         columns["overage_analyzer_time"] = overage["analyzer_time"]
-    if (
-        ("overage" in changes
-        and overage is None)
-        or any(v is None and k not in ("valid_to",) for k, v in columns.items())
+    if ("overage" in changes and overage is None) or any(
+        v is None and k not in ("valid_to",) for k, v in columns.items()
     ):
         raise ApiError("Only validTo may be set to null.", code="ValidationFailed")
     return columns

@@ -10,8 +10,7 @@ from shared.web.errors import ApiError
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 32
-FIELDS = {"userdirectory": "user_directory", "userid": "user_id", "name": "name",
-          "group": "groups"}
+FIELDS = {"userdirectory": "user_directory", "userid": "user_id", "name": "name", "group": "groups"}
 
 
 class RuleError(ApiError):
@@ -48,8 +47,10 @@ class Rule:
 
 EVERYONE = Rule("", lambda s: True)
 
-_TOKEN = re.compile(r'\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>!=|=)|"(?P<str>(?:[^"\\]|\\.)*)"'
-                    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))")
+_TOKEN = re.compile(
+    r'\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>!=|=)|"(?P<str>(?:[^"\\]|\\.)*)"'
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
+)
 
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
@@ -127,8 +128,7 @@ class _Parser:
             raise RuleError(f"Expected user.<field> at position {at}.", details={"position": at})
         attr = FIELDS.get(value[5:].lower())
         if attr is None:
-            raise RuleError(f"Unknown field {value!r} at position {at}.",
-                            details={"position": at})
+            raise RuleError(f"Unknown field {value!r} at position {at}.", details={"position": at})
         op_kind, op, op_at = self.take("an operator")
         op = op.lower()
         if not (op_kind == "op" or (op_kind == "word" and op == "like")):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from repository_service.access import allocations as alloc
-from repository_service.access import groups
+from repository_service.access import groups, seats
 from repository_service.access.models import (
     AccessGroupCreate,
     AccessGroupUpdate,
@@ -27,7 +28,6 @@ from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared.db import Conn, one
 from shared.web.errors import ApiError, NotFound
-
 
 _DELETE = {
     "access_groups": "DELETE FROM access_groups WHERE id = $1 AND access_type = $2 RETURNING id",
@@ -190,8 +190,8 @@ class AccessAdmin:
             if row is None:
                 raise groups.GroupNotFound()
             if table == "login_groups":
-                await alloc.seats.release(conn, [row_id])
-                await alloc.seats.settle(conn, "token", state.totals["token"])
+                await seats.release(conn, [row_id])
+                await seats.settle(conn, "token", state.totals["token"])
             await audit.append(
                 conn,
                 actor=caller.display,
@@ -285,8 +285,6 @@ class AccessAdmin:
     # ---- analyzer-time pools -------------------------------------------------------------
 
     async def _pool_entity(self, conn: Conn, pool_id: uuid.UUID) -> dict[str, Any]:
-        from datetime import UTC, datetime
-
         row = await one(
             conn, groups._POOLS + " WHERE c.id = $2", groups.month_start(datetime.now(UTC)), pool_id
         )

@@ -252,8 +252,12 @@ class SiteLicenseService:
             if not ever_licensed and ROLE_ROOT not in caller.roles:
                 granted = await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
                 await audit.append(
-                    conn, actor="system", action="user.roles_granted", entity_type="User",
-                    entity_id=caller.id, before={"roles": sorted(caller.roles)},
+                    conn,
+                    actor="system",
+                    action="user.roles_granted",
+                    entity_type="User",
+                    entity_id=caller.id,
+                    before={"roles": sorted(caller.roles)},
                     after={"roles": list(granted["roles"]), "reason": "first license applied"},
                 )
             entity = self.entity(row, await one(conn, q.get_sync), now)

@@ -178,8 +178,9 @@ def apply_orderby(
         return list(items)
     parts = orderby.split()
     if len(parts) > 2 or parts[0] not in fields:
-        raise InvalidFilter("orderby must be 'field' or 'field desc' on a known field.",
-                            code="InvalidOrderBy")
+        raise InvalidFilter(
+            "orderby must be 'field' or 'field desc' on a known field.", code="InvalidOrderBy"
+        )
     descending = len(parts) == 2 and parts[1].lower() == "desc"
     if len(parts) == 2 and parts[1].lower() not in ("asc", "desc"):
         raise InvalidFilter("orderby direction must be asc or desc.", code="InvalidOrderBy")

@@ -25,20 +25,26 @@ async def idempotent(request: web.Request, caller: Caller, create: Create) -> we
         status, body = await create()
         return web.json_response(body, status=status)
     if not _KEY.match(key):
-        raise ApiError("Idempotency-Key must be 1-200 visible ASCII characters.",
-                       code="InvalidIdempotencyKey")
+        raise ApiError(
+            "Idempotency-Key must be 1-200 visible ASCII characters.", code="InvalidIdempotencyKey"
+        )
     pool = request.app[POOL]
     stored = await pool.fetchrow(
         "SELECT method, path, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2"
         f" AND created_at > now() - interval '{REPLAY_WINDOW}'",
-        caller.id, key,
+        caller.id,
+        key,
     )
     if stored is not None:
         if (stored["method"], stored["path"]) != (request.method, request.path):
-            raise ApiError("This Idempotency-Key was used for another request.",
-                           status=409, code="IdempotencyKeyReused")
-        return web.json_response(stored["body"], status=stored["status"],
-                                 headers={"Idempotent-Replayed": "true"})
+            raise ApiError(
+                "This Idempotency-Key was used for another request.",
+                status=409,
+                code="IdempotencyKeyReused",
+            )
+        return web.json_response(
+            stored["body"], status=stored["status"], headers={"Idempotent-Replayed": "true"}
+        )
     status, body = await create()
     if 200 <= status < 300:
         # A concurrent twin may have stored first; the first answer stays the one replayed.
@@ -49,6 +55,11 @@ async def idempotent(request: web.Request, caller: Caller, create: Create) -> we
             " body = EXCLUDED.body, created_at = now(), method = EXCLUDED.method,"
             " path = EXCLUDED.path"
             " WHERE idempotency_keys.created_at <= now() - interval '24 hours'",
-            key, caller.id, request.method, request.path, status, json.loads(json.dumps(body)),
+            key,
+            caller.id,
+            request.method,
+            request.path,
+            status,
+            json.loads(json.dumps(body)),
         )
     return web.json_response(body, status=status)

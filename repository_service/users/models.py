@@ -14,8 +14,9 @@ Role = Literal[
 ]
 Identity = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=255,
-                      pattern=r"^[^\x00-\x1f\x7f]+$"),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
 ]
 AttributeText = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f\x7f]*$")]
 

@@ -35,8 +35,14 @@ async def insert(
 ) -> asyncpg.Record | None:
     """Insert a user; None when the identity exists already."""
     row: asyncpg.Record | None = await db.fetchrow(
-        q.insert_user_if_new, uuid.uuid4(), directory, user_id, values["name"],
-        values["roles"], values["attributes"], by,
+        q.insert_user_if_new,
+        uuid.uuid4(),
+        directory,
+        user_id,
+        values["name"],
+        values["roles"],
+        values["attributes"],
+        by,
     )
     return row
 
@@ -63,8 +69,14 @@ async def list_all(db: Db) -> list[asyncpg.Record]:
 async def update(db: Db, user_uuid: uuid.UUID, values: dict[str, Any], by: str) -> asyncpg.Record:
     """Write the editable fields of a user."""
     return await one(
-        db, q.update_user, user_uuid, values["name"], values["roles"], values["attributes"],
-        values["inactive"], by,
+        db,
+        q.update_user,
+        user_uuid,
+        values["name"],
+        values["roles"],
+        values["attributes"],
+        values["inactive"],
+        by,
     )
 
 

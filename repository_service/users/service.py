@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from repository_service.access import allocations
+from repository_service.access import allocations, seats
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, Caller
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
@@ -15,8 +15,18 @@ from repository_service.users import repository as repo
 from repository_service.users.models import UserCreate, UserUpdate
 from shared.web.errors import ApiError, Conflict, Forbidden, NotFound
 
-USER_FIELDS = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "userDirectory",
-               "userId", "name", "roles", "inactive", "schemaPath")
+USER_FIELDS = (
+    "id",
+    "createdDate",
+    "modifiedDate",
+    "modifiedByUserName",
+    "userDirectory",
+    "userId",
+    "name",
+    "roles",
+    "inactive",
+    "schemaPath",
+)
 
 
 class UserNotFound(NotFound):
@@ -71,13 +81,18 @@ async def create_user(pool: asyncpg.Pool, caller: Caller, body: UserCreate) -> d
     async with pool.acquire() as conn, conn.transaction():
         row = await repo.insert(conn, body.user_directory, body.user_id, values, caller.display)
         if row is None:
-            raise Conflict("A user with that userDirectory and userId exists.",
-                           code="UserExists")
+            raise Conflict("A user with that userDirectory and userId exists.", code="UserExists")
         if body.inactive:
             row = await repo.update(conn, row["id"], {**values, "inactive": True}, caller.display)
         entity = user_entity(row)
-        await audit.append(conn, actor=caller.display, action="user.create", entity_type="User",
-                           entity_id=row["id"], after=entity)
+        await audit.append(
+            conn,
+            actor=caller.display,
+            action="user.create",
+            entity_type="User",
+            entity_id=row["id"],
+            after=entity,
+        )
     return entity
 
 
@@ -97,13 +112,21 @@ async def update_user(
             "name": body.name if body.name is not None else row["name"],
             "roles": roles,
             "attributes": [a.model_dump(by_alias=True) for a in body.attributes]
-            if body.attributes is not None else row["attributes"],
+            if body.attributes is not None
+            else row["attributes"],
             "inactive": body.inactive if body.inactive is not None else row["inactive"],
         }
         row = await repo.update(conn, user_uuid, values, caller.display)
         entity = user_entity(row)
-        await audit.append(conn, actor=caller.display, action="user.update", entity_type="User",
-                           entity_id=user_uuid, before=before, after=entity)
+        await audit.append(
+            conn,
+            actor=caller.display,
+            action="user.update",
+            entity_type="User",
+            entity_id=user_uuid,
+            before=before,
+            after=entity,
+        )
     return entity
 
 
@@ -120,9 +143,18 @@ async def delete_user(
         if row["id"] == caller.id:
             raise ApiError("You cannot delete yourself.", code="CannotDeleteSelf", status=400)
         await allocations.remove_for_user(
-            conn, user_uuid, (row["user_directory"], row["user_id"]), quarantine_seconds,
-            await allocations.seats.totals_in(conn),
+            conn,
+            user_uuid,
+            (row["user_directory"], row["user_id"]),
+            quarantine_seconds,
+            await seats.totals_in(conn),
         )
         await repo.delete(conn, user_uuid)
-        await audit.append(conn, actor=caller.display, action="user.delete", entity_type="User",
-                           entity_id=user_uuid, before=user_entity(row))
+        await audit.append(
+            conn,
+            actor=caller.display,
+            action="user.delete",
+            entity_type="User",
+            entity_id=user_uuid,
+            before=user_entity(row),
+        )
