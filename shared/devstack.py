@@ -245,7 +245,7 @@ Site licensing is up.
 
 Try:
   {_qrs_curl(qrs, tok, "/qrs/license")}
-  {_qrs_curl(qrs, tok, "/qrs/license/syncstatus")}
+  {_qrs_curl(qrs, tok, "/qrs/license/accesstypeoverview")}
   curl -s -H 'Authorization: Bearer {info["admin_token"]}' '{lbs}/v1/admin/licenses'
 
 Press Ctrl-C to stop.
