@@ -36,10 +36,21 @@ TYPE_OF = {"professional": PROFESSIONAL, "analyzer": ANALYZER, "user": USER}
 # Each capacity unit charges six minutes, whatever CAPACITY_UNIT_SECONDS says its length is.
 UNIT_MINUTES = 6
 
-_USER_ALLOCATIONS = """
-SELECT a.id, a.access_type, a.quarantined, s.seat
-FROM allocations a LEFT JOIN seats s ON s.holder = a.id
-WHERE a.user_id = $1
+# The user and what it holds, in one round trip (aligned arrays, one entry per allocation).
+_USER_AND_ALLOCATIONS = """
+SELECT u.*,
+       array_remove(array_agg(a.id ORDER BY a.access_type), NULL) AS held_ids,
+       array_agg(a.access_type ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
+           AS held_types,
+       array_agg(a.quarantined ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
+           AS held_quarantined,
+       array_agg(coalesce(s.seat, 0) ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
+           AS held_seats
+FROM users u
+LEFT JOIN allocations a ON a.user_id = u.id
+LEFT JOIN seats s ON s.holder = a.id
+WHERE lower(u.user_directory) = lower($1) AND lower(u.user_id) = lower($2)
+GROUP BY u.id
 """
 
 _CLAIM = "SELECT claim_session($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -158,20 +169,32 @@ class AccessEngine:
         state = await self.state.get()
         if not state.usable:
             return deny(NOT_AVAILABLE, state.reason)
-        user = await users.get_or_create(self.pool, directory, user_name, by="proxy")
+        user = await self.pool.fetchrow(_USER_AND_ALLOCATIONS, directory, user_name)
+        if user is None:
+            user = await users.get_or_create(self.pool, directory, user_name, by="proxy")
+            held: list[tuple[Any, str, bool, int]] = []
+        else:
+            held = list(
+                zip(
+                    user["held_ids"],
+                    user["held_types"] or [],
+                    user["held_quarantined"] or [],
+                    user["held_seats"] or [],
+                    strict=True,
+                )
+            )
         if user["inactive"]:
             return deny(UNKNOWN_USER, "the user is inactive")
         uid = user["id"]
-        held = await self.pool.fetch(_USER_ALLOCATIONS, uid)
         excess = False
         for kind in alloc.ACCESS_TYPES:
-            for row in held:
-                if row["access_type"] != kind or row["quarantined"]:
+            for allocation_id, held_kind, quarantined, seat in held:
+                if held_kind != kind or quarantined:
                     continue
-                if row["seat"] is not None and row["seat"] > state.totals[alloc.POOL_OF[kind]]:
+                if seat > state.totals[alloc.POOL_OF[kind]]:
                     excess = True
                     continue
-                return await self._grant_allocation(session_id, uid, kind, row["id"])
+                return await self._grant_allocation(session_id, uid, kind, allocation_id)
         if excess:
             return deny(EXCESS, "the user's allocation is beyond the licensed total")
         live = await self.sessions.fetchval(_LIVE, uid, self.idle)
