@@ -132,7 +132,9 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     app[access_views.ENGINE] = AccessEngine(
         app[keys.POOL], app[keys.SESSION_POOL], app[keys.SETTINGS], state, rules, registry
     )
-    app[keys.UPKEEP] = Upkeep(app[keys.POOL], state, registry)
+    app[keys.UPKEEP] = Upkeep(
+        app[keys.POOL], state, registry, app[keys.SETTINGS].session_idle_seconds
+    )
     app[keys.SITE].on_change.append(state.invalidate)
     yield
 

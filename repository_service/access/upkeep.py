@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -15,6 +16,7 @@ from repository_service.audit import log as audit
 
 log = structlog.get_logger("access")
 UPKEEP_SECONDS = 5.0
+RETENTION = timedelta(days=1)
 
 
 class Upkeep:
@@ -25,9 +27,11 @@ class Upkeep:
         pool: asyncpg.Pool,
         state: StateCache,
         registry: CollectorRegistry,
+        idle_seconds: float,
         every: float = UPKEEP_SECONDS,
     ) -> None:
         self.pool = pool
+        self.idle = timedelta(seconds=idle_seconds)
         self.state = state
         self.every = every
         self.gauge = Gauge(
@@ -47,6 +51,22 @@ class Upkeep:
             log.info("quarantine_released", allocations=freed)
         async with self.pool.acquire() as conn:
             await audit.seal(conn)
+            # Bookkeeping nobody needs any more: ended sessions, passes long returned, and
+            # consumption older than any period still to report.
+            await conn.execute(
+                "DELETE FROM sessions WHERE coalesce(ended_at, last_activity)"
+                " < clock_timestamp() - $1::interval",
+                self.idle + RETENTION,
+            )
+            await conn.execute(
+                "DELETE FROM login_passes WHERE returns_at < clock_timestamp() - $1::interval",
+                RETENTION,
+            )
+            await conn.execute(
+                "DELETE FROM usage_events WHERE at < (SELECT coalesce(last_reported_at,"
+                " '-infinity') FROM sync_state) - $1::interval",
+                RETENTION,
+            )
         rows = await self.pool.fetch(
             "SELECT access_type, quarantined, count(*) AS n FROM allocations"
             " GROUP BY access_type, quarantined"
