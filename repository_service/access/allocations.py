@@ -11,7 +11,7 @@ from typing import Any, Literal
 import asyncpg
 
 from repository_service.access import seats
-from repository_service.qrs.entities import iso_ms
+from repository_service.qrs.entities import NEXT_MODIFIED, iso_ms
 from shared.db import Conn, Db, one
 from shared.web.errors import ApiError, Conflict, NotFound
 
@@ -106,7 +106,8 @@ async def allocate(
         # Reinstating keeps the seat it never gave up.
         await conn.execute(
             "UPDATE allocations SET quarantined = false, quarantine_end = NULL,"
-            " modified_date = clock_timestamp(), modified_by = $2 WHERE id = $1",
+            " modified_date = "
+            f"{NEXT_MODIFIED}, modified_by = $2 WHERE id = $1",
             existing["id"],
             by,
         )
@@ -165,7 +166,8 @@ async def remove(
     if last_used is not None and now - last_used < window:
         await conn.execute(
             "UPDATE allocations SET quarantined = true, quarantine_end = $2,"
-            " modified_date = clock_timestamp() WHERE id = $1",
+            " modified_date = "
+            f"{NEXT_MODIFIED} WHERE id = $1",
             allocation_id,
             last_used + window,
         )

@@ -23,7 +23,7 @@ from repository_service.access.rules import parse_rule
 from repository_service.access.state import StateCache
 from repository_service.audit import log as audit
 from repository_service.auth import Caller
-from repository_service.qrs.entities import check_not_modified_since
+from repository_service.qrs.entities import NEXT_MODIFIED, check_not_modified_since
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared.db import Conn, one
@@ -159,7 +159,8 @@ class AccessAdmin:
             row = await one(
                 conn,
                 "UPDATE access_groups SET name = $2, rule = $3, modified_by = $4,"
-                " modified_date = clock_timestamp() WHERE id = $1 RETURNING *",
+                " modified_date = "
+                f"{NEXT_MODIFIED} WHERE id = $1 RETURNING *",
                 group_id,
                 body.name or row["name"],
                 body.rule if body.rule is not None else row["rule"],
@@ -262,7 +263,8 @@ class AccessAdmin:
             )
             await conn.execute(
                 "UPDATE login_groups SET name = $2, assigned_tokens = $3, rule = $4,"
-                " modified_by = $5, modified_date = clock_timestamp() WHERE id = $1",
+                " modified_by = $5, modified_date = "
+                f"{NEXT_MODIFIED} WHERE id = $1",
                 group_id,
                 body.name or row["name"],
                 tokens,
@@ -341,7 +343,8 @@ class AccessAdmin:
             await groups.check_minutes(conn, state.analyzer_minutes, minutes, pool_id)
             await conn.execute(
                 "UPDATE capacity_pools SET name = $2, assigned_minutes = $3, rule = $4,"
-                " modified_by = $5, modified_date = clock_timestamp() WHERE id = $1",
+                " modified_by = $5, modified_date = "
+                f"{NEXT_MODIFIED} WHERE id = $1",
                 pool_id,
                 body.name or row["name"],
                 minutes,

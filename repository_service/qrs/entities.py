@@ -11,6 +11,13 @@ from aiohttp import web
 from repository_service.qrs.filters import apply_orderby, parse_filter
 from shared.web.errors import ApiError, Conflict
 
+# The new modifiedDate of a write: now, but at least 1 ms after the old one, because clients
+# send back what they read at millisecond precision (optimistic concurrency).
+NEXT_MODIFIED = (
+    "greatest(clock_timestamp(), date_trunc('milliseconds', modified_date)"
+    " + interval '1 millisecond')"
+)
+
 
 def iso_ms(value: datetime | None) -> str | None:
     """Format a timestamp as ISO 8601 UTC with milliseconds and `Z`."""
