@@ -25,6 +25,7 @@ from repository_service.lbs.client import LbsClient
 from repository_service.license import views as license_views
 from repository_service.license.service import SiteLicenseService
 from repository_service.poller import Poller
+from repository_service.qmc import views as qmc_views
 from repository_service.settings import QrsSettings
 from repository_service.users import views as user_views
 from shared import jose
@@ -56,6 +57,7 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
     )
     for table in tables:
         endpoints.install(app, table)
+    endpoints.install(app, qmc_views.ENDPOINTS)
     return app
 
 
