@@ -115,15 +115,16 @@ class Catalog:
 
 
 def _columns(changes: dict[str, Any]) -> dict[str, Any]:
-    """Map API fields of a PATCH to column values."""
+    """Map API fields of a PATCH to column values; only validTo may be null."""
+    nulls = sorted(k for k, v in changes.items() if v is None and k != "valid_to")
+    if nulls:
+        raise ApiError(
+            "Only validTo may be set to null.", code="ValidationFailed", details={"fields": nulls}
+        )
     columns = {k: v for k, v in changes.items() if k != "overage"}
-    overage = changes.get("overage")
-    if overage is not None:
+    if "overage" in changes:
+        overage = changes["overage"]
         columns["overage_professional"] = overage["professional"]
         columns["overage_analyzer"] = overage["analyzer"]
         columns["overage_analyzer_time"] = overage["analyzer_time"]
-    if ("overage" in changes and overage is None) or any(
-        v is None and k not in ("valid_to",) for k, v in columns.items()
-    ):
-        raise ApiError("Only validTo may be set to null.", code="ValidationFailed")
     return columns
