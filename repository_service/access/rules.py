@@ -1,19 +1,25 @@
-"""License rules: `user.<field> <op> "<value>"` with and/or/parentheses (SPEC 4.6, 8.22)."""
+"""License rules: `user.<field> <op> "<value>"` joined by and/or/parentheses (SPEC 4.6, 8.22)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import NamedTuple
 
 from shared.web.errors import ApiError
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 32
 FIELDS = {"userdirectory": "user_directory", "userid": "user_id", "name": "name", "group": "groups"}
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # category Cc; tab is whitespace
+_WORD = re.compile(r'[^ \t()"=!]+')
 
 
 class RuleError(ApiError):
+    """A rule that does not parse; the message says what is wrong and where."""
+
     status, code, message = 400, "InvalidRule", "The rule is not valid."
 
 
@@ -32,7 +38,7 @@ Test = Callable[[Subject], bool]
 
 @dataclass(frozen=True)
 class Rule:
-    """A parsed rule."""
+    """A parsed rule: its source text and the compiled test."""
 
     source: str
     test: Test = field(repr=False, compare=False)
@@ -41,121 +47,188 @@ class Rule:
         """Tell whether the rule holds for `subject`."""
         try:
             return self.test(subject)
-        except Exception:  # a rule never breaks the hot path
+        except Exception:  # the hot path must never fail; a malformed subject matches nothing
             return False
 
 
 EVERYONE = Rule("", lambda s: True)
 
-_TOKEN = re.compile(
-    r'\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<op>!=|=)|"(?P<str>(?:[^"\\]|\\.)*)"'
-    r"|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
-)
+
+class _Token(NamedTuple):
+    kind: str  # "(", ")", "op", "str", "word" or "end"
+    value: str
+    pos: int
 
 
-def _tokens(text: str) -> list[tuple[str, str, int]]:
-    out: list[tuple[str, str, int]] = []
-    pos = 0
-    text = text.rstrip()
+def _fail(what: str, pos: int) -> RuleError:
+    """Build a RuleError that names the position."""
+    return RuleError(f"{what} at position {pos}.", details={"position": pos})
+
+
+def _describe(tok: _Token) -> str:
+    """Name a token for an error message."""
+    if tok.kind == "end":
+        return "the end of the rule"
+    return f"the string {tok.value!r}" if tok.kind == "str" else repr(tok.value)
+
+
+def _read_string(text: str, start: int) -> tuple[str, int]:
+    """Read the quoted string opening at `start`; return its value and the index after it."""
+    out: list[str] = []
+    pos = start + 1
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            raise RuleError(f"Unexpected character at position {pos}.", details={"position": pos})
-        kind = m.lastgroup or ""
-        value = m.group(kind)
-        if kind == "str":
-            value = re.sub(r"\\(.)", r"\1", value)
-        out.append((kind, value, m.start(kind)))
-        pos = m.end()
-    return out
+        c = text[pos]
+        if c == '"':
+            return "".join(out), pos + 1
+        if c == "\\":
+            escaped = text[pos + 1 : pos + 2]
+            if escaped not in ('"', "\\"):
+                raise _fail('Unknown escape (only \\" and \\\\ are allowed)', pos)
+            c, pos = escaped, pos + 1
+        out.append(c)
+        pos += 1
+    raise _fail("Unterminated string starting", start)
 
 
-def _compare(op: str, value: str) -> Callable[[str], bool]:
+def _tokenize(text: str) -> list[_Token]:
+    """Split a rule into tokens, ending with an `end` token."""
+    tokens: list[_Token] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        if pos == len(text):
+            tokens.append(_Token("end", "", pos))
+            return tokens
+        c = text[pos]
+        if c in "()":
+            tokens.append(_Token(c, c, pos))
+            pos += 1
+        elif c == "=" or text.startswith("!=", pos):
+            op = "=" if c == "=" else "!="
+            tokens.append(_Token("op", op, pos))
+            pos += len(op)
+        elif c == '"':
+            value, end = _read_string(text, pos)
+            tokens.append(_Token("str", value, pos))
+            pos = end
+        elif word := _WORD.match(text, pos):
+            tokens.append(_Token("word", word.group(), pos))
+            pos = word.end()
+        else:
+            raise _fail(f"Unexpected character {c!r}", pos)
+
+
+def _like(value: str) -> re.Pattern[str]:
+    """Compile a `like` value: `*` matches any run of characters, everything else is literal."""
+    first, *rest = value.split("*")
+    if not rest:
+        return re.compile(re.escape(first), re.IGNORECASE | re.DOTALL)
+    # Each middle piece is taken at its first occurrence and never retried (atomic group):
+    # leftmost is always best for `*`-only patterns, and it keeps many stars from backtracking.
+    middle = "".join(f"(?>.*?{re.escape(piece)})" for piece in rest[:-1] if piece)
+    pattern = f"{re.escape(first)}{middle}.*{re.escape(rest[-1])}"
+    return re.compile(pattern, re.IGNORECASE | re.DOTALL)
+
+
+def _matcher(op: str, value: str) -> Callable[[str], bool]:
+    """Build the case-insensitive comparison of one attribute value with `value`."""
     if op == "like":
-        pattern = re.compile(
-            "^" + ".*".join(re.escape(p) for p in value.split("*")) + "$",
-            re.IGNORECASE | re.DOTALL,
-        )
-        return lambda actual: pattern.match(actual) is not None
+        pattern = _like(value)
+        return lambda actual: pattern.fullmatch(actual) is not None
     folded = value.casefold()
     return lambda actual: actual.casefold() == folded
 
 
+def _condition(attr: str, op: str, value: str) -> Test:
+    """Build the test for one `user.<field> <op> "<value>"`."""
+    hit = _matcher(op, value)
+    if attr == "groups":
+        if op == "!=":  # "in none of the groups": the exact negation of `=`
+            return lambda s: not any(map(hit, s.groups))
+        return lambda s: any(map(hit, s.groups))
+    get = attrgetter(attr)
+    if op == "!=":
+        return lambda s: not hit(get(s))
+    return lambda s: hit(get(s))
+
+
 class _Parser:
-    def __init__(self, tokens: list[tuple[str, str, int]]) -> None:
+    """Recursive descent: or-expression > and-expression > parenthesis or condition."""
+
+    def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
-        self.pos = 0
+        self.i = 0
 
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self, what: str) -> tuple[str, str, int]:
-        tok = self.peek()
-        if tok is None:
-            raise RuleError(f"The rule ends where {what} was expected.")
-        self.pos += 1
+    def next(self) -> _Token:
+        """Consume and return the next token (the `end` token is never consumed)."""
+        tok = self.tokens[self.i]
+        if tok.kind != "end":
+            self.i += 1
         return tok
 
     def keyword(self, word: str) -> bool:
-        tok = self.peek()
-        if tok is not None and tok[0] == "word" and tok[1].lower() == word:
-            self.pos += 1
+        """Consume the keyword `word` if it comes next."""
+        tok = self.tokens[self.i]
+        if tok.kind == "word" and tok.value.lower() == word:
+            self.i += 1
             return True
         return False
 
-    def expr(self, depth: int) -> Test:
-        if depth > MAX_DEPTH:
-            raise RuleError("The rule nests too deeply.")
-        terms = [self.term(depth)]
+    def any_of(self, depth: int) -> Test:
+        """Parse `a or b or …`."""
+        tests = [self.all_of(depth)]
         while self.keyword("or"):
-            terms.append(self.term(depth))
-        return terms[0] if len(terms) == 1 else (lambda s: any(t(s) for t in terms))
+            tests.append(self.all_of(depth))
+        return tests[0] if len(tests) == 1 else (lambda s: any(t(s) for t in tests))
 
-    def term(self, depth: int) -> Test:
-        factors = [self.factor(depth)]
+    def all_of(self, depth: int) -> Test:
+        """Parse `a and b and …`."""
+        tests = [self.atom(depth)]
         while self.keyword("and"):
-            factors.append(self.factor(depth))
-        return factors[0] if len(factors) == 1 else (lambda s: all(f(s) for f in factors))
+            tests.append(self.atom(depth))
+        return tests[0] if len(tests) == 1 else (lambda s: all(t(s) for t in tests))
 
-    def factor(self, depth: int) -> Test:
-        kind, value, at = self.take("a condition")
-        if kind == "lp":
-            inner = self.expr(depth + 1)
-            if self.take("')'")[0] != "rp":
-                raise RuleError(f"Missing ')' for the '(' at position {at}.")
+    def atom(self, depth: int) -> Test:
+        """Parse a parenthesised expression or one condition."""
+        tok = self.next()
+        if tok.kind == "(":
+            if depth == MAX_DEPTH:
+                raise _fail(f"Parentheses nest deeper than {MAX_DEPTH}", tok.pos)
+            inner = self.any_of(depth + 1)
+            close = self.next()
+            if close.kind != ")":
+                where = f"Expected ')' for the '(' at {tok.pos}, found {_describe(close)}"
+                raise _fail(where, close.pos)
             return inner
-        if kind != "word" or not value.lower().startswith("user."):
-            raise RuleError(f"Expected user.<field> at position {at}.", details={"position": at})
-        attr = FIELDS.get(value[5:].lower())
+        if tok.kind != "word" or not tok.value.lower().startswith("user."):
+            raise _fail(f"Expected user.<field> or '(', found {_describe(tok)}", tok.pos)
+        attr = FIELDS.get(tok.value[5:].lower())
         if attr is None:
-            raise RuleError(f"Unknown field {value!r} at position {at}.", details={"position": at})
-        op_kind, op, op_at = self.take("an operator")
-        op = op.lower()
-        if not (op_kind == "op" or (op_kind == "word" and op == "like")):
-            raise RuleError(f"Expected =, != or like at position {op_at}.")
-        str_kind, text, str_at = self.take("a quoted value")
-        if str_kind != "str":
-            raise RuleError(f"Expected a quoted value at position {str_at}.")
-        check = _compare("like" if op == "like" else "=", text)
-        if attr == "groups":
-            if op == "!=":
-                return lambda s: not any(check(g) for g in s.groups)
-            return lambda s: any(check(g) for g in s.groups)
-        if op == "!=":
-            return lambda s: not check(getattr(s, attr))
-        return lambda s: check(getattr(s, attr))
+            known = "user.userDirectory, user.userId, user.name or user.group"
+            raise _fail(f"Unknown field {tok.value!r} (use {known})", tok.pos)
+        op = self.next()
+        if op.kind != "op" and not (op.kind == "word" and op.value.lower() == "like"):
+            raise _fail(f"Expected =, != or like, found {_describe(op)}", op.pos)
+        value = self.next()
+        if value.kind != "str":
+            raise _fail(f'Expected a "quoted" value, found {_describe(value)}', value.pos)
+        return _condition(attr, op.value.lower(), value.value)
 
 
 def parse_rule(text: str) -> Rule:
     """Parse a rule, or raise RuleError saying what is wrong and where."""
-    if not isinstance(text, str) or not text.strip():
-        raise RuleError("The rule is empty.")
+    if not isinstance(text, str):
+        raise _fail("The rule must be a string", 0)
     if len(text) > MAX_LENGTH:
-        raise RuleError("The rule is too long.")
-    if any(ord(c) < 32 and c not in " \t" or ord(c) == 127 for c in text):
-        raise RuleError("The rule holds control characters.")
-    parser = _Parser(_tokens(text))
-    test = parser.expr(0)
-    if parser.peek() is not None:
-        raise RuleError(f"Unexpected {parser.peek()[1]!r} at position {parser.peek()[2]}.")  # type: ignore[index]
+        raise _fail(f"The rule is longer than {MAX_LENGTH} characters", MAX_LENGTH)
+    if bad := _CONTROL.search(text):
+        raise _fail(f"Control character {bad.group()!r}", bad.start())
+    if not text.strip(" \t"):
+        raise _fail("The rule is empty", 0)
+    parser = _Parser(_tokenize(text))
+    test = parser.any_of(0)
+    rest = parser.next()
+    if rest.kind != "end":
+        raise _fail(f"Unexpected {_describe(rest)}", rest.pos)
     return Rule(text, test)
