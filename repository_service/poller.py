@@ -286,7 +286,11 @@ class Poller:
     def _backoff(self, failures: int) -> float:
         interval = self.settings.poll_interval_seconds
         base = interval / 32
-        delay: float = min(interval, base * 2.0 ** max(failures - 1, 0))
+        # Stop doubling once past the cap: 2.0 ** n overflows (OverflowError) beyond n = 1023,
+        # about a week of failures at the default interval, and the poll would then fail to
+        # record anything and retry every few seconds.
+        doublings = min(max(failures - 1, 0), 32)
+        delay: float = min(interval, base * 2.0**doublings)
         return delay * random.uniform(0.5, 1.0)
 
     async def _record_success(self, now: datetime) -> None:

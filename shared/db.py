@@ -62,3 +62,17 @@ async def one(db: Db, query: str, *args: object) -> asyncpg.Record:
     if row is None:
         raise LookupError("expected a row")
     return row
+
+
+def connection_dropped(exc: BaseException) -> bool:
+    """Tell whether `exc` is asyncpg failing on a connection the server has just ended.
+
+    When Postgres stops or restarts, its FATAL message can reach an idle pooled connection
+    before the socket's close does. The next statement on that connection (or the reset when
+    it is released to the pool) then fails in asyncpg's protocol state machine with a bare
+    InternalClientError "cannot switch to state N; …" instead of a connection error. That is
+    the database going away, not a bug; other InternalClientErrors (codecs …) are bugs.
+    """
+    return type(exc) is asyncpg.exceptions.InternalClientError and str(exc).startswith(
+        "cannot switch to state"
+    )

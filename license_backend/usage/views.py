@@ -114,7 +114,7 @@ ENDPOINTS = [
         response=UsageReceipt,
         status=202,
         auth="licenseKey",
-        errors=(403, 409),
+        errors=(200, 403, 409),  # 200: the answer to a replayed reportId
         tags=("site",),
     ),
     Endpoint(

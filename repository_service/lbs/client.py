@@ -35,6 +35,22 @@ class LbsRefused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """Read the whole body, at most MAX_ANSWER_BYTES of it.
+
+    `StreamReader.read(n)` returns as soon as *some* bytes are buffered, so one call gives
+    only the first chunk of a larger answer; read until EOF instead. A body cut short of its
+    Content-Length raises ClientPayloadError here rather than passing as a short answer."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(MAX_ANSWER_BYTES + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise LbsUnavailable("answer too large")
+    return b"".join(chunks)
+
+
 @dataclass(frozen=True)
 class DefinitionAnswer:
     """A 200 (token and ETag) or a 304 (token None) from `/v1/definitions/current`."""
@@ -74,10 +90,7 @@ class LbsClient:
             async with self._session.request(
                 method, self._base + path, headers=headers, timeout=self._timeout, **kw
             ) as resp:
-                body = await resp.content.read(MAX_ANSWER_BYTES + 1)
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise LbsUnavailable("answer too large")
-                return resp.status, body, resp.headers
+                return resp.status, await _read_body(resp), resp.headers
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise LbsUnavailable(f"{type(exc).__name__}: {exc}".strip(": ")) from None
 

@@ -76,13 +76,15 @@ def _literal(tok: _Tok) -> Any:
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
+    # Text compares caseless with casefold(), not lower(): lower() depends on context (a Greek
+    # final sigma), so 'aΣ' would not be found in 'xaΣx'; casefold() maps each character alone.
     if op in ("so", "sw", "ew"):
         if not isinstance(actual, str) or not isinstance(expected, str):
             return False
-        a, e = actual.lower(), expected.lower()
+        a, e = actual.casefold(), expected.casefold()
         return e in a if op == "so" else a.startswith(e) if op == "sw" else a.endswith(e)
     if isinstance(actual, str) and isinstance(expected, str) and op in ("eq", "ne"):
-        equal = actual.lower() == expected.lower()
+        equal = actual.casefold() == expected.casefold()
         return equal if op == "eq" else not equal
     if op == "eq":
         return bool(actual == expected)
@@ -191,7 +193,9 @@ def apply_orderby(
         if value is None:
             return (0, "", "")
         if isinstance(value, (bool, int, float)):
-            return (1, "n", float(value))
-        return (1, "s", str(value).lower())
+            # Compared as they are: int and float compare exactly, and an int beyond a
+            # float's range (float() would raise OverflowError) still has its place.
+            return (1, "n", value)
+        return (1, "s", str(value).casefold())
 
     return sorted(items, key=key, reverse=descending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,15 +55,18 @@ def _schema_of(model: type[BaseModel], components: dict[str, Any], mode: str) ->
 
 _ERROR_SCHEMA = {
     "type": "object",
+    "description": "The error envelope every 4xx/5xx answer carries (SPEC 1.4).",
     "required": ["error"],
+    "additionalProperties": False,
     "properties": {
         "error": {
             "type": "object",
-            "required": ["code", "message"],
+            "required": ["code", "message", "details"],
+            "additionalProperties": False,
             "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {},
+                "code": {"type": "string", "pattern": "^[A-Z][A-Za-z0-9]*$"},
+                "message": {"type": "string", "minLength": 1},
+                "details": {"description": "What exactly is wrong (per field for 400), or null."},
             },
         }
     },
@@ -74,22 +78,102 @@ _SECURITY = {
     "caller": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
 }
 
+# Statuses any operation may answer, whatever its route table says: 500 (a bug, generic
+# message) and 503 (the database is unreachable, with Retry-After) come from the error
+# middleware (SPEC 1.4).
+_ALWAYS = frozenset({500, 503})
+_STATUS_TEXT = {
+    400: "Malformed request or validation failed",
+    401: "No or bad credentials",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "Body over 1 MiB",
+    415: "Content-Type is not application/json",
+    429: "Rate limited",
+    500: "Unexpected error",
+    502: "Upstream unavailable",
+    503: "Database unavailable",
+}
+_RESPONSE_HEADERS = {
+    401: {"WWW-Authenticate": "The authentication scheme to use."},
+    429: {"Retry-After": "Seconds to wait before retrying."},
+    503: {"Retry-After": "Seconds to wait before retrying."},
+}
+
+# Conventions of the QRS-compatible API (SPEC 4.1) that hold for a route by its place in the
+# route table rather than by its models, documented here so the document tells the truth:
+# every `/qrs/` request carries the xrfkey pair (checked before anything else, 403 when they
+# differ); collections (`X`, `X/full`, `X/count`) take `filter` and `orderby`; `/qrs/` creations
+# (POST answering 201) take `Idempotency-Key`.
+_QRS_PREFIX = "/qrs/"
+_XRFKEY_SCHEMA = {"type": "string", "pattern": "^[0-9A-Za-z]{16}$"}
+_XRFKEY_PARAMS = [
+    {
+        "name": "xrfkey",
+        "in": "query",
+        "required": True,
+        "description": "16 characters [0-9A-Za-z], the same as the X-Qlik-Xrfkey header.",
+        "schema": _XRFKEY_SCHEMA,
+    },
+    {
+        "name": "X-Qlik-Xrfkey",
+        "in": "header",
+        "required": True,
+        "description": "The same value as the xrfkey query parameter.",
+        "schema": _XRFKEY_SCHEMA,
+    },
+]
+_COLLECTION_PARAMS = [
+    {
+        "name": "filter",
+        "in": "query",
+        "required": False,
+        "description": "e.g. name eq 'Sales' and userDirectory sw 'corp' (400 when malformed).",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "orderby",
+        "in": "query",
+        "required": False,
+        "description": "A field name, optionally followed by asc or desc.",
+        "schema": {"type": "string"},
+    },
+]
+_IDEMPOTENCY_PARAM = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A replay within 24 h returns the first answer and changes nothing.",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"},
+}
+_IF_NONE_MATCH_PARAM = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "The ETag of the copy held: 304 without a body when it is still current.",
+    "schema": {"type": "string"},
+}
+
 
 def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) -> dict[str, Any]:
     """Build an OpenAPI 3.1 document from the route table and the pydantic models."""
     components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
+    operation_ids = _operation_ids(endpoints)
+    collections = _collections(endpoints)
     for ep in endpoints:
         op: dict[str, Any] = {
             "summary": ep.summary,
-            "operationId": f"{ep.method.lower()}_{ep.handler.__name__}",
+            "operationId": operation_ids[id(ep)],
             "responses": {},
         }
         if ep.tags:
             op["tags"] = list(ep.tags)
-        params = [
+        path_params = _path_params(ep.path)
+        params: list[dict[str, Any]] = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _path_params(ep.path)
+            for name in path_params
         ]
         if ep.query is not None:
             qschema = ep.query.model_json_schema(by_alias=True)
@@ -98,8 +182,24 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
                 params.append(
                     {"name": name, "in": "query", "required": name in required, "schema": prop}
                 )
+        error_statuses = set(ep.errors) | _ALWAYS
+        if ep.path.startswith(_QRS_PREFIX):
+            params.extend(_XRFKEY_PARAMS)
+            error_statuses.add(403)
+            if ep.method == "GET" and ep.path in collections:
+                params.extend(_COLLECTION_PARAMS)
+                error_statuses.add(400)
+            if ep.method == "POST" and ep.status == 201:
+                params.append(_IDEMPOTENCY_PARAM)
+                error_statuses |= {400, 409}
+        if 304 in error_statuses:
+            params.append(_IF_NONE_MATCH_PARAM)
         if params:
             op["parameters"] = params
+        if ep.query is not None:
+            error_statuses.add(400)
+        if path_params:  # an unknown id, or one that is not even well formed
+            error_statuses |= {400, 404}
         if ep.body is not None:
             op["requestBody"] = {
                 "required": True,
@@ -107,27 +207,25 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
                     "application/json": {"schema": _schema_of(ep.body, components, "validation")}
                 },
             }
-        ok: dict[str, Any] = {"description": "Success"}
-        if ep.response is not None:
-            schema = _schema_of(ep.response, components, "serialization")
-            ok["content"] = {ep.response_media_type: {"schema": schema}}
-        elif ep.response_media_type != "application/json":
-            ok["content"] = {ep.response_media_type: {"schema": {"type": "string"}}}
-        op["responses"][str(ep.status)] = ok
-        error_statuses = set(ep.errors)
-        if ep.body is not None:
             error_statuses |= {400, 413, 415}
         if ep.auth:
-            error_statuses |= {401}
+            error_statuses.add(401)
             op["security"] = [{ep.auth: []}]
-        for status in sorted(error_statuses | {500}):
-            if status < 400:  # another success or a 304: no envelope
-                op["responses"].setdefault(str(status), {"description": "See summary"})
+        op["responses"][str(ep.status)] = _success(ep, components, 304 in error_statuses)
+        for status in sorted(error_statuses):
+            if status < 400:  # another success or a 304: see the summary
+                op["responses"].setdefault(str(status), _other_success(status))
                 continue
-            op["responses"][str(status)] = {
-                "description": "Error",
+            answer: dict[str, Any] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
+            if status in _RESPONSE_HEADERS:
+                answer["headers"] = {
+                    name: {"required": True, "description": text, "schema": {"type": "string"}}
+                    for name, text in _RESPONSE_HEADERS[status].items()
+                }
+            op["responses"][str(status)] = answer
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
     used_security = {ep.auth for ep in endpoints if ep.auth}
     components_doc: dict[str, Any] = {"schemas": components}
@@ -139,6 +237,59 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
         "paths": paths,
         "components": components_doc,
     }
+
+
+def _success(ep: Endpoint, components: dict[str, Any], conditional: bool) -> dict[str, Any]:
+    """The documented success answer: the response model, else any JSON (never no body unless
+    the status has none)."""
+    ok: dict[str, Any] = {"description": "Success"}
+    if ep.status in (204, 304):
+        return ok
+    if ep.response is not None:
+        schema = _schema_of(ep.response, components, "serialization")
+    elif ep.response_media_type == "application/json":
+        schema = {}  # JSON, its shape not described by a model
+    else:
+        schema = {"type": "string"}
+    ok["content"] = {ep.response_media_type: {"schema": schema}}
+    if conditional:
+        ok["headers"] = {
+            "ETag": {
+                "required": True,
+                "description": "Send it back as If-None-Match.",
+                "schema": {"type": "string"},
+            }
+        }
+    return ok
+
+
+def _other_success(status: int) -> dict[str, Any]:
+    if status in (204, 304):
+        return {"description": "Not modified" if status == 304 else "No content"}
+    return {"description": "See summary", "content": {"application/json": {"schema": {}}}}
+
+
+def _operation_ids(endpoints: Sequence[Endpoint]) -> dict[int, str]:
+    """`<method>_<handler>`, or `<method>_<path>` where a handler serves several paths, so that
+    every operationId is unique as OpenAPI requires."""
+    by_handler = [f"{ep.method.lower()}_{ep.handler.__name__}" for ep in endpoints]
+    ids: dict[int, str] = {}
+    for ep, name in zip(endpoints, by_handler, strict=True):
+        if by_handler.count(name) > 1:
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", ep.path).strip("_")
+            name = f"{ep.method.lower()}_{slug}"
+        ids[id(ep)] = name
+    return ids
+
+
+def _collections(endpoints: Sequence[Endpoint]) -> set[str]:
+    """Paths of QRS collection reads: `X`, `X/full` and `X/count` when all three are GET routes."""
+    gets = {ep.path for ep in endpoints if ep.method == "GET"}
+    found: set[str] = set()
+    for path in gets:
+        if f"{path}/full" in gets and f"{path}/count" in gets:
+            found |= {path, f"{path}/full", f"{path}/count"}
+    return found
 
 
 def _path_params(path: str) -> list[str]:

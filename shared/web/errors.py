@@ -9,6 +9,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from shared.db import connection_dropped
+
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -97,6 +99,8 @@ _DB_DOWN = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
+    # 57P02: the server is restarting after another backend crashed.
+    asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     TimeoutError,
 )
@@ -132,10 +136,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"Request body larger than {MAX_BODY_BYTES} bytes."
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return error_response(exc.status, code, message, None, headers)
-    except _DB_DOWN:
-        log.warning("database_unavailable", exc_info=True)
-        err = DatabaseUnavailable()
-        return error_response(err.status, err.code, err.message, headers={"Retry-After": "1"})
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, _DB_DOWN) or connection_dropped(exc):
+            log.warning("database_unavailable", exc_info=True)
+            err = DatabaseUnavailable()
+            return error_response(err.status, err.code, err.message, headers={"Retry-After": "1"})
         log.exception("unhandled_error", path=request.path)
         return error_response(500, "InternalError", "An unexpected error occurred.")
