@@ -21,7 +21,7 @@ from repository_service.license.definition import DefinitionRejected, verify_def
 from repository_service.license.service import SiteLicenseService, q
 from repository_service.settings import QrsSettings
 from shared import lef
-from shared.db import one
+from shared.db import database_unavailable, one
 
 log = structlog.get_logger("poller")
 
@@ -116,11 +116,12 @@ class Poller:
                     # A LEF site re-checks its LEF when a process starts leading, too.
                     lef_pending = row is not None and row["mode"] == "lef" and not self._lef_checked
                     wait = await self._lead(sync, poll_now=lef_pending)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("poller_database_error", error=str(exc))
-                await self._lose_leadership()
-            except Exception:
-                log.exception("poller_unexpected_error")
+            except Exception as exc:  # the loop must outlive any one round
+                if database_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
+                    log.warning("poller_database_error", error=str(exc))
+                    await self._lose_leadership()
+                else:
+                    log.exception("poller_unexpected_error")
             await self._sleep(max(wait, 0.01))
 
     async def _lead(self, sync: asyncpg.Record, *, poll_now: bool) -> float:

@@ -76,3 +76,22 @@ def connection_dropped(exc: BaseException) -> bool:
     return type(exc) is asyncpg.exceptions.InternalClientError and str(exc).startswith(
         "cannot switch to state"
     )
+
+
+# Errors that mean the database cannot be reached right now (not a bug in a query).
+DB_DOWN_ERRORS = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    # 57P02: the server is restarting after another backend crashed.
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    TimeoutError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Tell whether `exc` means the database is away (answer 503, retry later)."""
+    return isinstance(exc, DB_DOWN_ERRORS) or connection_dropped(exc)

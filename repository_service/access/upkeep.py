@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from repository_service.access import allocations as alloc
 from repository_service.access.state import StateCache
 from repository_service.audit import log as audit
+from shared.db import database_unavailable
 
 log = structlog.get_logger("access")
 UPKEEP_SECONDS = 5.0
@@ -85,8 +86,11 @@ class Upkeep:
         while not self._stop.is_set():
             try:
                 await self.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("upkeep_database_error", error=str(exc))
+            except Exception as exc:  # the loop must outlive any one round
+                if database_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
+                    log.warning("upkeep_database_error", error=str(exc))
+                else:
+                    log.exception("upkeep_unexpected_error")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.every):
                     await self._stop.wait()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from shared.db import connection_dropped
+from shared.db import database_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -92,19 +91,6 @@ _HTTP_CODES = {
     431: "HeadersTooLarge",
 }
 
-# Errors that mean the database cannot be reached right now (not a bug in a query).
-_DB_DOWN = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    # 57P02: the server is restarting after another backend crashed.
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    TimeoutError,
-)
-
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """Return the error envelope of SPEC 1.4."""
@@ -137,7 +123,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return error_response(exc.status, code, message, None, headers)
     except Exception as exc:
-        if isinstance(exc, _DB_DOWN) or connection_dropped(exc):
+        if database_unavailable(exc):
             log.warning("database_unavailable", exc_info=True)
             err = DatabaseUnavailable()
             return error_response(err.status, err.code, err.message, headers={"Retry-After": "1"})
