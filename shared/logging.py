@@ -26,6 +26,17 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
+    # Other libraries' warnings (asyncpg, aiohttp) go through the same renderer, so every
+    # line of output is one event in the same format.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     # aiohttp's own access log would duplicate our one line per request.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
