@@ -86,7 +86,7 @@ class Catalog:
             if row is None:
                 raise LicenseNotFound()
             current = {c: row[c] for c in repo.EDITABLE}
-            merged = {**current, **_columns(changes)}
+            merged = {**current, **_columns(changes, current)}
             if merged["valid_to"] is not None and merged["valid_to"] < merged["valid_from"]:
                 raise ValidationFailed(
                     details=[{"field": "validTo", "problem": "before validFrom"}]
@@ -114,7 +114,7 @@ class Catalog:
         return definition.ver
 
 
-def _columns(changes: dict[str, Any]) -> dict[str, Any]:
+def _columns(changes: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """Map API fields of a PATCH to column values; only validTo may be null."""
     nulls = sorted(k for k, v in changes.items() if v is None and k != "valid_to")
     if nulls:
@@ -123,8 +123,11 @@ def _columns(changes: dict[str, Any]) -> dict[str, Any]:
         )
     columns = {k: v for k, v in changes.items() if k != "overage"}
     if "overage" in changes:
-        overage = changes["overage"]
-        columns["overage_professional"] = overage["professional"]
-        columns["overage_analyzer"] = overage["analyzer"]
-        columns["overage_analyzer_time"] = overage["analyzer_time"]
+        # A partial overage object changes only the flags it names.
+        for flag, column in (
+            ("professional", "overage_professional"),
+            ("analyzer", "overage_analyzer"),
+            ("analyzer_time", "overage_analyzer_time"),
+        ):
+            columns[column] = changes["overage"].get(flag, current[column])
     return columns
