@@ -67,6 +67,7 @@ async def test_one_json_log_line_per_request_and_poll(
     log_path = tmp_path / "qrs.log"
     env = {
         **os.environ,
+        "PYTHONUNBUFFERED": "1",
         "QRS_DATABASE_URL": await databases.clone("qrs"),
         "QRS_PORT": str(port),
         "QRS_LBS_URL": lbs.url,
@@ -117,6 +118,9 @@ async def test_one_json_log_line_per_request_and_poll(
                 },
             ) as resp:
                 assert resp.headers["X-Request-Id"] == "trace-42"
+            async with asyncio.timeout(20):  # the start-up poll has written its line
+                while '"poll_run"' not in log_path.read_text():
+                    await asyncio.sleep(0.1)
     finally:
         proc.terminate()
         await proc.wait()
