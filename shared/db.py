@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 
 async def _init_connection(conn: Conn) -> None:
@@ -38,24 +35,6 @@ async def create_pool(
         reset=_no_reset,
     )
     return pool
-
-
-def pool_context(
-    database_url: str, key: web.AppKey[asyncpg.Pool], max_size: int = 20
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Return a cleanup context that opens the pool under `key` and closes it at shutdown."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        app[key] = await create_pool(database_url, max_size)
-        yield
-        await app[key].close()
-
-    return ctx
-
-
-def row_to_dict(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    """Return a record as a plain dict (None stays None)."""
-    return dict(row) if row is not None else None
 
 
 # A connection of our own or one borrowed from the pool; functions take either.
