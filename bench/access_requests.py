@@ -29,7 +29,7 @@ generator and the rest of the machine, per request: on a small machine these say
 req/s, which other load disturbs. Each target gets a line saying met / NOT met. Exit status:
 0 when the run completed (whatever the targets), 1 on an error or a broken invariant.
 
-Both servers run the plain asyncio event loop (no uvloop), as the services do. Everything
+The servers and the load generator all run uvloop, as the services do. Everything
 listens on 127.0.0.1; every process it starts and the embedded Postgres are removed at the
 end, also on Ctrl-C or SIGTERM. Diagnostics: `--profile` records the QRS with py-spy
 (`pip install py-spy`) during (a)'s measurement and during the storm and prints the functions
@@ -68,6 +68,8 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
+
+from shared.cli import run_service
 
 HOST = "127.0.0.1"
 ACCESS_PATH = "/qrs/license/accessrequest"
@@ -132,7 +134,7 @@ def serve_baseline(port: int) -> None:
         finally:
             await runner.cleanup()
 
-    asyncio.run(main())
+    run_service(main())
 
 
 # ---------------------------------------------------------------------------------------
@@ -1413,8 +1415,8 @@ T = TypeVar("T")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(coro)`, where SIGTERM cancels the coroutine (as Ctrl-C does) instead of
-    raising inside whatever task happens to run."""
+    """Run `coro` on the services' event loop, where SIGTERM cancels the coroutine (as
+    Ctrl-C does) instead of raising inside whatever task happens to run."""
 
     async def guarded() -> T:
         task = asyncio.current_task()
@@ -1427,7 +1429,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
             loop.remove_signal_handler(signal.SIGTERM)
 
     try:
-        return asyncio.run(guarded())
+        return run_service(guarded())
     finally:
         signal.signal(signal.SIGTERM, _raise_exit)
 
@@ -1462,8 +1464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg = EmbeddedPostgres(workdir / "pg")
     bench = Bench(workdir, args, server_cpus=server_cpus)
     print(
-        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, asyncio event loop "
-        f"(no uvloop), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
+        f"(as the services), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
         f"concurrency {args.concurrency}, warm-up {args.warmup:g}s, duration {args.duration:g}s"
     )
     try:

@@ -13,7 +13,8 @@ ClientSession, TCPConnector limit = N) drive each scenario for a fixed time afte
 It prints requests/s, p50 and p99 latency, errors and the ratio to the baseline for each,
 and whether the 304 path reached the target of >= 50 % of the baseline's requests/s.
 Everything listens on 127.0.0.1; every process it starts and the embedded Postgres are
-removed at the end, also on Ctrl-C. Plain asyncio (no uvloop) on both sides.
+removed at the end, also on Ctrl-C. The servers and the load generator all run uvloop, as
+the services do.
 
     python bench/lbs_definitions.py [--duration 10] [--concurrency 32] [--warmup 2]
 """
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+
+from shared.cli import run_service
 
 HOST = "127.0.0.1"
 DEFINITIONS_PATH = "/v1/definitions/current"
@@ -79,7 +82,7 @@ def serve_baseline(port: int) -> None:
         finally:
             await runner.cleanup()
 
-    asyncio.run(main())
+    run_service(main())
 
 
 # ---------------------------------------------------------------------------------------
@@ -548,8 +551,8 @@ T = TypeVar("T")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(coro)`, where SIGTERM cancels the coroutine (as Ctrl-C does) instead of
-    raising inside whatever task happens to run."""
+    """Run `coro` on the services' event loop, where SIGTERM cancels the coroutine (as
+    Ctrl-C does) instead of raising inside whatever task happens to run."""
 
     async def guarded() -> T:
         task = asyncio.current_task()
@@ -562,7 +565,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
             loop.remove_signal_handler(signal.SIGTERM)
 
     try:
-        return asyncio.run(guarded())
+        return run_service(guarded())
     finally:
         signal.signal(signal.SIGTERM, _raise_exit)
 
@@ -600,8 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg = EmbeddedPostgres(workdir / "pg")
     servers: list[Server] = []
     print(
-        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, asyncio event loop "
-        f"(no uvloop), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
+        f"(as the services), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
         f"concurrency {args.concurrency}, warm-up {args.warmup:g}s, duration {args.duration:g}s"
     )
     try:

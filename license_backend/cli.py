@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import secrets
 import sys
 import uuid
@@ -18,7 +17,14 @@ from license_backend.catalog.models import LicenseCreate
 from license_backend.catalog.service import Catalog
 from license_backend.settings import LbsSettings
 from license_backend.signing.keyring import KeyRing
-from shared.cli import add_settings_flags, emit, run_until_stopped, secret, settings_from_args
+from shared.cli import (
+    add_settings_flags,
+    emit,
+    run_service,
+    run_until_stopped,
+    secret,
+    settings_from_args,
+)
 from shared.db import Conn
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(LbsSettings, args)
         configure_logging(settings.log_format)
-        return asyncio.run(_run(args, settings))
+        return run_service(_run(args, settings))
     except MissingEncryptionKey as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

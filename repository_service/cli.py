@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
 import time
@@ -15,7 +14,13 @@ from repository_service.app import create_app
 from repository_service.bootstrap import split_identity
 from repository_service.settings import QrsSettings
 from shared import jose
-from shared.cli import add_settings_flags, emit, run_until_stopped, settings_from_args
+from shared.cli import (
+    add_settings_flags,
+    emit,
+    run_service,
+    run_until_stopped,
+    settings_from_args,
+)
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations
 
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     configure_logging(settings.log_format)
     try:
-        return asyncio.run(_run(args, settings))
+        return run_service(_run(args, settings))
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

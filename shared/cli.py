@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -13,6 +15,23 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 S = TypeVar("S", bound=BaseSettings)
+T = TypeVar("T")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it exists (Linux, macOS): it roughly halves the event loop's own cost per
+    request and per database round trip. Elsewhere, asyncio's default loop."""
+    if sys.platform == "win32":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run_service(main: Coroutine[Any, Any, T]) -> T:
+    """Run a service command's coroutine to completion on the services' event loop."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]) -> None:

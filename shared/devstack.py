@@ -29,6 +29,7 @@ from repository_service.app import create_app as create_qrs
 from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
 from repository_service.settings import QrsSettings
 from shared import jose
+from shared.cli import run_service
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("console" if sys.stdout.isatty() else "json")
     try:
-        return asyncio.run(_up(args))
+        return run_service(_up(args))
     except (OSError, RuntimeError, asyncpg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

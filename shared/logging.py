@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
+import orjson
 import structlog
+
+
+def _dumps(event: Any, default: Callable[[Any], Any]) -> str:
+    # orjson renders a log line several times faster than json.dumps, and writes datetimes
+    # and UUIDs as their ISO/canonical strings rather than as repr().
+    return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
@@ -16,7 +25,7 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_dumps)
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )

@@ -411,3 +411,33 @@ async def test_usage_reported_to_the_backend_once_per_period(lbs: LbsHandle, mak
             reports = (await resp.json())["items"]
         assert len(reports) == 1
         assert reports[0]["report"]["assignments"]["professional"] == 1
+
+
+async def test_new_user_gets_the_seat_of_an_ended_quarantine(lbs: LbsHandle, make_qrs: Any) -> None:
+    """A new user's request sweeps an ended quarantine itself, without waiting for upkeep."""
+    async with licensed_site(lbs, make_qrs, license={"professional": 1}, quarantine_seconds=1) as (
+        qrs,
+        _,
+    ):
+        await qrs.call(
+            "POST",
+            "/qrs/license/professionalaccessgroup",
+            json={"name": "Everyone", "rule": 'user.userId like "*"'},
+        )
+        first = await access(qrs, "CORP\\leaving")
+        assert first["accessType"] == 4
+        status, _ = await qrs.call(
+            "DELETE", f"/qrs/license/professionalaccesstype/{first['allocationId']}"
+        )
+        assert status == 204
+        full = await access(qrs, "CORP\\early")
+        assert (full["accessGranted"], full["accessTypeResultCode"]) == (False, 3)
+        await asyncio.sleep(1.2)  # QUARANTINE_SECONDS=1 stands in for 7 days
+        late = await access(qrs, "CORP\\late")
+        assert late["accessGranted"] and late["accessType"] == 4
+        status, _ = await qrs.call(
+            "GET", f"/qrs/license/professionalaccesstype/{first['allocationId']}"
+        )
+        assert status == 404
+        view = (await overview(qrs))["professionalAccess"]
+        assert (view["allocated"], view["quarantined"], view["available"]) == (1, 0, 0)

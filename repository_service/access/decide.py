@@ -13,11 +13,13 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from repository_service.access import allocations as alloc
-from repository_service.access.groups import PASSES_PER_TOKEN, RuleCache, charge_minutes
+from repository_service.access import seats
+from repository_service.access.groups import PASSES_PER_TOKEN, RuleCache, RuleSet, charge_minutes
 from repository_service.access.rules import Subject
-from repository_service.access.state import StateCache
+from repository_service.access.state import SiteState, StateCache
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
+from shared.db import one
 from shared.web.errors import NotFound
 
 log = structlog.get_logger("access")
@@ -54,6 +56,12 @@ GROUP BY u.id
 """
 
 _CLAIM = "SELECT claim_session($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# The two common requests in one round trip each (migration 0004).
+_WITH_ALLOCATION = "SELECT * FROM access_with_allocation($1, $2, $3, $4, $5, $6, $7)"
+_NEW_USER = "SELECT * FROM access_new_user($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# Arrays the functions index by access type, in the order of alloc.ACCESS_TYPES.
+_TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
+_TAKER_LOCKS = [seats.LOCK_IDS[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
 
 _LIVE = """
 SELECT count(*) FROM sessions
@@ -169,6 +177,74 @@ class AccessEngine:
         state = await self.state.get()
         if not state.usable:
             return deny(NOT_AVAILABLE, state.reason)
+        totals = [state.totals[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
+        fast = await one(
+            self.sessions,
+            _WITH_ALLOCATION,
+            directory,
+            user_name,
+            session_id,
+            totals,
+            _TYPE_CODES,
+            self.settings.max_parallel_sessions,
+            self.idle,
+        )
+        outcome = fast["outcome"]
+        if outcome == "granted":
+            kind = fast["access_type"]
+            return Decision(True, TYPE_OF[kind], OK, None, fast["allocation_id"])
+        if outcome == "max_sessions":
+            return deny(MAX_SESSIONS, "too many live sessions")
+        if outcome == "inactive":
+            return deny(UNKNOWN_USER, "the user is inactive")
+        if outcome == "excess":
+            return deny(EXCESS, "the user's allocation is beyond the licensed total")
+        if outcome == "no_user":
+            decision = await self._new_user(directory, user_name, session_id, totals)
+            if decision is not None:
+                return decision
+        return await self._general(directory, user_name, session_id, state)
+
+    async def _new_user(
+        self, directory: str, user_name: str, session_id: str, totals: list[int]
+    ) -> Decision | None:
+        """Create a user and allocate by its rules in one transaction; None when the general
+        path must decide (no access rule matches, a quarantine sweep could free a seat, or
+        the user appeared meanwhile)."""
+        # A user the proxy creates has its user id as name and no attributes (no groups).
+        subject = Subject(directory, user_name, user_name, ())
+        rules = await self.rules.get()
+        kinds = [
+            kind
+            for kind in alloc.ACCESS_TYPES
+            if any(rule.matches(subject) for _, rule in rules.access[kind])
+        ]
+        if not kinds:
+            return None
+        made = await one(
+            self.pool,
+            _NEW_USER,
+            directory,
+            user_name,
+            session_id,
+            kinds,
+            totals,
+            _TYPE_CODES,
+            _TAKER_LOCKS,
+            "proxy",
+            "license rule",
+        )
+        if made["outcome"] == "granted":
+            return Decision(True, TYPE_OF[made["access_type"]], OK, None, made["allocation_id"])
+        if made["outcome"] == "no_seat":
+            # A new user holds no pass and no session: only the pools and login groups remain.
+            return await self._time_or_pass(session_id, made["user_uuid"], subject, rules)
+        return None
+
+    async def _general(
+        self, directory: str, user_name: str, session_id: str, state: SiteState
+    ) -> Decision:
+        """Decide for any user and any kind of access, a step at a time."""
         user = await self.pool.fetchrow(_USER_AND_ALLOCATIONS, directory, user_name)
         if user is None:
             user = await users.get_or_create(self.pool, directory, user_name, by="proxy")
@@ -227,6 +303,13 @@ class AccessEngine:
             return await self._grant_pass(
                 session_id, uid, existing_pass["id"], existing_pass["valid_until"], now
             )
+        return await self._time_or_pass(session_id, uid, subject, rules)
+
+    async def _time_or_pass(
+        self, session_id: str, uid: uuid.UUID, subject: Subject, rules: RuleSet
+    ) -> Decision:
+        """Analyzer time from a matching pool, else a new login pass from a matching group."""
+        now = datetime.now(UTC)
         for pool_id, rule in rules.capacity:
             if rule.matches(subject):
                 decision = await self._start_capacity(session_id, uid, pool_id, now)

@@ -14,7 +14,7 @@ Pool = Literal["professional", "analyzer", "token"]
 POOLS: tuple[Pool, ...] = ("professional", "analyzer", "token")
 # Seat takers share this lock; re-seating a pool takes it exclusively (see `sync`).
 _LOCK_BASE = 0x5EA7_5000
-_LOCK_IDS = {pool: _LOCK_BASE + n for n, pool in enumerate(POOLS)}
+LOCK_IDS = {pool: _LOCK_BASE + n for n, pool in enumerate(POOLS)}
 
 _TAKE = """
 UPDATE seats SET holder = $2
@@ -50,7 +50,7 @@ async def take(conn: Conn, pool: Pool, holder: uuid.UUID, total: int, count: int
     Runs inside the caller's transaction; a NoSeat leaves the transaction to roll back."""
     if count <= 0:
         return
-    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _LOCK_IDS[pool])
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", LOCK_IDS[pool])
     rows = await conn.fetch(_TAKE, pool, holder, total, count)
     if len(rows) < count:
         raise NoSeat(pool)
@@ -79,7 +79,7 @@ async def sync(conn: Conn, totals: Mapping[Pool, int]) -> None:
     most recent ones are above the total (excess)."""
     for pool in POOLS:
         total = max(0, totals.get(pool, 0))
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_IDS[pool])
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_IDS[pool])
         await conn.execute(
             "INSERT INTO seats (pool, seat) SELECT $1, g FROM generate_series(1, $2) g"
             " ON CONFLICT DO NOTHING",
@@ -127,7 +127,7 @@ async def settle(conn: Conn, pool: Pool, total: int) -> None:
         pool,
         total,
     ):
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_IDS[pool])
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_IDS[pool])
         await _reseat(conn, pool, total)
         await conn.execute(
             "DELETE FROM seats WHERE pool = $1 AND seat > $2 AND holder IS NULL", pool, total
