@@ -139,6 +139,8 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.SITE].on_change.append(state.invalidate)
     yield
+    # Requests still in a batch get their answers before the pools close.
+    await app[access_views.ENGINE].fast.wait_idle()
 
 
 async def _upkeep_loop(app: web.Application) -> AsyncIterator[None]:

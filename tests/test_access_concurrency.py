@@ -4,6 +4,8 @@ replica killed with SIGKILL in the middle of a burst."""
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -82,12 +84,17 @@ async def burst(
 
 
 async def run_replicas(
-    db_url: str, lbs: LbsHandle, qrs: QrsHandle, tmp_path: Path
+    db_url: str, lbs: LbsHandle, qrs: QrsHandle, tmp_path: Path, **extra_env: str
 ) -> list[ServiceProcess]:
     jwks = tmp_path / "callers.jwks.json"
     jwks.write_text(Path(str(qrs.settings.auth_jwks_file)).read_text())
     env = replica_env(
-        db_url, lbs.url, jwks, QRS_POLL_INTERVAL_SECONDS="3600", QRS_DB_POOL_MAX_SIZE="30"
+        db_url,
+        lbs.url,
+        jwks,
+        QRS_POLL_INTERVAL_SECONDS="3600",
+        QRS_DB_POOL_MAX_SIZE="30",
+        **extra_env,
     )
     replicas = make_replicas(3, env, tmp_path)
     await asyncio.gather(*(r.start() for r in replicas))
@@ -172,6 +179,78 @@ async def test_exactly_the_bought_seats_over_three_replicas(
     assert view["professionalAccess"]["allocated"] == 50
     assert view["professionalAccess"]["available"] == 0
     assert view["userAccess"]["allocatedTokens"] == 28 and view["availableTokens"] == 0
+
+
+async def batch_metrics(session: aiohttp.ClientSession, replicas: list[ServiceProcess]) -> Any:
+    """Sum qrs_access_batch_requests over the replicas: {(path, "count" | "sum"): value}."""
+    totals: dict[tuple[str, str], float] = {}
+    pattern = re.compile(r'^qrs_access_batch_requests_(count|sum)\{path="(\w+)"\} (\S+)$')
+    for replica in replicas:
+        async with session.get(f"{replica.url}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if match := pattern.match(line):
+                    key = (match[2], match[1])
+                    totals[key] = totals.get(key, 0.0) + float(match[3])
+    return totals
+
+
+async def test_batches_of_repeated_users_over_three_replicas(
+    lbs: LbsHandle, make_qrs: Any, databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Each of 40 new users asks 10 times at once, in random order, over three replicas:
+    batches then hold the same new user several times and overlap across replicas in any
+    order. Every request is answered, each user gets exactly one allocation, and the
+    answers name it."""
+    users, repeats = 40, 10
+    db_url, qrs = await prepare_site(
+        lbs,
+        make_qrs,
+        databases,
+        {"professional": 50},
+        [("/qrs/license/professionalaccessgroup", {"name": "All", "rule": 'user.userId like "*"'})],
+    )
+    replicas = await run_replicas(db_url, lbs, qrs, tmp_path, QRS_MAX_PARALLEL_SESSIONS="20")
+    asks = [n % users for n in range(users * repeats)]
+    random.Random(7).shuffle(asks)
+    headers = {"X-Qlik-Xrfkey": XRFKEY, "Authorization": f"Bearer {qrs.token(PROXY, ttl=600)}"}
+
+    async def ask(n: int, user: int) -> tuple[int, int, Any]:
+        body = {"userDirectory": "LOAD", "userId": f"u{user}", "sessionId": f"s{n}"}
+        async with session.post(
+            f"{replicas[n % 3].url}/qrs/license/accessrequest",
+            params={"xrfkey": XRFKEY},
+            json=body,
+            headers=headers,
+        ) as resp:
+            return user, resp.status, await resp.json()
+
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=120)
+        ) as session:
+            await asyncio.gather(*(r.wait_ready(session) for r in replicas))
+            results = await asyncio.gather(*(ask(n, user) for n, user in enumerate(asks)))
+            metrics = await batch_metrics(session, replicas)
+    finally:
+        await stop_all(replicas)
+    assert all(status == 200 for _, status, _ in results), [r for r in results if r[1] != 200][:3]
+    assert all(body["accessGranted"] and body["accessType"] == 4 for _, _, body in results)
+    allocation_of: dict[int, set[str]] = {}
+    for user, _, body in results:
+        allocation_of.setdefault(user, set()).add(body["allocationId"])
+    assert all(len(ids) == 1 for ids in allocation_of.values())
+    state = await seat_state(db_url)
+    assert state["allocations"] == {"professional": users}
+    assert state["ids"] == {next(iter(ids)) for ids in allocation_of.values()}
+    assert state["orphan_seats"] == 0 and state["seatless"] == 0
+    conn = await asyncpg.connect(db_url)
+    try:
+        sessions = await conn.fetchval("SELECT count(*) FROM sessions WHERE ended_at IS NULL")
+    finally:
+        await conn.close()
+    assert sessions == users * repeats
+    # Requests did travel together: more requests than batches on the held-allocation path.
+    assert metrics[("held", "sum")] > metrics[("held", "count")]
 
 
 async def test_sigkill_mid_burst_loses_no_acknowledged_allocation(

@@ -13,28 +13,29 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from repository_service.access import allocations as alloc
-from repository_service.access import seats
+from repository_service.access.codes import (
+    ANALYZER_TIME,
+    CODE_NAMES,
+    EXCESS,
+    LOGIN,
+    MAX_SESSIONS,
+    NO_ACCESS,
+    NONE,
+    NOT_AVAILABLE,
+    OK,
+    TYPE_OF,
+    UNKNOWN_USER,
+)
+from repository_service.access.fast_path import Ask, FastPath
 from repository_service.access.groups import PASSES_PER_TOKEN, RuleCache, RuleSet, charge_minutes
 from repository_service.access.rules import Subject
 from repository_service.access.state import SiteState, StateCache
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
-from shared.db import one
 from shared.web.errors import NotFound
 
 log = structlog.get_logger("access")
 
-NONE, USER, LOGIN, ANALYZER, PROFESSIONAL, ANALYZER_TIME = range(6)
-OK, UNKNOWN_USER, NOT_AVAILABLE, NO_ACCESS, MAX_SESSIONS, EXCESS = 0, 1, 2, 3, 5, 6
-CODE_NAMES = {
-    OK: "Ok",
-    UNKNOWN_USER: "UnknownUser",
-    NOT_AVAILABLE: "LicenseNotAvailable",
-    NO_ACCESS: "NoAvailableAccessType",
-    MAX_SESSIONS: "MaxParallelSessionsExceeded",
-    EXCESS: "ExcessAssignment",
-}
-TYPE_OF = {"professional": PROFESSIONAL, "analyzer": ANALYZER, "user": USER}
 # Each capacity unit charges six minutes, whatever CAPACITY_UNIT_SECONDS says its length is.
 UNIT_MINUTES = 6
 
@@ -56,12 +57,6 @@ GROUP BY u.id
 """
 
 _CLAIM = "SELECT claim_session($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-# The two common requests in one round trip each (migration 0004).
-_WITH_ALLOCATION = "SELECT * FROM access_with_allocation($1, $2, $3, $4, $5, $6, $7)"
-_NEW_USER = "SELECT * FROM access_new_user($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-# Arrays the functions index by access type, in the order of alloc.ACCESS_TYPES.
-_TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
-_TAKER_LOCKS = [seats.LOCK_IDS[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
 
 _LIVE = """
 SELECT count(*) FROM sessions
@@ -126,6 +121,9 @@ class AccessEngine:
         self.state = state
         self.rules = rules
         self.idle = timedelta(seconds=settings.session_idle_seconds)
+        self.fast = FastPath(
+            pool, session_pool, state, settings.max_parallel_sessions, self.idle, registry
+        )
         self.decisions = Counter(
             "qrs_access_decisions_total",
             "Access decisions by result code.",
@@ -177,18 +175,8 @@ class AccessEngine:
         state = await self.state.get()
         if not state.usable:
             return deny(NOT_AVAILABLE, state.reason)
-        totals = [state.totals[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
-        fast = await one(
-            self.sessions,
-            _WITH_ALLOCATION,
-            directory,
-            user_name,
-            session_id,
-            totals,
-            _TYPE_CODES,
-            self.settings.max_parallel_sessions,
-            self.idle,
-        )
+        ask = Ask(directory, user_name, session_id)
+        fast = await self.fast.held(ask)
         outcome = fast["outcome"]
         if outcome == "granted":
             kind = fast["access_type"]
@@ -200,45 +188,31 @@ class AccessEngine:
         if outcome == "excess":
             return deny(EXCESS, "the user's allocation is beyond the licensed total")
         if outcome == "no_user":
-            decision = await self._new_user(directory, user_name, session_id, totals)
+            decision = await self._new_user(ask)
             if decision is not None:
                 return decision
         return await self._general(directory, user_name, session_id, state)
 
-    async def _new_user(
-        self, directory: str, user_name: str, session_id: str, totals: list[int]
-    ) -> Decision | None:
+    async def _new_user(self, ask: Ask) -> Decision | None:
         """Create a user and allocate by its rules in one transaction; None when the general
         path must decide (no access rule matches, a quarantine sweep could free a seat, or
         the user appeared meanwhile)."""
         # A user the proxy creates has its user id as name and no attributes (no groups).
-        subject = Subject(directory, user_name, user_name, ())
+        subject = Subject(ask.directory, ask.user_id, ask.user_id, ())
         rules = await self.rules.get()
-        kinds = [
+        kinds = tuple(
             kind
             for kind in alloc.ACCESS_TYPES
             if any(rule.matches(subject) for _, rule in rules.access[kind])
-        ]
+        )
         if not kinds:
             return None
-        made = await one(
-            self.pool,
-            _NEW_USER,
-            directory,
-            user_name,
-            session_id,
-            kinds,
-            totals,
-            _TYPE_CODES,
-            _TAKER_LOCKS,
-            "proxy",
-            "license rule",
-        )
+        made = await self.fast.new_user(Ask(ask.directory, ask.user_id, ask.session_id, kinds))
         if made["outcome"] == "granted":
             return Decision(True, TYPE_OF[made["access_type"]], OK, None, made["allocation_id"])
         if made["outcome"] == "no_seat":
             # A new user holds no pass and no session: only the pools and login groups remain.
-            return await self._time_or_pass(session_id, made["user_uuid"], subject, rules)
+            return await self._time_or_pass(ask.session_id, made["user_uuid"], subject, rules)
         return None
 
     async def _general(

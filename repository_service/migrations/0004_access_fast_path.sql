@@ -116,3 +116,57 @@ BEGIN
     outcome := CASE WHEN sweepable THEN 'other' ELSE 'no_seat' END;
 END;
 $$;
+
+-- Many requests in one transaction (see shared/batching.py): access_with_allocation for each
+-- (directory, user, session), in the order given. Callers sort the requests by user
+-- identity, so that concurrent batches take the per-user locks in one order (no deadlock).
+-- `ord` is the request's 1-based position.
+CREATE FUNCTION access_with_allocation_many(
+    p_directories text[], p_users text[], p_sessions text[], p_totals integer[],
+    p_codes integer[], p_max_live integer, p_idle interval
+) RETURNS TABLE (ord integer, outcome text, user_uuid uuid, allocation_id uuid,
+                 access_type text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..coalesce(array_length(p_sessions, 1), 0) LOOP
+        ord := i;
+        SELECT f.outcome, f.user_uuid, f.allocation_id, f.access_type
+        INTO outcome, user_uuid, allocation_id, access_type
+        FROM access_with_allocation(p_directories[i], p_users[i], p_sessions[i], p_totals,
+                                    p_codes, p_max_live, p_idle) f;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+-- access_new_user for many new users in one transaction, in the order given (callers sort
+-- by identity: inserts of the same new user by two batches then wait in one order).
+-- `p_kind_masks` holds each user's matching access types as bits (1 professional,
+-- 2 analyzer, 4 user). The pools' shared locks are taken first, in one order, as
+-- seats.sync takes its exclusive ones.
+CREATE FUNCTION access_new_users(
+    p_directories text[], p_users text[], p_sessions text[], p_kind_masks integer[],
+    p_totals integer[], p_codes integer[], p_locks bigint[], p_user_by text,
+    p_allocation_by text
+) RETURNS TABLE (ord integer, outcome text, user_uuid uuid, allocation_id uuid,
+                 access_type text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    kinds text[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(l) FROM unnest(p_locks) AS l ORDER BY l;
+    FOR i IN 1..coalesce(array_length(p_sessions, 1), 0) LOOP
+        ord := i;
+        kinds := ARRAY(
+            SELECT k FROM unnest(ARRAY['professional', 'analyzer', 'user']) WITH ORDINALITY
+                AS t(k, n)
+            WHERE p_kind_masks[i] & (1 << (n::integer - 1)) <> 0 ORDER BY n
+        );
+        SELECT f.outcome, f.user_uuid, f.allocation_id, f.access_type
+        INTO outcome, user_uuid, allocation_id, access_type
+        FROM access_new_user(p_directories[i], p_users[i], p_sessions[i], kinds, p_totals,
+                             p_codes, p_locks, p_user_by, p_allocation_by) f;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;

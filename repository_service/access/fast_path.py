@@ -1,0 +1,196 @@
+"""The two common access requests, batched: a user who holds an allocation, and a user the
+proxy names for the first time (SQL in migration 0004).
+
+Requests that arrive while earlier ones are in flight go to Postgres together, one round trip
+and one transaction for the lot (shared/batching.py): under load this is what lets one
+replica decide thousands of sessions a second. Each batch is sorted by user identity, so two
+batches take their per-user locks in the same order. Should a batch fail for a reason other
+than the database being away (one odd request, a rare deadlock), each of its requests is
+decided again on its own, so one request cannot fail the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Histogram
+
+from repository_service.access import allocations as alloc
+from repository_service.access import seats
+from repository_service.access.codes import TYPE_OF
+from repository_service.access.state import StateCache
+from shared.batching import Batcher
+from shared.db import database_unavailable, one
+
+# Arrays the SQL functions index by access type, in the order of alloc.ACCESS_TYPES.
+_TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
+_TAKER_LOCKS = [seats.LOCK_IDS[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
+_KIND_BITS = {kind: 1 << n for n, kind in enumerate(alloc.ACCESS_TYPES)}
+
+_HELD = "SELECT * FROM access_with_allocation($1, $2, $3, $4, $5, $6, $7)"
+_HELD_MANY = "SELECT * FROM access_with_allocation_many($1, $2, $3, $4, $5, $6, $7)"
+_NEW = "SELECT * FROM access_new_user($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_NEW_MANY = "SELECT * FROM access_new_users($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# Who the records name as creator: the user row, and its allocation.
+_USER_BY, _ALLOCATION_BY = "proxy", "license rule"
+
+# Batches in flight per replica and requests per batch. A few batches in flight keep
+# Postgres busy while the replica reads the last answers; a cap on the size bounds the time
+# a batch holds its per-user locks.
+MAX_IN_FLIGHT = 4
+MAX_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One access request: who, and the session it opens."""
+
+    directory: str
+    user_id: str
+    session_id: str
+    # For a new user: the access types its rules match, in order.
+    kinds: tuple[alloc.AccessType, ...] = ()
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """The order batches take users in (DIR\\user is one identity whatever its case)."""
+        return self.directory.lower(), self.user_id.lower()
+
+
+class FastPath:
+    """Decides the common requests in batches; see the module's docstring."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        session_pool: asyncpg.Pool,
+        state: StateCache,
+        max_live: int,
+        idle: timedelta,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.pool = pool
+        self.sessions = session_pool
+        self.state = state
+        self.max_live = max_live
+        self.idle = idle
+        self.batch_sizes = Histogram(
+            "qrs_access_batch_requests",
+            "Access requests per batch sent to the database, by path.",
+            ["path"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=registry,
+        )
+        # Claims under held allocations only write sessions: the session pool (no fsync).
+        self._held: Batcher[Ask, asyncpg.Record] = Batcher(
+            self._held_batch, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
+        )
+        # New users get allocations, which must be durable: the main pool.
+        self._new: Batcher[Ask, asyncpg.Record] = Batcher(
+            self._new_batch, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
+        )
+
+    async def held(self, ask: Ask) -> asyncpg.Record:
+        """Claim the session under an allocation the user holds (access_with_allocation)."""
+        return await _alone_on_failure(self._held.submit(ask), lambda: self._held_one(ask))
+
+    async def new_user(self, ask: Ask) -> asyncpg.Record:
+        """Create the user and allocate by its rules (access_new_user)."""
+        return await _alone_on_failure(self._new.submit(ask), lambda: self._new_one(ask))
+
+    async def wait_idle(self) -> None:
+        """Wait for the batches in flight (before the pools close)."""
+        await self._held.wait_idle()
+        await self._new.wait_idle()
+
+    async def _totals(self) -> list[int]:
+        state = await self.state.get()
+        return [state.totals.get(alloc.POOL_OF[kind], 0) for kind in alloc.ACCESS_TYPES]
+
+    async def _held_one(self, ask: Ask) -> asyncpg.Record:
+        return await one(
+            self.sessions,
+            _HELD,
+            ask.directory,
+            ask.user_id,
+            ask.session_id,
+            await self._totals(),
+            _TYPE_CODES,
+            self.max_live,
+            self.idle,
+        )
+
+    async def _held_batch(self, asks: Sequence[Ask]) -> list[asyncpg.Record]:
+        self.batch_sizes.labels("held").observe(len(asks))
+        if len(asks) == 1:
+            return [await self._held_one(asks[0])]
+        order = sorted(range(len(asks)), key=lambda i: asks[i].identity)
+        rows = await self.sessions.fetch(
+            _HELD_MANY,
+            [asks[i].directory for i in order],
+            [asks[i].user_id for i in order],
+            [asks[i].session_id for i in order],
+            await self._totals(),
+            _TYPE_CODES,
+            self.max_live,
+            self.idle,
+        )
+        return _in_ask_order(rows, order)
+
+    async def _new_one(self, ask: Ask) -> asyncpg.Record:
+        return await one(
+            self.pool,
+            _NEW,
+            ask.directory,
+            ask.user_id,
+            ask.session_id,
+            list(ask.kinds),
+            await self._totals(),
+            _TYPE_CODES,
+            _TAKER_LOCKS,
+            _USER_BY,
+            _ALLOCATION_BY,
+        )
+
+    async def _new_batch(self, asks: Sequence[Ask]) -> list[asyncpg.Record]:
+        self.batch_sizes.labels("new").observe(len(asks))
+        if len(asks) == 1:
+            return [await self._new_one(asks[0])]
+        order = sorted(range(len(asks)), key=lambda i: asks[i].identity)
+        rows = await self.pool.fetch(
+            _NEW_MANY,
+            [asks[i].directory for i in order],
+            [asks[i].user_id for i in order],
+            [asks[i].session_id for i in order],
+            [sum(_KIND_BITS[kind] for kind in asks[i].kinds) for i in order],
+            await self._totals(),
+            _TYPE_CODES,
+            _TAKER_LOCKS,
+            _USER_BY,
+            _ALLOCATION_BY,
+        )
+        return _in_ask_order(rows, order)
+
+
+def _in_ask_order(rows: list[asyncpg.Record], order: list[int]) -> list[asyncpg.Record]:
+    """Put the rows of a sorted batch (`ord` = 1-based position in it) back in ask order."""
+    by_ask: list[asyncpg.Record | None] = [None] * len(order)
+    for row in rows:
+        by_ask[order[row["ord"] - 1]] = row
+    if any(row is None for row in by_ask):
+        raise LookupError("a batch returned fewer rows than it was given requests")
+    return [row for row in by_ask if row is not None]
+
+
+async def _alone_on_failure(
+    batched: Awaitable[asyncpg.Record], alone: Callable[[], Awaitable[asyncpg.Record]]
+) -> asyncpg.Record:
+    try:
+        return await batched
+    except asyncpg.PostgresError as exc:
+        if database_unavailable(exc):
+            raise
+        return await alone()
