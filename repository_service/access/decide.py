@@ -122,7 +122,7 @@ class AccessEngine:
         self.rules = rules
         self.idle = timedelta(seconds=settings.session_idle_seconds)
         self.fast = FastPath(
-            pool, session_pool, state, settings.max_parallel_sessions, self.idle, registry
+            session_pool, state, settings.max_parallel_sessions, self.idle, registry
         )
         self.decisions = Counter(
             "qrs_access_decisions_total",
@@ -175,8 +175,16 @@ class AccessEngine:
         state = await self.state.get()
         if not state.usable:
             return deny(NOT_AVAILABLE, state.reason)
-        ask = Ask(directory, user_name, session_id)
-        fast = await self.fast.held(ask)
+        # Rules are matched first against the user as the proxy would create it (its user id
+        # as name, no groups): a user seen for the first time is allocated in the same step.
+        rules = await self.rules.get()
+        new_subject = Subject(directory, user_name, user_name, ())
+        kinds = tuple(
+            kind
+            for kind in alloc.ACCESS_TYPES
+            if any(rule.matches(new_subject) for _, rule in rules.access[kind])
+        )
+        fast = await self.fast.decide(Ask(directory, user_name, session_id, kinds))
         outcome = fast["outcome"]
         if outcome == "granted":
             kind = fast["access_type"]
@@ -187,33 +195,10 @@ class AccessEngine:
             return deny(UNKNOWN_USER, "the user is inactive")
         if outcome == "excess":
             return deny(EXCESS, "the user's allocation is beyond the licensed total")
-        if outcome == "no_user":
-            decision = await self._new_user(ask)
-            if decision is not None:
-                return decision
-        return await self._general(directory, user_name, session_id, state)
-
-    async def _new_user(self, ask: Ask) -> Decision | None:
-        """Create a user and allocate by its rules in one transaction; None when the general
-        path must decide (no access rule matches, a quarantine sweep could free a seat, or
-        the user appeared meanwhile)."""
-        # A user the proxy creates has its user id as name and no attributes (no groups).
-        subject = Subject(ask.directory, ask.user_id, ask.user_id, ())
-        rules = await self.rules.get()
-        kinds = tuple(
-            kind
-            for kind in alloc.ACCESS_TYPES
-            if any(rule.matches(subject) for _, rule in rules.access[kind])
-        )
-        if not kinds:
-            return None
-        made = await self.fast.new_user(Ask(ask.directory, ask.user_id, ask.session_id, kinds))
-        if made["outcome"] == "granted":
-            return Decision(True, TYPE_OF[made["access_type"]], OK, None, made["allocation_id"])
-        if made["outcome"] == "no_seat":
+        if outcome == "no_seat":
             # A new user holds no pass and no session: only the pools and login groups remain.
-            return await self._time_or_pass(ask.session_id, made["user_uuid"], subject, rules)
-        return None
+            return await self._time_or_pass(session_id, fast["user_uuid"], new_subject, rules)
+        return await self._general(directory, user_name, session_id, state)
 
     async def _general(
         self, directory: str, user_name: str, session_id: str, state: SiteState

@@ -1,5 +1,5 @@
-"""The two common access requests, batched: a user who holds an allocation, and a user the
-proxy names for the first time (SQL in migration 0004).
+"""The common access requests, batched: a user who holds an allocation, and a user the proxy
+names for the first time whom an access rule matches (SQL in migration 0004).
 
 Requests that arrive while earlier ones are in flight go to Postgres together, one round trip
 and one transaction for the lot (shared/batching.py): under load this is what lets one
@@ -30,11 +30,9 @@ _TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
 _TAKER_LOCKS = [seats.LOCK_IDS[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
 _KIND_BITS = {kind: 1 << n for n, kind in enumerate(alloc.ACCESS_TYPES)}
 
-_HELD = "SELECT * FROM access_with_allocation($1, $2, $3, $4, $5, $6, $7)"
-_HELD_MANY = "SELECT * FROM access_with_allocation_many($1, $2, $3, $4, $5, $6, $7)"
-_NEW = "SELECT * FROM access_new_user($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-_NEW_MANY = "SELECT * FROM access_new_users($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-# Who the records name as creator: the user row, and its allocation.
+_ONE = "SELECT * FROM access_request($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+_MANY = "SELECT * FROM access_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+# Who the records name as creator: a new user row, and its allocation.
 _USER_BY, _ALLOCATION_BY = "proxy", "license rule"
 
 # Batches in flight per replica and requests per batch. A few batches in flight keep
@@ -51,7 +49,8 @@ class Ask:
     directory: str
     user_id: str
     session_id: str
-    # For a new user: the access types its rules match, in order.
+    # The access types whose rules match the user as the proxy would create it, in order:
+    # what a user seen for the first time is allocated from.
     kinds: tuple[alloc.AccessType, ...] = ()
 
     @property
@@ -65,85 +64,44 @@ class FastPath:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
         session_pool: asyncpg.Pool,
         state: StateCache,
         max_live: int,
         idle: timedelta,
         registry: CollectorRegistry,
     ) -> None:
-        self.pool = pool
         self.sessions = session_pool
         self.state = state
         self.max_live = max_live
         self.idle = idle
         self.batch_sizes = Histogram(
             "qrs_access_batch_requests",
-            "Access requests per batch sent to the database, by path.",
-            ["path"],
+            "Access requests per batch sent to the database.",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=registry,
         )
-        # Claims under held allocations only write sessions: the session pool (no fsync).
-        self._held: Batcher[Ask, asyncpg.Record] = Batcher(
-            self._held_batch, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
-        )
-        # New users get allocations, which must be durable: the main pool.
-        self._new: Batcher[Ask, asyncpg.Record] = Batcher(
-            self._new_batch, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
+        # The session pool: its transactions commit without waiting for the disk unless
+        # they made an allocation (access_new_user turns synchronous_commit on).
+        self._batches: Batcher[Ask, asyncpg.Record] = Batcher(
+            self._decide_batch, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
         )
 
-    async def held(self, ask: Ask) -> asyncpg.Record:
-        """Claim the session under an allocation the user holds (access_with_allocation)."""
-        return await _alone_on_failure(self._held.submit(ask), lambda: self._held_one(ask))
-
-    async def new_user(self, ask: Ask) -> asyncpg.Record:
-        """Create the user and allocate by its rules (access_new_user)."""
-        return await _alone_on_failure(self._new.submit(ask), lambda: self._new_one(ask))
+    async def decide(self, ask: Ask) -> asyncpg.Record:
+        """Decide the request where SQL alone can (access_request): outcome and ids."""
+        return await _alone_on_failure(self._batches.submit(ask), lambda: self._decide_one(ask))
 
     async def wait_idle(self) -> None:
         """Wait for the batches in flight (before the pools close)."""
-        await self._held.wait_idle()
-        await self._new.wait_idle()
+        await self._batches.wait_idle()
 
     async def _totals(self) -> list[int]:
         state = await self.state.get()
         return [state.totals.get(alloc.POOL_OF[kind], 0) for kind in alloc.ACCESS_TYPES]
 
-    async def _held_one(self, ask: Ask) -> asyncpg.Record:
+    async def _decide_one(self, ask: Ask) -> asyncpg.Record:
         return await one(
             self.sessions,
-            _HELD,
-            ask.directory,
-            ask.user_id,
-            ask.session_id,
-            await self._totals(),
-            _TYPE_CODES,
-            self.max_live,
-            self.idle,
-        )
-
-    async def _held_batch(self, asks: Sequence[Ask]) -> list[asyncpg.Record]:
-        self.batch_sizes.labels("held").observe(len(asks))
-        if len(asks) == 1:
-            return [await self._held_one(asks[0])]
-        order = sorted(range(len(asks)), key=lambda i: asks[i].identity)
-        rows = await self.sessions.fetch(
-            _HELD_MANY,
-            [asks[i].directory for i in order],
-            [asks[i].user_id for i in order],
-            [asks[i].session_id for i in order],
-            await self._totals(),
-            _TYPE_CODES,
-            self.max_live,
-            self.idle,
-        )
-        return _in_ask_order(rows, order)
-
-    async def _new_one(self, ask: Ask) -> asyncpg.Record:
-        return await one(
-            self.pool,
-            _NEW,
+            _ONE,
             ask.directory,
             ask.user_id,
             ask.session_id,
@@ -151,17 +109,19 @@ class FastPath:
             await self._totals(),
             _TYPE_CODES,
             _TAKER_LOCKS,
+            self.max_live,
+            self.idle,
             _USER_BY,
             _ALLOCATION_BY,
         )
 
-    async def _new_batch(self, asks: Sequence[Ask]) -> list[asyncpg.Record]:
-        self.batch_sizes.labels("new").observe(len(asks))
+    async def _decide_batch(self, asks: Sequence[Ask]) -> list[asyncpg.Record]:
+        self.batch_sizes.observe(len(asks))
         if len(asks) == 1:
-            return [await self._new_one(asks[0])]
+            return [await self._decide_one(asks[0])]
         order = sorted(range(len(asks)), key=lambda i: asks[i].identity)
-        rows = await self.pool.fetch(
-            _NEW_MANY,
+        rows = await self.sessions.fetch(
+            _MANY,
             [asks[i].directory for i in order],
             [asks[i].user_id for i in order],
             [asks[i].session_id for i in order],
@@ -169,6 +129,8 @@ class FastPath:
             await self._totals(),
             _TYPE_CODES,
             _TAKER_LOCKS,
+            self.max_live,
+            self.idle,
             _USER_BY,
             _ALLOCATION_BY,
         )
