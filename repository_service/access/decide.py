@@ -130,11 +130,17 @@ class AccessEngine:
             ["code", "granted", "access_type"],
             registry=registry,
         )
+        self._decision_counters: dict[tuple[int, bool, int], Counter] = {}
 
     def _count(self, decision: Decision, user: str) -> Decision:
-        self.decisions.labels(
-            CODE_NAMES[decision.code], str(decision.granted).lower(), str(decision.access_type)
-        ).inc()
+        key = (decision.code, decision.granted, decision.access_type)
+        counter = self._decision_counters.get(key)
+        if counter is None:
+            counter = self.decisions.labels(
+                CODE_NAMES[decision.code], str(decision.granted).lower(), str(decision.access_type)
+            )
+            self._decision_counters[key] = counter
+        counter.inc()
         if not decision.granted:
             log.info(
                 "access_denied", user=user, code=CODE_NAMES[decision.code], reason=decision.reason
