@@ -35,10 +35,11 @@ end, also on Ctrl-C or SIGTERM. Diagnostics: `--profile` records the QRS with py
 (`pip install py-spy`) during (a)'s measurement and during the storm and prints the functions
 with the most samples (`--profile-gil`: only while the QRS holds the GIL, i.e. its Python
 CPU); `--pg-stats` prints pg_stat_statements of both phases; `--qrs-env NAME=VALUE` adds to
-the QRS processes' environment (to try settings).
+the QRS processes' environment (to try settings). `--rounds N` repeats (a) N times, the
+baseline and the QRS interleaved, and the tables show each side's median round.
 
     python bench/access_requests.py [--duration 10] [--concurrency 64] [--warmup 2]
-        [--users 2000] [--storm-users 1500] [--storm-seats 1000] [--pin]
+        [--rounds 1] [--users 2000] [--storm-users 1500] [--storm-seats 1000] [--pin]
         [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
 """
 
