@@ -739,6 +739,23 @@ class HotPathResults:
     prealloc_seconds: float
 
 
+async def mean_batch(server_url: str) -> str:
+    """The QRS's mean access requests per database batch so far (qrs_access_batch_requests)."""
+    totals = {"sum": 0.0, "count": 0.0}
+    async with new_session(1, total_timeout=30) as session:
+        async with session.get(f"{server_url}/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                for key in totals:
+                    if line.startswith(f"qrs_access_batch_requests_{key} "):
+                        totals[key] = float(line.split()[1])
+    if not totals["count"]:
+        return "no batches recorded"
+    return (
+        f"{totals['sum']:.0f} requests in {totals['count']:.0f} database batches "
+        f"= {totals['sum'] / totals['count']:.1f} per batch (this process, warm-ups included)"
+    )
+
+
 def median_round(rounds: list[Result]) -> Result:
     """The round with the median requests/s (the lower middle one of an even count)."""
     ranked = sorted(rounds, key=lambda result: result.rps)
@@ -1330,6 +1347,7 @@ async def run(bench: Bench, pg: Any) -> int:
             )
     base_result, qrs_result = median_round(base_rounds), median_round(qrs_rounds)
     hot = HotPathResults(base_result, qrs_result, args.users, prealloc_s)
+    batches_a = await mean_batch(site_a.server.url)
     bench.stop(site_a.server)
     bench.stop(baseline)
 
@@ -1349,9 +1367,12 @@ async def run(bench: Bench, pg: Any) -> int:
         CpuWindow(site_b.server.proc.pid, pg_pid),
         hooks_b,
     )
+    batches_b = await mean_batch(site_b.server.url)
 
     report_hot_path(hot, args.concurrency)
+    print(f"(a) batching: {batches_a}")
     _, intact = report_storm(storm_result, args.concurrency)
+    print(f"(b) batching: {batches_b}")
     phases = (
         ("(a)", profiler_a, stats_a, qrs_result.ok + qrs_result.errors),
         ("(b)", profiler_b, stats_b, storm_result.users),

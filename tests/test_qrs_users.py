@@ -532,3 +532,51 @@ async def test_idempotency_key_on_create(make_qrs: Any) -> None:
             )
             assert_error(status, err, 400)
         assert await user_count(qrs) == before + 2
+
+
+async def test_concurrent_attempts_with_one_idempotency_key_run_once(make_qrs: Any) -> None:
+    """Twenty attempts with one key at once: the request runs once; the others are told it
+    is in progress or get its answer replayed; a later retry gets the replay."""
+    async with make_qrs(None, run_poller=False) as qrs:
+        await grant(qrs, ROOT, "RootAdmin")
+        before = await user_count(qrs)
+        audit_before = await qrs.pool().fetchval("SELECT count(*) FROM audit_log")
+        key = {"Idempotency-Key": "twins-1"}
+        body = {"userDirectory": "CORP", "userId": "twin"}
+        answers = await asyncio.gather(
+            *(qrs.call("POST", "/qrs/user", json=body, headers=key) for _ in range(20))
+        )
+        created = [answer for status, answer in answers if status == 201]
+        waiting = [answer for status, answer in answers if status == 409]
+        assert len(created) + len(waiting) == 20, answers
+        assert created and all(answer == created[0] for answer in created)
+        assert all(a["error"]["code"] == "IdempotencyKeyInProgress" for a in waiting), waiting
+        assert await user_count(qrs) == before + 1
+        assert await qrs.pool().fetchval("SELECT count(*) FROM audit_log") == audit_before + 1
+        status, again = await qrs.call("POST", "/qrs/user", json=body, headers=key)
+        assert (status, again) == (201, created[0])
+
+
+async def test_an_abandoned_idempotency_claim_is_taken_over(make_qrs: Any) -> None:
+    """A claim whose request never finished (its replica died) blocks its key only a while."""
+    async with make_qrs(None, run_poller=False) as qrs:
+        await grant(qrs, ROOT, "RootAdmin")
+        admin_id = await qrs.pool().fetchval(
+            "SELECT id FROM users WHERE user_directory = 'CORP' AND user_id = 'admin'"
+        )
+        for key, age in (("fresh", "1 second"), ("abandoned", "10 minutes")):
+            await qrs.pool().execute(
+                "INSERT INTO idempotency_keys (key, user_id, method, path, created_at)"
+                f" VALUES ($1, $2, 'POST', '/qrs/user', now() - interval '{age}')",
+                key,
+                admin_id,
+            )
+        body = {"userDirectory": "CORP", "userId": "late"}
+        status, err = await qrs.call(
+            "POST", "/qrs/user", json=body, headers={"Idempotency-Key": "fresh"}
+        )
+        assert_error(status, err, 409, "IdempotencyKeyInProgress")
+        status, user = await qrs.call(
+            "POST", "/qrs/user", json=body, headers={"Idempotency-Key": "abandoned"}
+        )
+        assert status == 201 and user["userId"] == "late"
