@@ -4,6 +4,7 @@ capacity units (SPEC 4.5-4.7). Short settings stand in for days and hours."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -441,3 +442,52 @@ async def test_new_user_gets_the_seat_of_an_ended_quarantine(lbs: LbsHandle, mak
         assert status == 404
         view = (await overview(qrs))["professionalAccess"]
         assert (view["allocated"], view["quarantined"], view["available"]) == (1, 0, 0)
+
+
+async def test_a_failing_request_does_not_fail_its_batch(lbs: LbsHandle, make_qrs: Any) -> None:
+    """A request that fails inside the database (here a trap on its session id) rolls its
+    batch back; every other request of the batch is then decided on its own and answered."""
+    async with licensed_site(lbs, make_qrs, license={"professional": 50}) as (qrs, _):
+        await qrs.call(
+            "POST",
+            "/qrs/license/professionalaccessgroup",
+            json={"name": "Everyone", "rule": 'user.userId like "*"'},
+        )
+        await qrs.pool().execute(
+            """
+            CREATE FUNCTION trap() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.session_id LIKE 'slow%' THEN PERFORM pg_sleep(0.5); END IF;
+                IF NEW.session_id = 'boom' THEN RAISE EXCEPTION 'trapped'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER trap BEFORE INSERT ON sessions
+                FOR EACH ROW EXECUTE FUNCTION trap();
+            """
+        )
+        # Slow requests fill every batch slot, so the next ones queue up and leave together.
+        slow = [asyncio.create_task(access(qrs, f"CORP\\slow{n}", f"slow{n}")) for n in range(4)]
+        await asyncio.sleep(0.2)
+        boom = asyncio.create_task(
+            qrs.call(
+                "POST",
+                "/qrs/license/accessrequest",
+                user=PROXY,
+                json={"userDirectory": "CORP", "userId": "boom", "sessionId": "boom"},
+            )
+        )
+        others = [access(qrs, f"CORP\\user{n}", f"s{n}") for n in range(20)]
+        answers = await asyncio.gather(*others, *slow)
+        status, failed = await boom
+        assert all(a["accessGranted"] and a["accessType"] == 4 for a in answers), answers
+        assert status == 500 and failed["error"]["code"] == "InternalError"
+        held = await qrs.pool().fetchval(
+            "SELECT count(*) FROM allocations a JOIN users u ON u.id = a.user_id"
+            " WHERE u.user_id LIKE 'user%'"
+        )
+        assert held == 20  # the rolled-back batch left nothing behind, the retries one each
+        async with qrs.session.get(f"{qrs.url}/metrics") as resp:
+            metrics = await resp.text()
+        count = re.search(r"^qrs_access_batch_requests_count (\S+)$", metrics, re.M)
+        total = re.search(r"^qrs_access_batch_requests_sum (\S+)$", metrics, re.M)
+        assert count and total and float(total[1]) > float(count[1])  # they did travel together

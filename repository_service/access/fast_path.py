@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+import structlog
 from prometheus_client import CollectorRegistry, Histogram
 
 from repository_service.access import allocations as alloc
@@ -24,6 +25,8 @@ from repository_service.access.codes import TYPE_OF
 from repository_service.access.state import StateCache
 from shared.batching import Batcher
 from shared.db import database_unavailable, one
+
+log = structlog.get_logger("access")
 
 # Arrays the SQL functions index by access type, in the order of alloc.ACCESS_TYPES.
 _TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
@@ -120,7 +123,16 @@ class FastPath:
         if len(asks) == 1:
             return [await self._decide_one(asks[0])]
         order = sorted(range(len(asks)), key=lambda i: asks[i].identity)
-        rows = await self.sessions.fetch(
+        try:
+            rows = await self._fetch_many(asks, order)
+        except asyncpg.PostgresError as exc:
+            if not database_unavailable(exc):
+                log.warning("access_batch_failed", requests=len(asks), error=str(exc))
+            raise
+        return _in_ask_order(rows, order)
+
+    async def _fetch_many(self, asks: Sequence[Ask], order: list[int]) -> list[asyncpg.Record]:
+        return await self.sessions.fetch(
             _MANY,
             [asks[i].directory for i in order],
             [asks[i].user_id for i in order],
@@ -134,7 +146,6 @@ class FastPath:
             _USER_BY,
             _ALLOCATION_BY,
         )
-        return _in_ask_order(rows, order)
 
 
 def _in_ask_order(rows: list[asyncpg.Record], order: list[int]) -> list[asyncpg.Record]:
