@@ -49,6 +49,8 @@ class Batcher(Generic[Item, Result]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _start_batches(self) -> None:
+        # Callers that gave up while waiting (cancelled) are not sent at all.
+        self._waiting = [entry for entry in self._waiting if not entry[1].done()]
         while self._waiting and self._in_flight < self._max_in_flight:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]

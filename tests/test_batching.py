@@ -91,3 +91,18 @@ async def test_a_wrong_number_of_results_is_an_error_for_every_caller() -> None:
     batcher = Batcher(short, max_in_flight=1, max_batch=100)
     with pytest.raises(RuntimeError, match=r"results for \d+ items"):
         await asyncio.gather(*(batcher.submit(n) for n in range(3)))
+
+
+async def test_a_caller_that_gives_up_while_waiting_is_not_sent() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_in_flight=1, max_batch=100)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(batcher.submit(n)) for n in (1, 2, 3)]
+    await asyncio.sleep(0)
+    waiting[1].cancel()
+    await asyncio.sleep(0)
+    recorder.release.set()
+    assert await first == 0
+    assert [await waiting[0], await waiting[2]] == [2, 6]
+    assert recorder.batches == [[0], [1, 3]]
