@@ -84,6 +84,21 @@ async def templates(pg_url: str) -> AsyncIterator[dict[str, str]]:
         await admin.close()
 
 
+async def _new_site_identity(url: str) -> None:
+    """Give a cloned site database its own installation id and site secret.
+
+    A real site makes both in its first migration; clones of one template would otherwise
+    all be the same installation."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE site_identity SET installation_id = gen_random_uuid(),"
+            " site_secret = uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())"
+        )
+    finally:
+        await conn.close()
+
+
 class DatabaseFactory:
     """Clones the service templates into fresh databases and drops them afterwards."""
 
@@ -101,7 +116,10 @@ class DatabaseFactory:
         finally:
             await admin.close()
         self.created.append(name)
-        return with_database(self.pg_url, name)
+        url = with_database(self.pg_url, name)
+        if service == "qrs":
+            await _new_site_identity(url)
+        return url
 
     async def drop_all(self) -> None:
         """Drop every database this factory made."""
