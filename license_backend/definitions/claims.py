@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.dates import MAX_TIMESTAMP
+
 DEFINITION_TYP = "license-definition+jwt"
 LICENSE_KEY_TYP = "license-key+jwt"
 
@@ -50,7 +52,8 @@ def definition_claims(
         "aud": row["number"],
         "iat": iat,
         "nbf": iat,
-        "exp": iat + ttl_seconds,
+        # A site cannot hold a time past 9999-12-31: a longer TTL ends there instead.
+        "exp": min(iat + ttl_seconds, MAX_TIMESTAMP),
         "jti": str(jti),
         "ver": row["ver"],
         "license": license_claims(row),

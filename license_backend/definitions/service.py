@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from license_backend.definitions.claims import (
 )
 from license_backend.signing.keyring import KeyRing
 from shared import jose
+from shared.dates import from_timestamp
 from shared.db import Conn
 from shared.sql import Queries
 from shared.web.errors import ApiError, Forbidden, Unauthorized
@@ -156,7 +157,7 @@ class SiteDirectory:
         if d is None or d.ver != state.license_ver:
             return False
         age = datetime.now(UTC) - d.issued_at
-        return age < timedelta(seconds=self._ttl / 2)
+        return age.total_seconds() < self._ttl / 2
 
     async def current(self, state: SiteState) -> Definition:
         """Return the site's definition, re-signing it first if it is stale."""
@@ -181,7 +182,7 @@ async def ensure_definition(
     existing = await conn.fetchrow(q.get_definition, number)
     now = datetime.now(UTC).replace(microsecond=0)
     if existing is not None and existing["ver"] == row["ver"]:
-        if now - existing["issued_at"] < timedelta(seconds=ttl / 2):
+        if (now - existing["issued_at"]).total_seconds() < ttl / 2:
             definition = _definition_from(existing)
             assert definition is not None
             return definition
@@ -196,7 +197,7 @@ async def ensure_definition(
         keyring.current_kid,
         token,
         now,
-        now + timedelta(seconds=ttl),
+        from_timestamp(claims["exp"]),
     )
     return Definition(token=token, ver=row["ver"], jti=jti, issued_at=now)
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from repository_service.lbs.client import LbsClient
 from shared import jose
+from shared.dates import from_timestamp
+from shared.license_claims import LicenseClaim
 
 DEFINITION_TYP = "license-definition+jwt"
 LICENSE_KEY_TYP = "license-key+jwt"
@@ -68,11 +72,18 @@ async def verify_definition(
         audience=number,
         required=("sub", "iat", "nbf", "exp", "jti", "ver", "license"),
     )
-    lic = claims.get("license")
-    if claims.get("sub") != number or not isinstance(lic, dict) or lic.get("number") != number:
+    ver = claims.get("ver")
+    if isinstance(ver, bool) or not isinstance(ver, int) or not 0 <= ver < 2**31:
+        raise DefinitionRejected("the definition is malformed: ver must be an integer")
+    try:
+        lic = LicenseClaim.model_validate(claims.get("license"))
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "license" for e in exc.errors()})
+        raise DefinitionRejected(
+            f"the definition is malformed: license {', '.join(fields)}"
+        ) from None
+    if claims.get("sub") != number or lic.number != number:
         raise DefinitionRejected("the definition is for another license")
-    if not isinstance(claims.get("ver"), int) or not isinstance(lic.get("allotments"), list):
-        raise DefinitionRejected("the definition is malformed")
     return claims
 
 
@@ -82,7 +93,7 @@ def check_not_rollback(
     """Accept a higher `ver`, or the same `ver` with a newer `iat` (a renewal)."""
     if stored_ver is None:
         return
-    ver, iat = claims["ver"], datetime.fromtimestamp(claims["iat"], UTC)
+    ver, iat = claims["ver"], from_timestamp(claims["iat"])
     if ver > stored_ver or (ver == stored_ver and stored_iat is not None and iat > stored_iat):
         return
     raise DefinitionRejected(f"rollback refused: version {ver} is not newer than {stored_ver}")
@@ -90,4 +101,4 @@ def check_not_rollback(
 
 def claim_times(claims: dict[str, Any]) -> tuple[datetime, datetime]:
     """Return (iat, exp) of a definition as datetimes."""
-    return (datetime.fromtimestamp(claims["iat"], UTC), datetime.fromtimestamp(claims["exp"], UTC))
+    return from_timestamp(claims["iat"]), from_timestamp(claims["exp"])

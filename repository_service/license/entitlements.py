@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any
 
+from shared.dates import end_of_day
 from shared.lef import LefContent
+from shared.license_claims import LicenseClaim
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,7 @@ class Entitlements:
         """Return the end of validity: validTo is valid through 23:59:59 UTC of that day."""
         if not self.valid_to:
             return None
-        day = date.fromisoformat(self.valid_to)
-        return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+        return end_of_day(date.fromisoformat(self.valid_to))
 
     def is_expired(self, now: datetime) -> bool:
         """Tell whether the license's own validity has passed."""
@@ -55,27 +56,25 @@ class Entitlements:
 
 def from_definition(claims: dict[str, Any]) -> Entitlements:
     """Read entitlements from verified definition claims."""
-    lic = claims["license"]
-    units = {a["name"]: int(a["units"]) for a in lic.get("allotments", [])}
-    overage = lic.get("overage") or {}
+    lic = LicenseClaim.model_validate(claims["license"])
     return Entitlements(
-        number=str(lic["number"]),
-        owner=str(lic.get("owner", "")),
-        organization=str(lic.get("organization", "")),
-        product=str(lic.get("product", "")),
-        professional=units.get("professional", 0),
-        analyzer=units.get("analyzer", 0),
-        tokens=units.get("tokens", 0),
-        analyzer_minutes=units.get("analyzer_time", 0),
-        valid_from=lic.get("validFrom"),
-        valid_to=lic.get("validTo"),
-        blacklisted=bool(lic.get("blacklisted", False)),
-        subscription=bool(lic.get("subscription", False)),
-        elastic=bool(lic.get("elastic", False)),
-        cloud_services=bool(lic.get("cloudServices", False)),
-        overage_professional=bool(overage.get("professional", False)),
-        overage_analyzer=bool(overage.get("analyzer", False)),
-        overage_analyzer_time=bool(overage.get("analyzerTime", False)),
+        number=lic.number,
+        owner=lic.owner,
+        organization=lic.organization,
+        product=lic.product,
+        professional=lic.units("professional"),
+        analyzer=lic.units("analyzer"),
+        tokens=lic.units("tokens"),
+        analyzer_minutes=lic.units("analyzer_time"),
+        valid_from=lic.valid_from,
+        valid_to=lic.valid_to,
+        blacklisted=lic.blacklisted,
+        subscription=lic.subscription,
+        elastic=lic.elastic,
+        cloud_services=lic.cloud_services,
+        overage_professional=lic.overage.professional,
+        overage_analyzer=lic.overage.analyzer,
+        overage_analyzer_time=lic.overage.analyzer_time,
     )
 
 
