@@ -18,12 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from shared.dates import MAX_TIMESTAMP
+
 ALGORITHM = "EdDSA"
 # Headers that would let a token choose its own verification key or demand unknown semantics.
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 # Far above any token this project signs; bounds the work done on hostile input.
 MAX_TOKEN_LENGTH = 16 * 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# Registered claims whose value must be a JSON string when present (RFC 7519 section 4.1).
+STRING_CLAIMS = ("iss", "sub", "jti")
 
 Typ = str | None | frozenset[str | None]
 
@@ -204,12 +208,28 @@ def _check_header(header: Mapping[str, Any], keys: Mapping[str, Any], typ: Typ) 
 
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     """Return a NumericDate claim, None when absent."""
-    value = claims.get(name)
-    if value is None:
+    if name not in claims:
         return None
+    value = claims[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TokenInvalid(f"{name} must be a number")
+    # Beyond 9999-12-31 a time has no datetime, and before 1970 no token was issued.
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise TokenInvalid(f"{name} is out of range")
     return float(value)
+
+
+def _check_types(claims: Mapping[str, Any]) -> None:
+    """Raise TokenInvalid unless the registered claims present have their JSON types."""
+    for name in STRING_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise TokenInvalid(f"{name} must be a string")
+    if "aud" in claims:
+        aud = claims["aud"]
+        if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
+            return
+        if not isinstance(aud, str):
+            raise TokenInvalid("aud must be a string or a list of strings")
 
 
 def _check_times(claims: Mapping[str, Any], leeway: int, now: float) -> None:
@@ -254,7 +274,8 @@ def verify(
     leeway: int = 60,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """Return the claims of `token` after checking header, signature, times, iss, aud."""
+    """Return the claims of `token` after checking header, signature, the types of the
+    registered claims, times, iss and aud."""
     kid = _check_header(header_of(token), keys, typ)
     try:
         claims: dict[str, Any] = jwt.decode(
@@ -276,5 +297,6 @@ def verify(
         raise TokenInvalid(_reason(exc)) from None
     except (ValueError, TypeError, RecursionError):
         raise TokenInvalid("malformed token") from None
+    _check_types(claims)
     _check_times(claims, leeway, time.time() if now is None else now)
     return claims
