@@ -11,6 +11,7 @@ from license_backend.definitions.service import LicenseKeyInvalid, SiteState
 from license_backend.keys import POOL, SETTINGS, SITES
 from shared.web.errors import Unauthorized
 from shared.web.observability import USER_KEY
+from shared.web.requests import bearer_token
 
 ADMIN_TOKEN_PREFIX = "lbsa_"
 
@@ -18,15 +19,6 @@ ADMIN_TOKEN_PREFIX = "lbsa_"
 def hash_token(token: str) -> bytes:
     """Return the stored form of an admin token (tokens are random, so SHA-256 suffices)."""
     return hashlib.sha256(token.encode()).digest()
-
-
-def bearer_token(request: web.Request) -> str | None:
-    """Return the bearer token of the request, if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
 
 
 async def require_admin(request: web.Request) -> None:

@@ -19,6 +19,7 @@ from repository_service.users import repository as users
 from shared import jose
 from shared.web.errors import Forbidden, Unauthorized
 from shared.web.observability import USER_KEY
+from shared.web.requests import bearer_token
 
 _XRFKEY = re.compile(r"^[0-9A-Za-z]{16}$")
 XRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
@@ -155,11 +156,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     directory = request.app[CALLERS]
     if directory.xrfkey_required:
         check_xrfkey(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("A bearer token is required.")
-    user_dir, user_id = directory.verify(token.strip())
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("A bearer token of visible ASCII characters is required.")
+    user_dir, user_id = directory.verify(token)
     caller = await directory.caller(user_dir, user_id)
     request[CALLER_KEY] = caller
     request[USER_KEY] = caller.display

@@ -39,6 +39,16 @@ class LefNotFound(NotFound):
     code, message = "LefNotFound", "No LEF for that serial and control number."
 
 
+# Compared against when the serial is unknown, so an unknown serial and a wrong control number
+# take the same work and give the same answer: the endpoint is no oracle for serials.
+_NO_CONTROL = b"\x00" * 5
+
+
+def _control_matches(stored: bytes, given: str) -> bool:
+    """Compare in constant time; any text is comparable once encoded (lone surrogates too)."""
+    return hmac.compare_digest(stored, given.strip().encode("utf-8", "surrogatepass"))
+
+
 async def check_rate_limit(pool: asyncpg.Pool, address: str, per_minute: int) -> None:
     """Count this request for the address; 429 when the last minute already holds the limit."""
     async with pool.acquire() as conn, conn.transaction():
@@ -67,7 +77,8 @@ async def get_lef(request: web.Request) -> web.Response:
     except lef.LefError:
         raise LefNotFound() from None
     row = await catalog.get_license(app[POOL], serial)
-    if row is None or not hmac.compare_digest(row["control"], query.control.strip()):
+    stored = row["control"].encode() if row is not None else _NO_CONTROL
+    if not _control_matches(stored, query.control) or row is None:
         log.info("lef_refused", serial_suffix=serial[-4:], user=query.user, org=query.org)
         raise LefNotFound()
     content = lef.LefContent(

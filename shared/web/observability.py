@@ -16,7 +16,7 @@ from prometheus_client.exposition import generate_latest
 
 log = structlog.get_logger("http")
 
-_REQUEST_ID = re.compile(r"^[\w.:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 HealthCheck = Callable[[], Awaitable[bool]]
 
@@ -75,7 +75,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     incoming = request.headers.get("X-Request-Id", "")
     # A request id only has to be unique enough to find a request's lines: 128 random bits
     # from the process's generator, without a system call for fresh entropy per request.
-    request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
+    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -11,6 +12,20 @@ from pydantic import BaseModel, ValidationError
 from shared.web.errors import ApiError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
+
+# A bearer credential is visible ASCII (RFC 6750 b64token and more); anything else, such as
+# bytes that are not UTF-8 and arrive as surrogates, is no credential at all.
+_CREDENTIAL = re.compile(r"[\x21-\x7e]+")
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """Return the request's bearer token; None when absent or not visible ASCII text."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip(" \t")
+    if scheme.lower() != "bearer" or not _CREDENTIAL.fullmatch(token):
+        return None
+    return token
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
