@@ -211,9 +211,12 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenInvalid(f"{name} must be a number")
-    # Beyond 9999-12-31 a time has no datetime, and before 1970 no token was issued.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TokenInvalid(f"{name} must be a number")
+    # Beyond 9999-12-31 a time has no datetime and before 1970 no token was issued; an
+    # integer too large for a float is compared exactly.
     if not 0 <= value <= MAX_TIMESTAMP:
         raise TokenInvalid(f"{name} is out of range")
     return float(value)

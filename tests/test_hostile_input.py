@@ -252,6 +252,8 @@ WRONG_CLAIMS: list[dict[str, Any]] = [
     {"exp": "9999999999"},
     {"exp": True},
     {"exp": 10**20},
+    {"exp": 10**400},
+    {"exp": float("nan")},
     {"exp": None},
     {"nbf": "0"},
     {"nbf": [0]},

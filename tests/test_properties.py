@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from license_backend.definitions.claims import definition_claims
+from repository_service.license import entitlements
+from repository_service.license.definition import claim_times
 from repository_service.qrs.filters import (
     MAX_DEPTH,
     MAX_FILTER_LENGTH,
@@ -28,7 +33,7 @@ from repository_service.qrs.filters import (
     apply_orderby,
     parse_filter,
 )
-from shared import jose, lef
+from shared import dates, jose, lef
 
 FIELDS = frozenset({"name", "userId", "count", "createdDate", "flag", "tags"})
 OPS = ("eq", "ne", "gt", "ge", "lt", "le", "so", "sw", "ew")
@@ -503,3 +508,127 @@ def test_jose_deleted_or_inserted_character_is_refused(data: st.DataObject) -> N
 def test_the_unchanged_lef_and_token_verify() -> None:
     assert lef_outcome(LEF_TEXT) == CONTENT
     assert token_outcome(TOKEN) == TOKEN_CLAIMS
+
+
+# ---- dates across the whole calendar (SPEC 9.3) ------------------------------------------------
+
+# Every date the backend accepts, with the edges made likely.
+DATES = st.dates() | st.sampled_from([date.min, date(1, 1, 2), date(9999, 12, 30), date.max])
+# Any instant a definition could be issued at: the backend's clock, anywhere in its range.
+INSTANTS = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 31)).map(
+    lambda moment: moment.replace(tzinfo=UTC, microsecond=0)
+)
+TTLS = st.integers(1, 10**20) | st.sampled_from([1, 60, 30 * 24 * 3600, 10**18])
+MOMENTS = st.datetimes(timezones=st.just(UTC)) | st.sampled_from([dates.LATEST])
+
+
+def definition_row(valid_from: date, valid_to: date | None) -> dict[str, Any]:
+    """A catalog row as the backend reads it (the claims read it by column name)."""
+    return {
+        "number": "1234567890123456",
+        "owner": "Ada",
+        "organization": "Example AB",
+        "product": "Analytics",
+        "valid_from": valid_from,
+        "valid_to": valid_to,
+        "blacklisted": False,
+        "subscription": False,
+        "elastic": False,
+        "cloud_services": False,
+        "overage_professional": False,
+        "overage_analyzer": False,
+        "overage_analyzer_time": False,
+        "professional": 10,
+        "analyzer": 20,
+        "tokens": 5,
+        "analyzer_minutes": 600,
+        "ver": 1,
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(DATES, MOMENTS)
+def test_end_of_day_is_after_every_instant_of_the_day(day: date, moment: datetime) -> None:
+    end = dates.end_of_day(day)
+    assert end.tzinfo is not None
+    assert end > datetime.combine(day, time.max, tzinfo=UTC) or end == dates.LATEST
+    if day < date.max:
+        assert end == datetime.combine(day, time(0), tzinfo=UTC) + timedelta(days=1)
+    # Comparing with any instant is defined: a validTo of any date is usable.
+    assert (moment >= end) == (moment.date() > day) or end == dates.LATEST
+
+
+@settings(max_examples=150, deadline=None)
+@given(DATES, DATES | st.none(), INSTANTS, TTLS, MOMENTS)
+def test_any_definition_the_backend_signs_is_usable_by_a_site(
+    first: date, second: date | None, issued_at: datetime, ttl: int, moment: datetime
+) -> None:
+    valid_from, valid_to = (first, second) if second is None else sorted((first, second))
+    row = definition_row(valid_from, valid_to)
+    claims = definition_claims(
+        row, issuer="http://lbs.test", issued_at=issued_at, ttl_seconds=ttl, jti=uuid.uuid4()
+    )
+    assert claims["iat"] <= claims["exp"] <= dates.MAX_TIMESTAMP
+    token = jose.sign(claims, KEY, typ="license-definition+jwt")
+    verified = jose.verify(
+        token,
+        TOKEN_KEYS,
+        typ="license-definition+jwt",
+        issuer="http://lbs.test",
+        audience=row["number"],
+        now=claims["iat"],
+    )
+    iat, exp = claim_times(verified)
+    assert iat <= exp
+    e = entitlements.Entitlements.from_json(entitlements.from_definition(verified).to_json())
+    assert e.valid_to == (valid_to.isoformat() if valid_to else None)
+    end = e.expired_at()
+    assert end is None or end > datetime.combine(valid_to or date.min, time(0), tzinfo=UTC)
+    assert e.is_expired(moment) == (end is not None and moment >= end)
+    assert f"Valid To: {e.valid_to or 'no end date'}" in entitlements.key_details(e)
+
+
+@settings(max_examples=100, deadline=None)
+@given(DATES | st.none(), MOMENTS)
+def test_any_lef_timelimit_is_usable_by_a_site(valid_to: date | None, moment: datetime) -> None:
+    content = lef.LefContent(**{**CONTENT.__dict__, "valid_to": valid_to})
+    text = lef.write_lef(content, control=CONTROL, private_key=KEY, kid=KID)
+    verified = lef.verify_lef(text, control=CONTROL, serial=content.serial, keys=LEF_KEYS)
+    assert verified.valid_to == valid_to
+    e = entitlements.from_lef(verified)
+    end = e.expired_at()
+    assert (end is None) == (valid_to is None)
+    assert e.is_expired(moment) == (end is not None and moment >= end)
+
+
+TIME_VALUES = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([dates.MAX_TIMESTAMP, dates.MAX_TIMESTAMP + 1, 10**400, -1, 0, True]),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.none(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["exp", "nbf", "iat"]), TIME_VALUES)
+def test_any_time_claim_is_verified_or_token_invalid(name: str, value: Any) -> None:
+    claims = {**TOKEN_CLAIMS, "iat": 0, name: value}
+    header = {"alg": "EdDSA", "typ": TYP, "kid": KID}
+    encoded = [
+        jose._b64encode(json.dumps(part).encode()) for part in (header, claims)
+    ]  # PyJWT would refuse to sign some of these values
+    signing_input = ".".join(encoded)
+    token = signing_input + "." + jose._b64encode(KEY.sign(signing_input.encode()))
+    verified = token_outcome(token)
+    if verified is not None:
+        assert 0 <= verified[name] <= dates.MAX_TIMESTAMP
+        claim_times({"iat": verified.get("iat", 0), "exp": verified.get("exp", 0)})
+
+
+@settings(max_examples=100, deadline=None)
+@given(MOMENTS, st.floats(0, 1e300) | st.integers(0, 10**30))
+def test_adding_seconds_never_overflows(start: datetime, seconds: float) -> None:
+    later = dates.add_seconds(start, seconds)
+    assert start <= later <= dates.LATEST
