@@ -4,7 +4,11 @@ Schemathesis generates requests for every documented operation (schema-conformin
 deliberately broken ones, half with realistic ids and values so the handlers are reached, not
 only the validators), sends them over real HTTP with real credentials, and checks each answer:
 never a 5xx; status code, content type, headers and body as documented; authentication
-enforced where declared; every 4xx/5xx body the error envelope of SPEC 1.4.
+enforced where declared; every 4xx/5xx body the error envelope of SPEC 1.4. Every operation
+also gets cases whose path, query and header values are hostile text (SPEC 9.3: any text gets
+a 4xx, never a 5xx), beside real values so that the handlers behind the validators are reached;
+and catalog validity across the whole calendar is polled by the site, whose main endpoints
+must keep answering.
 
 Examples per operation are bounded (`FUZZ_MAX_EXAMPLES`, default 15) and generation is
 derandomized, so CI stays fast and a failure reproduces; `FUZZ_SEED=<int>` explores other
@@ -19,6 +23,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import pytest
@@ -26,7 +31,7 @@ import requests
 import schemathesis
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import HealthCheck, Phase, assume, given, seed, settings
+from hypothesis import HealthCheck, Phase, assume, example, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -45,9 +50,11 @@ from repository_service.app import create_app as create_qrs_app
 from repository_service.settings import QrsSettings
 from shared.web.endpoints import ENDPOINTS_KEY
 from tests.conftest import ADMIN_TOKEN, DatabaseFactory
-from tests.helpers import XRFKEY, QrsHandle, serve_lbs, serve_qrs, write_jwks
+from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve_lbs, serve_qrs, write_jwks
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
+# Cases per operation whose path, query and header values are hostile text (SPEC 9.3).
+HOSTILE_EXAMPLES = max(1, MAX_EXAMPLES * 2 // 3)
 SEED = os.environ.get("FUZZ_SEED")
 ROOT = "CORP\\admin"
 SITE_DELETE = "DELETE /qrs/license/{id}"
@@ -100,6 +107,11 @@ class Target:
 class Stack:
     lbs: Target
     qrs: Target
+    # The running services and the catalog number of the site's license, for the tests that
+    # change the catalog and watch the site.
+    lbs_handle: LbsHandle
+    qrs_handle: QrsHandle
+    site_number: str
 
 
 def _path_of(label: str) -> str:
@@ -213,6 +225,9 @@ async def stack(
                 yield Stack(
                     lbs=Target(lbs.url, lbs_schema, lbs_credentials, realistic=lbs_real),
                     qrs=Target(qrs.url, qrs_schema, qrs_credentials, {"xrfkey": XRFKEY}, qrs_real),
+                    lbs_handle=lbs,
+                    qrs_handle=qrs,
+                    site_number=site["number"],
                 )
     finally:
         await factory.drop_all()
@@ -254,6 +269,73 @@ def refused_credentials(headers: dict[str, str]) -> list[dict[str, str]]:
     return variants
 
 
+# Text that once broke an endpoint or plausibly could: not ASCII, not a character (U+FFFF),
+# bidi controls, percent signs that decode to nothing or to NUL, quotes, dot segments, long
+# runs (kept below the 16 KiB request line the HTTP parser takes), and any UTF-8 text.
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(
+        [
+            *("é1234", "\uffff", "\u202e1", "\uff11\uff12\uff13\uff14\uff15", "%", "%ff"),
+            *("%00", "\x00", "'", '"', "\\", "..", "/", " ", "", "x" * 2500, "0" * 40),
+            *("-1", "1e999", "null", "[]", "{}"),
+        ]
+    ),
+    st.text(st.characters(codec="utf-8"), max_size=20),
+)
+# Header values as bytes on the wire: not ASCII, not UTF-8, a surrogate's UTF-8 form, long,
+# list syntax. (Control characters are refused by the HTTP parser before any handler.)
+HOSTILE_HEADER = st.one_of(
+    st.sampled_from([b"\xff\xfe", "café".encode(), b"\xed\xa0\x80", b"a" * 6000, b'W/"x", *']),
+    st.binary(max_size=20).map(
+        lambda raw: bytes(b for b in raw if b >= 0x20 and b != 0x7F).strip() or b"x"
+    ),
+)
+HOSTILE_HEADER_NAMES = ("X-Request-Id", "If-None-Match", "Idempotency-Key", "X-Qlik-Xrfkey")
+
+
+def declared_parameters(target: Target, label: str) -> dict[str, list[str]]:
+    """Return the names of the operation's declared path, query and header parameters."""
+    method, path = label.split(" ", 1)
+    declared = target.schema.raw_schema["paths"][path][method.lower()].get("parameters", [])
+    names: dict[str, list[str]] = {"path": [], "query": [], "header": []}
+    for parameter in declared:
+        names[parameter["in"]].append(parameter["name"])
+    return names
+
+
+def hostile_cases(
+    target: Target, label: str, cases: st.SearchStrategy[Case], headers: dict[str, str]
+) -> st.SearchStrategy[tuple[Case, dict[str, Any]]]:
+    """Cases whose path and query values are hostile text, each parameter at a time or all at
+    once beside real values (so a real serial meets a hostile control number), and whose
+    headers carry hostile bytes; the credentials stay valid unless the draw replaces them."""
+    names = declared_parameters(target, label)
+    keep_real = st.booleans()
+
+    @st.composite
+    def build(draw: st.DrawFn) -> tuple[Case, dict[str, Any]]:
+        case = draw(cases)
+        for where, values in (("path", case.path_parameters), ("query", case.query)):
+            for name in names[where]:
+                if name == "xrfkey" or (values and name in values and draw(keep_real)):
+                    continue
+                if where == "path" and case.path_parameters is None:
+                    case.path_parameters = {}
+                if where == "query" and case.query is None:
+                    case.query = {}
+                target_values = case.path_parameters if where == "path" else case.query
+                assert target_values is not None
+                target_values[name] = draw(HOSTILE_TEXT)
+        sent: dict[str, Any] = dict(headers)
+        for name in draw(st.sets(st.sampled_from(HOSTILE_HEADER_NAMES), max_size=2)):
+            sent[name] = draw(HOSTILE_HEADER)
+        if "Authorization" in sent and draw(st.integers(0, 5)) == 0:
+            sent["Authorization"] = b"Bearer " + draw(HOSTILE_HEADER)
+        return case, sent
+
+    return build()
+
+
 def fuzz(target: Target, label: str) -> None:
     """Run generated cases of one operation against its live service.  Blocking: the caller
     runs it in a worker thread, so the services keep serving on the event loop."""
@@ -289,6 +371,12 @@ def fuzz(target: Target, label: str) -> None:
     known_bug = KNOWN_BUGS.get(label, lambda case: False)
     session = requests.Session()
 
+    def check_hostile(drawn: tuple[Case, dict[str, Any]]) -> None:
+        case, sent = drawn
+        response = case.call(base_url=target.base_url, session=session, headers=sent, timeout=30)
+        assert response.status_code < 500, (case.path_parameters, case.query, sent)
+        check_envelope(response)
+
     def check(drawn: tuple[Case, dict[str, str]]) -> None:
         case, sent = drawn
         assume(not known_bug(case))
@@ -300,7 +388,9 @@ def fuzz(target: Target, label: str) -> None:
         case.validate_response(response, checks=checks, headers=sent)
         check_envelope(response)
 
-    def runner(cases: st.SearchStrategy[Any], examples: int) -> Callable[[], None]:
+    def runner(
+        cases: st.SearchStrategy[Any], examples: int, test: Callable[[Any], None] = check
+    ) -> Callable[[], None]:
         run = settings(
             max_examples=examples,
             deadline=None,
@@ -309,13 +399,18 @@ def fuzz(target: Target, label: str) -> None:
             phases=[Phase.explicit, Phase.generate],
             suppress_health_check=list(HealthCheck),
             print_blob=False,
-        )(given(cases)(check))
+        )(given(cases)(test))
         return seed(int(SEED))(run) if SEED is not None else run
 
     try:
         runner(st.one_of(strategies), MAX_EXAMPLES)()
         if refused:  # a few are enough to see each refusal answered as documented
             runner(st.one_of(refused), 2 * len(refused))()
+        positive = operation.as_strategy(
+            GenerationMode.POSITIVE,
+            **{"headers": headers or None, "query": query, **(realistic or {})},
+        )
+        runner(hostile_cases(target, label, positive, headers), HOSTILE_EXAMPLES, check_hostile)()
     finally:
         session.close()
 
@@ -369,6 +464,74 @@ async def test_patch_with_a_partial_overage_is_not_a_server_error(stack: Stack) 
         assert response.json()["overage"]["professional"] is True
 
     await asyncio.to_thread(patch)
+
+
+# Every date the catalog accepts, its edges made likely.
+CALENDAR = st.dates() | st.sampled_from([date.min, date(1, 1, 2), date(9999, 12, 30), date.max])
+# The site's main endpoints, as RootAdmin (who may also ask for access).
+SITE_CALLS: list[tuple[str, str, Any]] = [
+    ("GET", "/qrs/license", None),
+    ("GET", "/qrs/license/definition", None),
+    ("GET", "/qrs/license/accesstypeoverview", None),
+    ("GET", "/qrs/license/syncstatus", None),
+    ("GET", "/qrs/license/professionalaccesstype/full", None),
+    ("GET", "/qrs/license/useraccesstype", None),
+    ("GET", "/qrs/license/loginaccesstype", None),
+    ("GET", "/qrs/license/analyzertimeaccesstype", None),
+    (
+        "POST",
+        "/qrs/license/accessrequest",
+        {"userDirectory": "FUZZ", "userId": "target", "sessionId": "calendar"},
+    ),
+    ("POST", "/qrs/license/accessrequest/end", {"sessionId": "calendar"}),
+]
+
+
+async def test_catalog_dates_across_the_calendar_never_break_the_site(stack: Stack) -> None:
+    """SPEC 9.3: whatever validity the catalog accepts reaches the site by a real poll, and
+    the site's main endpoints keep answering without a 5xx."""
+    lbs, qrs, number = stack.lbs_handle, stack.qrs_handle, stack.site_number
+    loop = asyncio.get_running_loop()
+
+    async def one(first: date, second: date | None) -> None:
+        valid_from, valid_to = (first, second) if second is None else sorted((first, second))
+        await lbs.patch(
+            number,
+            {"validFrom": valid_from.isoformat(), "validTo": valid_to and valid_to.isoformat()},
+        )
+        poller = qrs.poller()
+        runs = poller.runs
+        poller.trigger()
+        await poller.wait_for_runs(runs + 1)
+        for method, path, body in SITE_CALLS:
+            status, answer = await qrs.call(method, path, json=body)
+            assert status < 500, (method, path, valid_from, valid_to, answer)
+            if status >= 400:
+                assert set(answer) == {"error"}, answer
+            if path == "/qrs/license/definition":
+                stated = answer["claims"]["license"]["validTo"]
+                assert stated == (valid_to and valid_to.isoformat()), (valid_to, answer)
+            if path == "/qrs/license/syncstatus":
+                assert answer["consecutiveFailures"] == 0, answer
+
+    @settings(
+        max_examples=max(4, MAX_EXAMPLES), deadline=None, database=None, derandomize=SEED is None
+    )
+    @given(CALENDAR, CALENDAR | st.none())
+    @example(date.min, date.max)
+    @example(date(2020, 1, 1), date.max)
+    @example(date.min, date(1, 1, 1))
+    def run(first: date, second: date | None) -> None:  # blocking, like `fuzz`
+        asyncio.run_coroutine_threadsafe(one(first, second), loop).result(60)
+
+    try:
+        await asyncio.to_thread(seed(int(SEED))(run) if SEED is not None else run)
+    finally:
+        # The other tests of the module work on the site as it was: valid, without an end.
+        await lbs.patch(number, {"validFrom": date.today().isoformat(), "validTo": None})
+        runs = qrs.poller().runs
+        qrs.poller().trigger()
+        await qrs.poller().wait_for_runs(runs + 1)
 
 
 PROTOCOL_ERROR_BUG = (
