@@ -322,6 +322,9 @@ async def test_license_keys_with_claims_of_wrong_types_are_refused(
         {"ver": "3"},
         {"ver": True},
         {"exp": "soon"},
+        {"exp": 10**12},
+        {"iat": 10**13},
+        {"sub": 1234567890123456},
         {"license": {"validTo": 20991231}},
         {"license": {"validTo": "31/12/2099"}},
         {"license": {"allotments": [{"name": "professional", "units": "10"}]}},
@@ -377,6 +380,30 @@ async def test_definitions_with_claims_of_wrong_types_are_refused(
         assert sync["consecutiveFailures"] == 1 and sync["definitionVersion"] == 1, sync
         status, after = await must_answer(qrs, "GET", "/qrs/license")
         assert after["isInvalid"] is False and after["updated"] == entity["updated"]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"jti": 1}, {"license": 1234}, {"license": ["1"]}, {"iss": ["http://lbs.test"]}, {"iat": "1"}],
+    ids=repr,
+)
+async def test_applying_a_key_with_claims_of_wrong_types_is_apply_failed(
+    lbs: LbsHandle, make_qrs: Any, changed: dict[str, Any]
+) -> None:
+    lic = await lbs.create_license()
+    claims = {
+        "iss": "http://lbs.test",
+        "jti": str(uuid.uuid4()),
+        "license": lic["number"],
+        "iat": int(time.time()),
+        **changed,
+    }
+    kid, key = lbs.app_keyring().current_key()
+    async with make_qrs(lbs, run_poller=False) as qrs:
+        token = forge(claims, key, typ=KEY_TYP, kid=kid)
+        status, body = await must_answer(qrs, "POST", "/qrs/license", json={"key": token})
+        assert status == 400 and body["error"]["code"] == "ApplyFailed", body
+        assert await qrs.pool().fetchval("SELECT count(*) FROM site_license") == 0
 
 
 # ---- any text in a query parameter or a header ----------------------------------------------
