@@ -268,26 +268,27 @@ WRONG_CLAIMS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("changed", WRONG_CLAIMS, ids=repr)
 async def test_caller_tokens_with_claims_of_wrong_types_are_refused(
-    make_qrs: Any, issuer_key: Any, changed: dict[str, Any]
+    make_qrs: Any, issuer_key: Any
 ) -> None:
     async with make_qrs(None, run_poller=False) as qrs:
-        now = int(time.time())
-        claims = {
-            "iss": "test-issuer",
-            "aud": "repository-service",
-            "iat": now,
-            "exp": now + 600,
-            "userDirectory": "CORP",
-            "userId": "alice",
-            **changed,
-        }
-        token = forge(claims, issuer_key, typ="JWT")
-        headers = {"Authorization": f"Bearer {token}"}
-        status, body = await qrs.call("GET", "/qrs/license", headers=headers)
-        assert status == 401, body
-        assert body["error"]["code"] == "Unauthorized"
+        for changed in WRONG_CLAIMS:
+            now = int(time.time())
+            claims = {
+                "iss": "test-issuer",
+                "aud": "repository-service",
+                "iat": now,
+                "exp": now + 600,
+                "userDirectory": "CORP",
+                "userId": "alice",
+                **changed,
+            }
+            token = forge(claims, issuer_key, typ="JWT")
+            headers = {"Authorization": f"Bearer {token}"}
+            status, body = await qrs.call("GET", "/qrs/license", headers=headers)
+            assert status == 401, (changed, body)
+            assert body["error"]["code"] == "Unauthorized", (changed, body)
+        assert await qrs.pool().fetchval("SELECT count(*) FROM users WHERE user_id = 'alice'") == 0
 
 
 @pytest.mark.parametrize(
@@ -411,36 +412,36 @@ async def test_applying_a_key_with_claims_of_wrong_types_is_apply_failed(
 HOSTILE_TEXT = ["é", "\uffff", "\u202e", "%", "%00", "%ff%fe", "\\", "'", "x" * 3000, "\ud800"]
 
 
-@pytest.mark.parametrize("text", HOSTILE_TEXT, ids=lambda t: repr(t[:10]))
 async def test_any_text_in_a_query_or_path_gets_a_4xx_envelope(
-    lbs: LbsHandle, make_qrs: Any, text: str
+    lbs: LbsHandle, make_qrs: Any
 ) -> None:
     lic = await lbs.create_license()
     async with make_qrs(lbs, run_poller=False) as qrs:
         status, _ = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201
-        for path, params in (
-            ("/qrs/license", {"filter": text}),
-            ("/qrs/license/professionalaccesstype", {"filter": text, "orderby": text}),
-            ("/qrs/user", {"filter": f"userId eq '{text}'"}),
-            ("/qrs/license/download", {"serial": text, "control": text, "user": text}),
-            (f"/qrs/user/{text}", {}),
-            (f"/qrs/license/professionalaccesstype/{text}", {"privileges": text}),
-        ):
-            status, body = await must_answer(qrs, "GET", path, params=params)
-            if status >= 400:
-                assert set(body) == {"error"}, (path, body)
-        for path, params in (
-            ("/v1/admin/licenses", {"limit": text, "after": text}),
-            (f"/v1/admin/licenses/{text}", {}),
-            ("/v1/lef", {"serial": text, "control": text, "user": text, "org": text}),
-        ):
-            async with lbs.session.get(
-                lbs.url + path, params=params, headers=lbs.admin_headers()
-            ) as resp:
-                assert resp.status < 500, (path, resp.status, await resp.text())
-                if resp.status >= 400:
-                    assert set(await resp.json()) == {"error"}
+        for text in HOSTILE_TEXT:
+            for path, params in (
+                ("/qrs/license", {"filter": text}),
+                ("/qrs/license/professionalaccesstype", {"filter": text, "orderby": text}),
+                ("/qrs/user", {"filter": f"userId eq '{text}'"}),
+                ("/qrs/license/download", {"serial": text, "control": text, "user": text}),
+                (f"/qrs/user/{text}", {}),
+                (f"/qrs/license/professionalaccesstype/{text}", {"privileges": text}),
+            ):
+                status, body = await must_answer(qrs, "GET", path, params=params)
+                if status >= 400:
+                    assert set(body) == {"error"}, (path, body)
+            for path, params in (
+                ("/v1/admin/licenses", {"limit": text, "after": text}),
+                (f"/v1/admin/licenses/{text}", {}),
+                ("/v1/lef", {"serial": text, "control": text, "user": text, "org": text}),
+            ):
+                async with lbs.session.get(
+                    lbs.url + path, params=params, headers=lbs.admin_headers()
+                ) as resp:
+                    assert resp.status < 500, (path, resp.status, await resp.text())
+                    if resp.status >= 400:
+                        assert set(await resp.json()) == {"error"}
 
 
 HOSTILE_HEADER_VALUES = [b"\xff\xfe", b"caf\xc3\xa9", b"\xed\xa0\x80", b"a" * 8000, b'"*", W/"x"']
