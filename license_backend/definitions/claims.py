@@ -9,36 +9,38 @@ from typing import Any
 import asyncpg
 
 from shared.dates import MAX_TIMESTAMP
+from shared.license_claims import Allotment, LicenseClaim, OverageClaim
 
 DEFINITION_TYP = "license-definition+jwt"
 LICENSE_KEY_TYP = "license-key+jwt"
 
 
 def license_claims(row: asyncpg.Record) -> dict[str, Any]:
-    """Return the `license` object of a definition."""
-    return {
-        "number": row["number"],
-        "owner": row["owner"],
-        "organization": row["organization"],
-        "product": row["product"],
-        "validFrom": row["valid_from"].isoformat(),
-        "validTo": row["valid_to"].isoformat() if row["valid_to"] else None,
-        "blacklisted": row["blacklisted"],
-        "subscription": row["subscription"],
-        "elastic": row["elastic"],
-        "cloudServices": row["cloud_services"],
-        "overage": {
-            "professional": row["overage_professional"],
-            "analyzer": row["overage_analyzer"],
-            "analyzerTime": row["overage_analyzer_time"],
-        },
-        "allotments": [
-            {"name": "professional", "units": row["professional"]},
-            {"name": "analyzer", "units": row["analyzer"]},
-            {"name": "tokens", "units": row["tokens"]},
-            {"name": "analyzer_time", "units": row["analyzer_minutes"]},
+    """Return the `license` object of a definition, in the shape sites read it with."""
+    claim = LicenseClaim(
+        number=row["number"],
+        owner=row["owner"],
+        organization=row["organization"],
+        product=row["product"],
+        valid_from=row["valid_from"].isoformat(),
+        valid_to=row["valid_to"].isoformat() if row["valid_to"] else None,
+        blacklisted=row["blacklisted"],
+        subscription=row["subscription"],
+        elastic=row["elastic"],
+        cloud_services=row["cloud_services"],
+        overage=OverageClaim(
+            professional=row["overage_professional"],
+            analyzer=row["overage_analyzer"],
+            analyzer_time=row["overage_analyzer_time"],
+        ),
+        allotments=[
+            Allotment(name="professional", units=row["professional"]),
+            Allotment(name="analyzer", units=row["analyzer"]),
+            Allotment(name="tokens", units=row["tokens"]),
+            Allotment(name="analyzer_time", units=row["analyzer_minutes"]),
         ],
-    }
+    )
+    return claim.model_dump(mode="json", by_alias=True)
 
 
 def definition_claims(
