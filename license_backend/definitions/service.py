@@ -112,10 +112,13 @@ class SiteDirectory:
                 issuer=self._issuer,
                 required=("jti", "license", "iat"),
             )
-            jti = uuid.UUID(str(claims["jti"]))
+            jti = uuid.UUID(claims["jti"])
         except (jose.TokenInvalid, ValueError) as exc:
             reason = getattr(exc, "reason", "malformed jti")
             raise LicenseKeyInvalid(details={"reason": reason}) from None
+        number = claims["license"]
+        if not isinstance(number, str) or len(number) != 16 or not number.isdigit():
+            raise LicenseKeyInvalid(details={"reason": "malformed license number"})
         claims["jti"] = jti
         if len(self._verified) >= MAX_CACHED:
             self._verified.clear()
