@@ -233,6 +233,24 @@ async def test_role_less_caller_changes_nothing_and_reaches_no_backend(
         assert await walk(site, NOBODY, refused) == []
 
 
+@pytest.mark.parametrize("mode", ["signedKey", "lef"])
+async def test_read_only_admin_reads_but_changes_nothing(
+    lbs: LbsHandle, make_qrs: Any, mode: str
+) -> None:
+    reader = "CORP\\auditor"
+    roles = {**ROLES, reader: ["AuditAdmin"]}
+    async with licensed_site(lbs, make_qrs, mode, bootstrap_roles=roles) as site:
+
+        def reads_only(method: str, route: str, status: int, answer: Any) -> bool:
+            if method != "GET" or route == "/qrs/license/download":
+                return status == 403 and answer["error"]["code"] == "Forbidden"
+            if route == "/qrs/license/definition" and mode == "lef":
+                return status == 404  # a LEF site has no signed definition
+            return status == 200
+
+        assert await walk(site, reader, reads_only) == []
+
+
 async def test_control_number_oracle_and_lef_allowance_are_closed(
     lbs: LbsHandle, make_qrs: Any
 ) -> None:
