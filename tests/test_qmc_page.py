@@ -266,7 +266,9 @@ async def test_a_link_never_silently_replaces_the_token_held(
             await (dialog.accept() if answer["accept"] else dialog.dismiss())
 
         page.on("dialog", on_dialog)
-        await panel.open(qrs, ROOT)  # no token held yet: the link's is taken without asking
+        # No token held yet: the link's is taken without asking.
+        await page.goto(f"{qrs.url}/qmc/license#token={held}")
+        await panel.settled()
         assert dialogs == []
         stored = "sessionStorage.getItem('qmc.token')"
         assert await page.evaluate(stored) == held
