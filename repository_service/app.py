@@ -116,12 +116,15 @@ async def _callers(app: web.Application) -> AsyncIterator[None]:
 
 async def _site_license(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    app[keys.SITE] = SiteLicenseService(app[keys.POOL], app[keys.LBS], settings)
+    # Read once: it keys the control number's fingerprint and is never answered.
+    secret = await app[keys.POOL].fetchval("SELECT site_secret FROM site_identity")
+    app[keys.SITE] = SiteLicenseService(app[keys.POOL], app[keys.LBS], settings, bytes(secret))
     app[keys.POLLER] = Poller(
         app[keys.POOL], app[keys.LBS], app[keys.SITE], settings, app[METRICS_KEY].registry
     )
     app[keys.POLLER].usage_hook = UsageReporter(app[keys.POOL], app[keys.LBS], settings.instance_id)
     yield
+    await app[keys.SITE].refreshes.wait_idle()
 
 
 async def _access(app: web.Application) -> AsyncIterator[None]:

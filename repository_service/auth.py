@@ -60,6 +60,10 @@ class XrfkeyMismatch(Forbidden):
     code, message = "XrfkeyMismatch", XRF_MESSAGE
 
 
+class UserInactive(Forbidden):
+    code, message = "UserInactive", "Your user is marked inactive on this site."
+
+
 def check_xrfkey(request: web.Request) -> None:
     """Require the same 16-character xrfkey in the query and the header."""
     query_key = request.query.get("xrfkey", "")
@@ -150,7 +154,7 @@ CALLERS = web.AppKey("callers", CallerDirectory)
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check xrfkey, then the token, for every `/qrs/` request (SPEC 8.4 order)."""
+    """Check xrfkey, then the token, then that the user is active, for every `/qrs/` request."""
     if not request.path.startswith("/qrs/") and request.path != "/qrs":
         return await handler(request)
     directory = request.app[CALLERS]
@@ -161,8 +165,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Unauthorized("A bearer token of visible ASCII characters is required.")
     user_dir, user_id = directory.verify(token)
     caller = await directory.caller(user_dir, user_id)
-    request[CALLER_KEY] = caller
     request[USER_KEY] = caller.display
+    # Before any handler: an inactive user may do nothing, whatever roles it still holds.
+    # A change of `inactive` reaches other replicas within CALLER_CACHE_SECONDS.
+    if caller.inactive:
+        raise UserInactive()
+    request[CALLER_KEY] = caller
     return await handler(request)
 
 

@@ -252,6 +252,58 @@ async def test_token_from_the_fragment_or_the_field(
         assert await panel.text("message") == "The bearer token is not valid."
 
 
+async def test_a_link_never_silently_replaces_the_token_held(
+    lbs: LbsHandle, make_qrs: Any, panel: Panel
+) -> None:
+    async with make_qrs(lbs, bootstrap_roles=ROLES) as qrs:
+        page = panel.page
+        held, offered = qrs.token(ROOT), qrs.token(AUDITOR)
+        dialogs: list[str] = []
+        answer = {"accept": False}
+
+        async def on_dialog(dialog: Any) -> None:
+            dialogs.append(f"{dialog.type}: {dialog.message}")
+            await (dialog.accept() if answer["accept"] else dialog.dismiss())
+
+        page.on("dialog", on_dialog)
+        # No token held yet: the link's is taken without asking.
+        await page.goto(f"{qrs.url}/qmc/license#token={held}")
+        await panel.settled()
+        assert dialogs == []
+        stored = "sessionStorage.getItem('qmc.token')"
+        assert await page.evaluate(stored) == held
+
+        # A link with the same token: nothing to ask.
+        await page.goto(f"{qrs.url}/qmc/license#token={held}")
+        await expect(page).to_have_url(f"{qrs.url}/qmc/license")
+        assert dialogs == []
+
+        # A link with another token, followed in the open page: dismissed, A stays.
+        await page.goto(f"{qrs.url}/qmc/license#token={offered}")
+        async with asyncio.timeout(15):
+            while not dialogs:  # the page asks on its hashchange event
+                await asyncio.sleep(0.05)
+        assert page.url == f"{qrs.url}/qmc/license"  # the fragment is gone
+        assert len(dialogs) == 1
+        assert dialogs[0].startswith("confirm: This link carries a different bearer token")
+        assert AUDITOR in dialogs[0] and ROOT in dialogs[0]
+        assert await page.evaluate(stored) == held
+        assert await panel.text("signed-in-as") == ROOT
+        await page.reload()
+        await panel.settled()
+        assert await panel.text("signed-in-as") == ROOT
+
+        # The same link opened afresh, accepted this time: the page uses B.
+        answer["accept"] = True
+        await page.goto("about:blank")
+        await page.goto(f"{qrs.url}/qmc/license#token={offered}")
+        await panel.settled()
+        assert len(dialogs) == 2 and dialogs[1] == dialogs[0]
+        assert await page.evaluate(stored) == offered
+        assert await panel.text("signed-in-as") == AUDITOR
+        assert page.url == f"{qrs.url}/qmc/license"
+
+
 # ---- the messages of the admin guide ----------------------------------------------------
 
 

@@ -13,16 +13,16 @@ UPDATE sync_state SET ever_licensed = true;
 
 -- name: insert_license
 INSERT INTO site_license (
-    id, mode, serial, control, check_fingerprint, name, organization, lef, license_key,
+    id, mode, serial, control, name, organization, lef, license_key,
     key_number, entitlements, updated, lef_checked_at, modified_by
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING *;
 
 -- name: update_identity
 UPDATE site_license SET
-    mode = $2, serial = $3, control = $4, check_fingerprint = $5, name = $6,
-    organization = $7, lef = $8, license_key = $9, key_number = $10, entitlements = $11,
-    updated = $12, lef_checked_at = $13, modified_by = $14,
+    mode = $2, serial = $3, control = $4, name = $5,
+    organization = $6, lef = $7, license_key = $8, key_number = $9, entitlements = $10,
+    updated = $11, lef_checked_at = $12, modified_by = $13,
     -- At least 1 ms later than before: clients compare at millisecond precision.
     modified_date = greatest(clock_timestamp(),
                              date_trunc('milliseconds', modified_date) + interval '1 millisecond'),

@@ -41,6 +41,7 @@ from repository_service.qrs.entities import check_not_modified_since, iso_ms
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import lef
+from shared.coalesce import Coalesced
 from shared.db import Conn, one
 from shared.sql import Queries
 from shared.web.errors import Forbidden
@@ -55,9 +56,20 @@ def _blank(value: str | None) -> bool:
     return value is None or not value.strip()
 
 
-def check_fingerprint(license_id: uuid.UUID, control: str) -> str:
-    """Return a non-reversible fingerprint of the control number."""
-    return hmac.new(license_id.bytes, control.encode(), hashlib.sha256).hexdigest()[:32]
+def keyed_fingerprint(secret: bytes, purpose: str, value: str) -> str:
+    """Return HMAC-SHA256 of `value` under the site secret, for one purpose, in hex."""
+    message = purpose.encode() + b"\x00" + value.encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def visible_to(entity: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    """Return the License entity as `caller` may see it.
+
+    The LEF's check code binds the control number and the signed key is a credential at the
+    backend: only roles that may change the license get them."""
+    if caller.has_any(WRITE_ROLES):
+        return entity
+    return {**entity, "lef": "", "key": ""}
 
 
 @dataclass(frozen=True)
@@ -73,10 +85,15 @@ class Applied:
 class SiteLicenseService:
     """Use cases of the one site license."""
 
-    def __init__(self, pool: asyncpg.Pool, lbs: LbsClient, settings: QrsSettings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, lbs: LbsClient, settings: QrsSettings, site_secret: bytes
+    ) -> None:
         self.pool = pool
         self.lbs = lbs
         self.settings = settings
+        self._secret = site_secret
+        # One refresh at a time per process: concurrent requests share its answer.
+        self.refreshes: Coalesced[tuple[int, dict[str, Any]]] = Coalesced()
         # Called after every change of the stored license (caches of totals listen here).
         self.on_change: list[Callable[[], None]] = []
 
@@ -182,7 +199,12 @@ class SiteLicenseService:
     async def apply(
         self, caller: Caller, body: dict[str, Any], control: str | None
     ) -> dict[str, Any]:
-        """Apply the first license of the site (or the first after a delete)."""
+        """Apply the first license of the site (or the first after a delete).
+
+        The caller's right to apply is checked by the view before any work; it is checked
+        again under the site lock, where two first appliers race."""
+        if await self.row() is not None:  # no LEF download or backend call for a 409
+            raise AlreadyLicensed()
         key: str = body.get("key") or ""
         applied = await self._activate_key(key) if not _blank(key) else None
         fields = None
@@ -211,7 +233,6 @@ class SiteLicenseService:
                     "signedKey",
                     lef.format_serial(applied.number),
                     "",
-                    "",
                     (body.get("name") or "").strip() or e.owner,
                     (body.get("organization") or "").strip() or e.organization,
                     "",
@@ -236,7 +257,6 @@ class SiteLicenseService:
                     "lef",
                     lef.format_serial(serial),
                     ctrl,
-                    check_fingerprint(license_id, ctrl),
                     name,
                     org,
                     text,
@@ -267,7 +287,7 @@ class SiteLicenseService:
                 action="license.apply",
                 entity_type="License",
                 entity_id=license_id,
-                after=_audit_view(entity),
+                after=self.audit_view(entity),
             )
         log.info("license_applied", mode=row["mode"], by=caller.display)
         self.notify_changed()
@@ -329,7 +349,6 @@ class SiteLicenseService:
                     "signedKey",
                     lef.format_serial(applied.number),
                     "",
-                    "",
                     name if "name" in body else e.owner,
                     org if "organization" in body else e.organization,
                     "",
@@ -354,7 +373,6 @@ class SiteLicenseService:
                     "lef",
                     lef.format_serial(serial),
                     ctrl,
-                    check_fingerprint(license_id, ctrl),
                     name,
                     org,
                     text,
@@ -373,7 +391,6 @@ class SiteLicenseService:
                     row["mode"],
                     row["serial"],
                     row["control"],
-                    row["check_fingerprint"],
                     name,
                     org,
                     row["lef"],
@@ -392,8 +409,8 @@ class SiteLicenseService:
                 action="license.update",
                 entity_type="License",
                 entity_id=license_id,
-                before=_audit_view(before),
-                after=_audit_view(entity),
+                before=self.audit_view(before),
+                after=self.audit_view(entity),
             )
         self.notify_changed()
         return entity
@@ -413,7 +430,7 @@ class SiteLicenseService:
                 action="license.delete",
                 entity_type="License",
                 entity_id=license_id,
-                before=_audit_view(before),
+                before=self.audit_view(before),
             )
         self.notify_changed()
 
@@ -533,8 +550,22 @@ class SiteLicenseService:
     def entity(
         self, row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
     ) -> dict[str, Any]:
-        """Return the QRS JSON of the license."""
-        return license_entity(row, sync, now)
+        """Return the QRS JSON of the license (everything: see `visible_to`)."""
+        check = keyed_fingerprint(self._secret, "check", row["control"]) if row["control"] else ""
+        return license_entity(row, sync, now, check)
+
+    def audit_view(self, entity: dict[str, Any]) -> dict[str, Any]:
+        """Return the License as the audit log keeps it: no secret, nothing that leads to one.
+
+        The log is readable by read-only roles: the key and the LEF appear only as keyed
+        fingerprints (so a change shows), `check` not at all."""
+        view = dict(entity)
+        for field in ("key", "lef"):
+            if view.get(field):
+                view[field] = "hmac:" + keyed_fingerprint(self._secret, "audit", view[field])
+        view.pop("keyDetails", None)
+        view.pop("check", None)
+        return view
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -571,9 +602,9 @@ def validity(
 
 
 def license_entity(
-    row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
+    row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime, check: str
 ) -> dict[str, Any]:
-    """Return the QRS JSON of a license row."""
+    """Return the QRS JSON of a license row; `check` is the control number's fingerprint."""
     e = ent.Entitlements.from_json(row["entitlements"])
     expired, invalid, reason = validity(row, sync, now)
     return {
@@ -582,7 +613,7 @@ def license_entity(
         "modifiedDate": _iso(row["modified_date"]),
         "modifiedByUserName": row["modified_by"],
         "serial": row["serial"],
-        "check": row["check_fingerprint"],
+        "check": check,
         "name": row["name"],
         "organization": row["organization"],
         "lef": row["lef"],
@@ -600,13 +631,3 @@ def license_entity(
         "updated": _iso(row["updated"]),
         "schemaPath": "License",
     }
-
-
-def _audit_view(entity: dict[str, Any]) -> dict[str, Any]:
-    # The key and LEF are long and the key is a credential: audit only their fingerprints.
-    view = dict(entity)
-    for field in ("key", "lef"):
-        if view.get(field):
-            view[field] = "sha256:" + hashlib.sha256(view[field].encode()).hexdigest()[:16]
-    view.pop("keyDetails", None)
-    return view

@@ -13,6 +13,7 @@ from repository_service.auth import (
     READ_ROLES,
     ROLE_ROOT,
     WRITE_ROLES,
+    Caller,
     caller_of,
     require_roles,
 )
@@ -27,7 +28,7 @@ from repository_service.license.models import (
     RefreshAnswer,
     SyncStatus,
 )
-from repository_service.license.service import license_entity
+from repository_service.license.service import visible_to
 from repository_service.qrs.entities import check_same_id, iso_ms
 from repository_service.qrs.idempotency import idempotent
 from shared.web.endpoints import Endpoint
@@ -49,29 +50,37 @@ async def _body_dict(request: web.Request, model: type[LicenseBody]) -> dict[str
     return body.model_dump(exclude_unset=True)
 
 
+async def _may_apply(request: web.Request) -> Caller:
+    """Return the caller if it may apply a license: a write role, or anyone before the
+    site's first license (SPEC 4.1); else raise 403 before any work is done."""
+    caller = caller_of(request)
+    if not caller.has_any(WRITE_ROLES) and (await request.app[SITE].sync_row())["ever_licensed"]:
+        require_roles(request, WRITE_ROLES)
+    return caller
+
+
 async def get_license(request: web.Request) -> web.Response:
-    """Return the site license."""
-    require_roles(request, READ_ROLES)
+    """Return the site license (the LEF and key only to roles that may change it)."""
+    caller = require_roles(request, READ_ROLES)
     site = request.app[SITE]
     row = await site.row()
     if row is None:
         raise NotLicensed()
-    return web.json_response(license_entity(row, await site.sync_row(), datetime.now(UTC)))
+    entity = site.entity(row, await site.sync_row(), datetime.now(UTC))
+    return web.json_response(visible_to(entity, caller))
 
 
 async def download_lef(request: web.Request) -> web.Response:
     """ "Get LEF and preview": fetch the LEF from the LEF server."""
-    site = request.app[SITE]
-    if (await site.sync_row())["ever_licensed"]:
-        require_roles(request, WRITE_ROLES)
+    await _may_apply(request)
     query = read_query(request, DownloadQuery)
-    text = await site.download_lef(query.serial, query.control, query.user, query.org)
+    text = await request.app[SITE].download_lef(query.serial, query.control, query.user, query.org)
     return web.json_response(text)
 
 
 async def apply_license(request: web.Request) -> web.Response:
     """Apply the site's license: a signed key, or serial + control + LEF."""
-    caller = caller_of(request)
+    caller = await _may_apply(request)
     body = await _body_dict(request, LicenseBody)
     control = read_query(request, ControlQuery).control
 
@@ -118,21 +127,29 @@ async def end_key_edit(request: web.Request) -> web.Response:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    """ "Refresh license definition": the LBS re-derives it; `updated` moves at the next poll."""
+    """ "Refresh license definition": the LBS re-derives it; `updated` moves at the next poll.
+
+    Requests that arrive while one is pending in this process are answered from it."""
     caller = require_roles(request, WRITE_ROLES)
-    site, poller = request.app[SITE], request.app[POLLER]
+    app = request.app
+    status, body = await app[SITE].refreshes.run(lambda: _refresh(app, caller))
+    return web.json_response(body, status=status)
+
+
+async def _refresh(app: web.Application, caller: Caller) -> tuple[int, dict[str, Any]]:
+    site = app[SITE]
     requested = await site.request_refresh(caller)
-    if request.app[SETTINGS].refresh_triggers_poll:
-        await poller.poll_once()
+    if app[SETTINGS].refresh_triggers_poll:
+        await app[POLLER].poll_once()
         row = await site.row()
         if row is None:
             raise NotLicensed()
-        return web.json_response(license_entity(row, await site.sync_row(), datetime.now(UTC)))
+        return 200, site.entity(row, await site.sync_row(), datetime.now(UTC))
     sync = await site.sync_row()
     answer = RefreshAnswer(
         requestedAt=iso_ms(requested) or "", nextPollAt=iso_ms(sync["next_poll_at"])
     )
-    return web.json_response(answer.dump(), status=202)
+    return 202, answer.dump()
 
 
 async def sync_status(request: web.Request) -> web.Response:
