@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
+from license_backend.auth import admit, installation_of
 from license_backend.catalog import repository as catalog
 from license_backend.keys import KEYRING, POOL, SETTINGS
 from shared import lef
@@ -62,6 +63,8 @@ async def get_lef(request: web.Request) -> web.Response:
     address = request.remote or "unknown"
     await check_rate_limit(app[POOL], address, app[SETTINGS].lef_rate_limit_per_minute)
     query = read_query(request, LefQuery)
+    # A person downloading the file sends no installation: neither counted nor refused.
+    installation = installation_of(request)
     try:
         serial = lef.normalize_serial(query.serial)
     except lef.LefError:
@@ -70,6 +73,8 @@ async def get_lef(request: web.Request) -> web.Response:
     if row is None or not hmac.compare_digest(row["control"], query.control.strip()):
         log.info("lef_refused", serial_suffix=serial[-4:], user=query.user, org=query.org)
         raise LefNotFound()
+    if installation is not None:
+        await admit(request, row["number"], installation)
     content = lef.LefContent(
         serial=row["number"],
         owner=row["owner"],
