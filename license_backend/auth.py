@@ -17,7 +17,19 @@ from shared.web.observability import USER_KEY
 ADMIN_TOKEN_PREFIX = "lbsa_"
 INSTALLATION_HEADER = "X-Installation-Id"
 # The canonical text form only, as sites send it: one installation, one spelling.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = re.compile(_UUID_PATTERN)
+# How the route tables document the header.
+INSTALLATION_PARAM = {
+    "name": INSTALLATION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "The calling site's installation id: counted against the license's maxActivations"
+        " (403 ActivationLimitReached when no slot is free, 400 when not a UUID)."
+    ),
+    "schema": {"type": "string", "pattern": f"^{_UUID_PATTERN}$"},
+}
 
 
 class InvalidInstallationId(BadRequest):
@@ -65,9 +77,9 @@ def installation_of(request: web.Request) -> uuid.UUID | None:
     value = request.headers.get(INSTALLATION_HEADER)
     if value is None:
         return None
-    if not _UUID.fullmatch(value.strip()):
+    if not _UUID.fullmatch(value):
         raise InvalidInstallationId()
-    return uuid.UUID(value.strip())
+    return uuid.UUID(value)
 
 
 async def require_site(request: web.Request) -> SiteState:

@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
-from license_backend.auth import admit, installation_of
+from license_backend.auth import INSTALLATION_PARAM, admit, installation_of
 from license_backend.catalog import repository as catalog
 from license_backend.keys import KEYRING, POOL, SETTINGS
 from shared import lef
@@ -99,8 +99,9 @@ ENDPOINTS = [
         get_lef,
         "Download the LEF of a license",
         query=LefQuery,
-        errors=(400, 404, 429),
+        errors=(400, 403, 404, 429),
         response_media_type="text/plain",
         tags=("public",),
+        header_params=(INSTALLATION_PARAM,),
     ),
 ]
