@@ -381,3 +381,12 @@ async def test_admin_endpoints_of_activations(lbs: LbsHandle) -> None:
         "204"
         in paths["/v1/admin/licenses/{number}/activations/{installationId}"]["delete"]["responses"]
     )
+    for path, method in (
+        ("/v1/definitions/current", "get"),
+        ("/v1/definitions/refresh", "post"),
+        ("/v1/usage", "post"),
+        ("/v1/lef", "get"),
+    ):
+        params = paths[path][method]["parameters"]
+        assert any(p["name"] == "X-Installation-Id" for p in params), path
+        assert "403" in paths[path][method]["responses"], path
