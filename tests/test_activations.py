@@ -390,3 +390,34 @@ async def test_admin_endpoints_of_activations(lbs: LbsHandle) -> None:
         params = paths[path][method]["parameters"]
         assert any(p["name"] == "X-Installation-Id" for p in params), path
         assert "403" in paths[path][method]["responses"], path
+
+
+async def test_a_lef_site_meets_the_limit_too(lbs: LbsHandle, make_qrs: Any) -> None:
+    lic = await lbs.create_license()
+    control = {"control": lic["control"]}
+    fields = {"serial": lic["number"], "name": "Owner", "organization": "Org"}
+    settings = {"poll_interval_seconds": 3600, "lef_refresh_seconds": 3600}
+    async with make_qrs(lbs, **settings) as first, make_qrs(lbs, **settings) as second:
+        # Applied without a LEF, the site downloads it, which activates it.
+        status, _ = await first.call("POST", "/qrs/license", params=control, json=fields)
+        assert status == 201
+        assert await installations(lbs, lic["number"]) == [await installation_of(first)]
+
+        status, body = await second.call("POST", "/qrs/license", params=control, json=fields)
+        assert status == 400
+        assert body["error"]["code"] == "ApplyFailed"
+        assert body["error"]["details"]["reason"] == LIMIT.format(1)
+
+        # A LEF a person downloaded applies offline; the site's own LEF check then meets the
+        # limit, and the site keeps the LEF it has.
+        status, text = await get_lef(lbs, lic, None)
+        assert status == 200
+        status, _ = await second.call(
+            "POST", "/qrs/license", params=control, json={**fields, "lef": text}
+        )
+        assert status == 201
+        sync = await poll(second)
+        assert sync["lastError"] == LIMIT.format(1)
+        _, entity = await second.call("GET", "/qrs/license")
+        assert entity["lef"] == text
+        assert await installations(lbs, lic["number"]) == [await installation_of(first)]
