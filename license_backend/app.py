@@ -8,6 +8,8 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from license_backend import keys
+from license_backend.activations import views as activation_views
+from license_backend.activations.service import Activations
 from license_backend.catalog import views as catalog_views
 from license_backend.catalog.service import Catalog
 from license_backend.definitions import views as definition_views
@@ -53,6 +55,7 @@ def create_app(settings: LbsSettings) -> web.Application:
         usage_views.ENDPOINTS,
         lef_views.ENDPOINTS,
         catalog_views.ENDPOINTS,
+        activation_views.ENDPOINTS,
     ):
         endpoints.install(app, table)
     return app
@@ -67,6 +70,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)
 
     app[READINESS_KEY].required["database"] = database_ok
+    app[keys.ACTIVATIONS] = Activations(pool, seen_seconds=settings.activation_seen_seconds)
     yield
     await pool.close()
 

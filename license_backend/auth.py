@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import uuid
 
 from aiohttp import web
 
 from license_backend.definitions.service import LicenseKeyInvalid, SiteState
-from license_backend.keys import POOL, SETTINGS, SITES
-from shared.web.errors import Unauthorized
+from license_backend.keys import ACTIVATIONS, POOL, SETTINGS, SITES
+from shared.web.errors import BadRequest, Unauthorized
 from shared.web.observability import USER_KEY
 from shared.web.requests import bearer_token
 
 ADMIN_TOKEN_PREFIX = "lbsa_"
+INSTALLATION_HEADER = "X-Installation-Id"
+# The canonical text form only, as sites send it: one installation, one spelling.
+_UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID = re.compile(_UUID_PATTERN)
+# How the route tables document the header.
+INSTALLATION_PARAM = {
+    "name": INSTALLATION_HEADER,
+    "in": "header",
+    "required": False,
+    "description": (
+        "The calling site's installation id: counted against the license's maxActivations"
+        " (403 ActivationLimitReached when no slot is free, 400 when not a UUID)."
+    ),
+    "schema": {"type": "string", "pattern": f"^{_UUID_PATTERN}$"},
+}
+
+
+class InvalidInstallationId(BadRequest):
+    code, message = "InvalidInstallationId", "X-Installation-Id must be a UUID."
+
+
+class InstallationIdRequired(BadRequest):
+    code, message = "InstallationIdRequired", "Site calls must carry X-Installation-Id."
 
 
 def hash_token(token: str) -> bytes:
@@ -39,11 +64,32 @@ async def require_admin(request: web.Request) -> None:
     request[USER_KEY] = f"admin:{name}"
 
 
+def installation_of(request: web.Request) -> uuid.UUID | None:
+    """Return the installation the caller names in X-Installation-Id; 400 when malformed."""
+    value = request.headers.get(INSTALLATION_HEADER)
+    if value is None:
+        return None
+    if not _UUID.fullmatch(value):
+        raise InvalidInstallationId()
+    return uuid.UUID(value)
+
+
 async def require_site(request: web.Request) -> SiteState:
-    """Authenticate the site by its signed license key."""
+    """Authenticate the site by its signed license key and admit its installation."""
     token = bearer_token(request)
     if token is None:
         raise LicenseKeyInvalid("A signed license key is required.")
     state = await request.app[SITES].authenticate(token)
     request[USER_KEY] = f"license:{state.license_number}"
+    installation = installation_of(request)
+    if installation is not None:
+        await admit(request, state.license_number, installation)
+    elif request.app[SETTINGS].require_installation_id:
+        raise InstallationIdRequired()
     return state
+
+
+async def admit(request: web.Request, number: str, installation: uuid.UUID) -> None:
+    """Count the call against the license's activations; 403 when no slot is free."""
+    address = request.remote or "unknown"
+    await request.app[ACTIVATIONS].check(number, installation, address)

@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tokens", type=int, default=0)
     create.add_argument("--analyzer-minutes", type=int, default=0)
     create.add_argument("--valid-to", type=date.fromisoformat, default=None)
+    create.add_argument(
+        "--max-activations", type=int, default=1, help="sites the license may be active at"
+    )
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="add a new current signing key")
     return parser
@@ -121,6 +124,7 @@ async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> No
         tokens=args.tokens,
         analyzer_minutes=args.analyzer_minutes,
         valid_to=args.valid_to,
+        max_activations=args.max_activations,
     )
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     try:

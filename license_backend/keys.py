@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter
 
+from license_backend.activations.service import Activations
 from license_backend.definitions.service import SiteDirectory
 from license_backend.settings import LbsSettings
 from license_backend.signing.keyring import KeyRing
@@ -14,4 +15,5 @@ SETTINGS = web.AppKey("settings", LbsSettings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 KEYRING = web.AppKey("keyring", KeyRing)
 SITES = web.AppKey("sites", SiteDirectory)
+ACTIVATIONS = web.AppKey("activations", Activations)
 DEFINITIONS_SERVED = web.AppKey("definitions_served", Counter)

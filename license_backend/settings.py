@@ -40,5 +40,17 @@ class LbsSettings(ServiceSettings):
     lef_rate_limit_per_minute: int = Field(
         default=10, ge=1, description="LEF requests allowed per client address per minute."
     )
+    activation_seen_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="How often at most a known installation's last-seen time is written.",
+    )
+    require_installation_id: bool = Field(
+        default=False,
+        description=(
+            "Refuse site calls without `X-Installation-Id` (400); off serves sites older than"
+            " activations without counting them. LEF downloads never need it."
+        ),
+    )
 
     _split_admin_tokens = comma_list("admin_tokens")

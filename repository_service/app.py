@@ -84,12 +84,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _license_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
+    installation_id = await app[keys.POOL].fetchval("SELECT installation_id FROM site_identity")
     async with aiohttp.ClientSession() as session:
         client = LbsClient(
             session,
             settings.lbs_url,
             timeout=settings.lbs_timeout_seconds,
             pinned_jwks=settings.lbs_jwks_file,
+            installation_id=installation_id,
         )
         app[keys.LBS] = client
 

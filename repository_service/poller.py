@@ -245,6 +245,8 @@ class Poller:
         except LbsRefused as exc:
             if exc.code == "LicenseBlacklisted":
                 await self.pool.execute(q.set_blacklisted, row["id"], True)
+            if exc.limit_reached:
+                raise PollFailed(exc.message) from None
             raise PollFailed(f"license backend refused: {exc.status} {exc.code}") from None
 
     async def _poll_lef(self, row: asyncpg.Record, now: datetime) -> str:
@@ -264,6 +266,8 @@ class Poller:
         except LbsUnavailable as exc:
             raise PollFailed(f"license backend unreachable: {exc.reason}") from None
         except LbsRefused as exc:
+            if exc.limit_reached:
+                raise PollFailed(exc.message) from None
             raise PollFailed(f"LEF server refused: {exc.status} {exc.code}") from None
         except lef.LefError as exc:
             raise PollFailed(f"LEF refused: {exc.reason}") from None

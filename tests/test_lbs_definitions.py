@@ -78,6 +78,12 @@ async def test_ver_increases_on_every_change_and_only_then(lbs: LbsHandle) -> No
     status, _, _ = await fetch(lbs, lic["key"], etag)
     assert status == 304
 
+    # How many sites may use it is not in the definition: no new version either.
+    limited = await lbs.patch(number, {"maxActivations": 4})
+    assert (limited["ver"], limited["maxActivations"]) == (6, 4)
+    status, _, _ = await fetch(lbs, lic["key"], etag)
+    assert status == 304
+
     # Refresh re-derives without a change: same version, still 304.
     async with lbs.session.post(
         f"{lbs.url}/v1/definitions/refresh", headers={"Authorization": f"Bearer {lic['key']}"}

@@ -152,6 +152,9 @@ async def test_patch_bad_bodies_and_unknown_license(lbs: LbsHandle) -> None:
         {"ver": 9},
         {"validFrom": "not a date"},
         {"owner": ""},
+        {"maxActivations": 0},
+        {"maxActivations": None},
+        {"maxActivations": 10**7},
     ):
         status, answer = await send(lbs, "PATCH", path, json=body, headers=admin)
         assert_envelope(status, answer, 400)

@@ -117,6 +117,7 @@ async def test_created_license_shape(lbs: LbsHandle) -> None:
     assert len(lic["control"]) == 5 and lic["control"].isdigit()
     assert lic["ver"] == 1 and lic["subscription"] is True and lic["validTo"] == "2030-12-31"
     assert lic["overage"] == {"professional": False, "analyzer": False, "analyzerTime": False}
+    assert lic["maxActivations"] == 1
     async with lbs.session.get(
         f"{lbs.url}/v1/admin/licenses/{lic['number']}", headers=lbs.admin_headers()
     ) as resp:

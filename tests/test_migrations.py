@@ -43,6 +43,7 @@ async def test_migrations_build_the_schema_from_empty_and_are_idempotent(pg_url:
                     "admin_tokens",
                     "license_keys",
                     "lef_requests",
+                    "activations",
                 } <= tables
             await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:

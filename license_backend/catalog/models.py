@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from shared.models import ApiModel, Name, OutModel
 
 MAX_UNITS = 10_000_000
+MAX_ACTIVATIONS = 1_000_000
 
 
 class Overage(ApiModel):
@@ -43,6 +44,7 @@ class LicenseCreate(ApiModel):
     elastic: bool = False
     cloud_services: bool = False
     overage: Overage = Overage()
+    max_activations: int = Field(default=1, ge=1, le=MAX_ACTIVATIONS)
 
     _overage = field_validator("overage", mode="before")(_overage_from_bool)
 
@@ -64,6 +66,7 @@ class LicensePatch(ApiModel):
     elastic: bool | None = None
     cloud_services: bool | None = None
     overage: Overage | None = None
+    max_activations: int | None = Field(default=None, ge=1, le=MAX_ACTIVATIONS)
 
     _overage = field_validator("overage", mode="before")(_overage_from_bool)
 
@@ -88,6 +91,7 @@ class License(OutModel):
     elastic: bool
     cloud_services: bool
     overage: Overage
+    max_activations: int
 
 
 class LicenseWithKey(License):

@@ -2,8 +2,8 @@
 INSERT INTO licenses (
     number, control, owner, organization, product, professional, analyzer, tokens,
     analyzer_minutes, valid_from, valid_to, subscription, elastic, cloud_services,
-    overage_professional, overage_analyzer, overage_analyzer_time
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+    overage_professional, overage_analyzer, overage_analyzer_time, max_activations
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 ON CONFLICT (number) DO NOTHING
 RETURNING *;
 
@@ -27,6 +27,12 @@ UPDATE licenses SET
     tokens = $7, analyzer_minutes = $8, valid_from = $9, valid_to = $10, blacklisted = $11,
     subscription = $12, elastic = $13, cloud_services = $14, overage_professional = $15,
     overage_analyzer = $16, overage_analyzer_time = $17, ver = ver + 1, updated_at = now()
+WHERE number = $1
+RETURNING *;
+
+-- name: set_max_activations
+-- Not part of the signed definition, so `ver` stays.
+UPDATE licenses SET max_activations = $2, updated_at = now()
 WHERE number = $1
 RETURNING *;
 

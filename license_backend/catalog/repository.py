@@ -59,6 +59,7 @@ def to_license(row: asyncpg.Record) -> License:
             analyzer=row["overage_analyzer"],
             analyzer_time=row["overage_analyzer_time"],
         ),
+        max_activations=row["max_activations"],
     )
 
 
@@ -85,6 +86,7 @@ async def insert_license(
         body.overage.professional,
         body.overage.analyzer,
         body.overage.analyzer_time,
+        body.max_activations,
     )
     return row
 
@@ -104,6 +106,13 @@ async def list_licenses(db: Db, after: str | None, limit: int) -> list[asyncpg.R
 async def update_license(conn: Conn, number: str, values: dict[str, Any]) -> asyncpg.Record:
     """Write the editable columns and bump `ver`."""
     row = await conn.fetchrow(q.update_license, number, *(values[c] for c in EDITABLE))
+    assert row is not None  # the caller holds the row lock
+    return row
+
+
+async def set_max_activations(conn: Conn, number: str, limit: int) -> asyncpg.Record:
+    """Change how many installations the license may be active at (`ver` stays)."""
+    row = await conn.fetchrow(q.set_max_activations, number, limit)
     assert row is not None  # the caller holds the row lock
     return row
 

@@ -81,6 +81,11 @@ class Catalog:
     async def patch(self, number: str, body: LicensePatch) -> License:
         """Apply the given fields; `ver` moves only when something actually changed."""
         changes = body.model_dump(exclude_unset=True)
+        # Not definition content: a change of it alone leaves `ver` alone. (A null stays in
+        # `changes`, where it is refused like any other.)
+        max_activations = changes.get("max_activations")
+        if max_activations is not None:
+            del changes["max_activations"]
         async with self.pool.acquire() as conn, conn.transaction():
             row = await repo.get_license(conn, number, for_update=True)
             if row is None:
@@ -93,6 +98,8 @@ class Catalog:
                 )
             if merged != current:
                 row = await repo.update_license(conn, number, merged)
+            if max_activations is not None and max_activations != row["max_activations"]:
+                row = await repo.set_max_activations(conn, number, max_activations)
         return repo.to_license(row)
 
     async def issue_key(self, number: str, revoke_others: bool) -> IssuedKey:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from license_backend.auth import require_site
+from license_backend.auth import INSTALLATION_PARAM, require_site
 from license_backend.catalog.views import CATALOG
 from license_backend.keys import DEFINITIONS_SERVED, SITES
 from shared.models import OutModel
@@ -59,8 +59,9 @@ ENDPOINTS = [
         "The current signed license definition",
         response=CurrentDefinition,
         auth="licenseKey",
-        errors=(304, 403),
+        errors=(304, 400, 403),
         tags=("site",),
+        header_params=(INSTALLATION_PARAM,),
     ),
     Endpoint(
         "POST",
@@ -70,7 +71,8 @@ ENDPOINTS = [
         response=RefreshAccepted,
         status=202,
         auth="licenseKey",
-        errors=(403,),
+        errors=(400, 403),
         tags=("site",),
+        header_params=(INSTALLATION_PARAM,),
     ),
 ]

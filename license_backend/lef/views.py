@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from pydantic import Field
 
+from license_backend.auth import INSTALLATION_PARAM, admit, installation_of
 from license_backend.catalog import repository as catalog
 from license_backend.keys import KEYRING, POOL, SETTINGS
 from shared import lef
@@ -72,6 +73,8 @@ async def get_lef(request: web.Request) -> web.Response:
     address = request.remote or "unknown"
     await check_rate_limit(app[POOL], address, app[SETTINGS].lef_rate_limit_per_minute)
     query = read_query(request, LefQuery)
+    # A person downloading the file sends no installation: neither counted nor refused.
+    installation = installation_of(request)
     try:
         serial = lef.normalize_serial(query.serial)
     except lef.LefError:
@@ -81,6 +84,8 @@ async def get_lef(request: web.Request) -> web.Response:
     if not _control_matches(stored, query.control) or row is None:
         log.info("lef_refused", serial_suffix=serial[-4:], user=query.user, org=query.org)
         raise LefNotFound()
+    if installation is not None:
+        await admit(request, row["number"], installation)
     content = lef.LefContent(
         serial=row["number"],
         owner=row["owner"],
@@ -105,8 +110,9 @@ ENDPOINTS = [
         get_lef,
         "Download the LEF of a license",
         query=LefQuery,
-        errors=(400, 404, 429),
+        errors=(400, 403, 404, 429),
         response_media_type="text/plain",
         tags=("public",),
+        header_params=(INSTALLATION_PARAM,),
     ),
 ]

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from license_backend.auth import require_admin, require_site
+from license_backend.auth import INSTALLATION_PARAM, require_admin, require_site
 from license_backend.catalog.models import ListQuery
 from license_backend.catalog.service import LicenseNotFound
 from license_backend.keys import POOL
@@ -116,6 +116,7 @@ ENDPOINTS = [
         auth="licenseKey",
         errors=(200, 403, 409),  # 200: the answer to a replayed reportId
         tags=("site",),
+        header_params=(INSTALLATION_PARAM,),
     ),
     Endpoint(
         "GET",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from shared import jose
 MAX_ANSWER_BYTES = 1024 * 1024
 # An unknown kid may re-fetch the key set, but not more often than this.
 JWKS_REFETCH_SECONDS = 5.0
+INSTALLATION_HEADER = "X-Installation-Id"
 
 
 class LbsUnavailable(Exception):
@@ -33,6 +35,11 @@ class LbsRefused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+    @property
+    def limit_reached(self) -> bool:
+        """Tell whether the license is already active at as many other sites as it allows."""
+        return self.code == "ActivationLimitReached"
 
 
 async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
@@ -70,8 +77,11 @@ class LbsClient:
         *,
         timeout: float,
         pinned_jwks: Path | None = None,
+        installation_id: uuid.UUID | None = None,
     ) -> None:
         self._session = session
+        # Who this site is: the backend counts a license's activations by it.
+        self.installation_id = installation_id
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._pinned = (
@@ -84,6 +94,8 @@ class LbsClient:
         self, method: str, path: str, *, token: str | None = None, **kw: Any
     ) -> tuple[int, bytes, Mapping[str, str]]:
         headers = dict(kw.pop("headers", {}))
+        if self.installation_id is not None:
+            headers[INSTALLATION_HEADER] = str(self.installation_id)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         try:

@@ -95,6 +95,7 @@ class SyncStatus(OutModel):
     model_config = ConfigDict(alias_generator=None, populate_by_name=True)
 
     mode: str
+    installationId: str | None
     leader: str | None
     lastAttemptAt: str | None
     lastSuccessAt: str | None

@@ -191,6 +191,8 @@ class SiteLicenseService:
         except LbsUnavailable as exc:
             raise ApplyFailed(f"license backend unreachable: {exc.reason}", status=502) from None
         except LbsRefused as exc:
+            if exc.limit_reached:  # the backend's words tell the admin what to do
+                raise ApplyFailed(exc.message) from None
             raise ApplyFailed(f"the license backend refused the key: {exc.code}") from None
         return Applied(number, answer.token, claims, answer.etag)
 

@@ -17,7 +17,7 @@ from repository_service.auth import (
     caller_of,
     require_roles,
 )
-from repository_service.keys import POLLER, SETTINGS, SITE
+from repository_service.keys import LBS, POLLER, SETTINGS, SITE
 from repository_service.license.errors import NotLicensed
 from repository_service.license.models import (
     ControlQuery,
@@ -157,8 +157,10 @@ async def sync_status(request: web.Request) -> web.Response:
     require_roles(request, READ_ROLES)
     site = request.app[SITE]
     row, sync = await site.row(), await site.sync_row()
+    installation = request.app[LBS].installation_id
     status = SyncStatus(
         mode=row["mode"] if row else "none",
+        installationId=str(installation) if installation else None,
         leader=sync["leader"],
         lastAttemptAt=iso_ms(sync["last_attempt_at"]),
         lastSuccessAt=iso_ms(sync["last_success_at"]),

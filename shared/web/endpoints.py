@@ -28,6 +28,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     response_media_type: str = "application/json"
     tags: tuple[str, ...] = ()
+    # Request headers the route reads, as OpenAPI parameter objects (`"in": "header"`).
+    header_params: tuple[dict[str, Any], ...] = ()
 
 
 ENDPOINTS_KEY = web.AppKey("endpoints", list[Endpoint])
@@ -194,6 +196,7 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
                 error_statuses |= {400, 409}
         if 304 in error_statuses:
             params.append(_IF_NONE_MATCH_PARAM)
+        params.extend(ep.header_params)
         if params:
             op["parameters"] = params
         if ep.query is not None:

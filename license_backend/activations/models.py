@@ -1,0 +1,24 @@
+"""Activations as the admin API lists them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from shared.models import OutModel
+
+
+class Activation(OutModel):
+    """One installation a license is active at."""
+
+    installation_id: uuid.UUID
+    first_seen_at: datetime
+    last_seen_at: datetime
+    address: str
+
+
+class ActivationPage(OutModel):
+    """A page of a license's activations, oldest first."""
+
+    items: list[Activation]
+    next: str | None
