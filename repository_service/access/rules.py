@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from shared.web.errors import ApiError
 
@@ -52,6 +52,19 @@ class Rule:
 
 
 EVERYONE = Rule("", lambda s: True)
+NOBODY = Rule("", lambda s: False)
+
+
+def subject_of(
+    user_directory: str, user_id: str, name: str, attributes: list[dict[str, Any]]
+) -> Subject:
+    """Return the rule subject of a stored user: its group attributes become `user.group`."""
+    groups = tuple(
+        str(a.get("attributeValue", ""))
+        for a in attributes
+        if str(a.get("attributeType", "")).lower() == "group"
+    )
+    return Subject(user_directory, user_id, name, groups)
 
 
 class _Token(NamedTuple):
