@@ -61,10 +61,17 @@ class XrfkeyMismatch(Forbidden):
 
 def check_xrfkey(request: web.Request) -> None:
     """Require the same 16-character xrfkey in the query and the header."""
-    query_key = request.query.get("xrfkey", "")
+    query_key = query_xrfkey(request)
     header_key = request.headers.get("X-Qlik-Xrfkey", "")
     if not _XRFKEY.match(query_key) or query_key != header_key:
         raise XrfkeyMismatch()
+
+
+def query_xrfkey(request: web.Request) -> str:
+    """Return the xrfkey query parameter, its name in any case (`Xrfkey` from qsAPI); "" when
+    it is missing or given twice with different values."""
+    values = {v for k, v in request.query.items() if k.lower() == "xrfkey"}
+    return values.pop() if len(values) == 1 else ""
 
 
 class CallerDirectory:
