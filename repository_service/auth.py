@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from repository_service import tls
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import jose
@@ -156,7 +157,8 @@ CALLERS = web.AppKey("callers", CallerDirectory)
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check xrfkey, then the token, for every `/qrs/` request (SPEC 8.4 order)."""
+    """Check xrfkey, then the token or client certificate, for every `/qrs/` request (SPEC 8.4
+    order; a bearer token wins over a certificate)."""
     if not request.path.startswith("/qrs/") and request.path != "/qrs":
         return await handler(request)
     directory = request.app[CALLERS]
@@ -164,13 +166,29 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         check_xrfkey(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("A bearer token is required.")
-    user_dir, user_id = directory.verify(token.strip())
+    if scheme.lower() == "bearer" and token.strip():
+        user_dir, user_id = directory.verify(token.strip())
+    else:
+        user_dir, user_id = certificate_identity(request)
     caller = await directory.caller(user_dir, user_id)
     request[CALLER_KEY] = caller
     request[USER_KEY] = caller.display
     return await handler(request)
+
+
+def certificate_identity(request: web.Request) -> tuple[str, str]:
+    """Return the user a verified client certificate acts for (X-Qlik-User), or raise 401.
+
+    Without a verified certificate X-Qlik-User means nothing: anyone can send a header."""
+    if not tls.has_verified_client_certificate(request):
+        raise Unauthorized("A bearer token is required.")
+    header = request.headers.get("X-Qlik-User")
+    if header is None:
+        return tls.SERVICE_ACCOUNT
+    identity = tls.parse_qlik_user(header)
+    if identity is None or not all(_valid_name(part) for part in identity):
+        raise Unauthorized("X-Qlik-User must be 'UserDirectory=<directory>; UserId=<user id>'.")
+    return identity
 
 
 def caller_of(request: web.Request) -> Caller:
