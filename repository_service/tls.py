@@ -16,6 +16,7 @@ from aiohttp import web
 from repository_service.settings import QrsSettings
 
 SERVICE_ACCOUNT = ("INTERNAL", "sa_repository")
+SERVICE_ACCOUNT_NAME = "INTERNAL\\sa_repository"
 
 
 def server_ssl_context(settings: QrsSettings) -> ssl.SSLContext | None:

@@ -172,3 +172,18 @@ def make_dev_certificates(folder: Path, hosts: tuple[str, ...] = HOSTS) -> DevCe
     _write_key(certs.client_key, client_key)
     _write_cert(certs.client, client)
     return certs
+
+
+def qsapi_example(certs: DevCertificates, host: str, port: int) -> str:
+    """Return the lines `licensing up --tls` prints: a qsAPI call that works as it is."""
+    code = (
+        "from qsAPI import QRS; "
+        f"qrs = QRS(proxy='{host}', port={port}, certificate='{certs.client}'); "
+        "print(qrs.getAbout()['buildVersion'], qrs.count('user'))"
+    )
+    return f"""
+HTTPS with a client certificate (CA {certs.root}; the client certificate acts as
+INTERNAL\\sa_repository, RootAdmin, or as the user its X-Qlik-User header names):
+  pip install qsapi
+  python -c "{code}"
+"""
