@@ -241,6 +241,17 @@ async def test_x_qlik_user_names_the_caller_only_with_a_verified_certificate(
             f"{qrs.url}/qrs/about", params={"xrfkey": XRFKEY}, headers=headers
         ) as resp:
             assert resp.status == 401
+        # With a certificate and no X-Qlik-User the caller is the service account.
+        answer = await call(
+            requests.get,
+            f"{qrs.url}/qrs/user/full",
+            params={"Xrfkey": XRFKEY, "filter": "userDirectory eq 'INTERNAL'"},
+            headers={"X-Qlik-Xrfkey": XRFKEY},
+            cert=(str(certs.client), str(certs.client_key)),
+            verify=str(certs.root),
+        )
+        assert answer.status_code == 200, answer.text
+        assert "sa_repository" in {u["userId"] for u in answer.json()}
         # A malformed X-Qlik-User with a certificate is refused, not read as someone.
         answer = await call(
             requests.get,
