@@ -1,5 +1,6 @@
-"""Caller identity for `/qrs/`: the xrfkey check, bearer tokens from trusted issuers, and
-users created on first call. Roles come from the user store, never from the token."""
+"""Caller identity for `/qrs/`: the xrfkey check, bearer tokens from trusted issuers (or a
+verified client certificate and X-Qlik-User, see `tls.py`), and users created on first call.
+Roles come from the user store, never from the token or the certificate."""
 
 from __future__ import annotations
 
