@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from repository_service import keys
+from repository_service.about import views as about_views
 from repository_service.access import views as access_views
 from repository_service.access.decide import AccessEngine
 from repository_service.access.groups import RuleCache
@@ -26,7 +27,11 @@ from repository_service.license import views as license_views
 from repository_service.license.service import SiteLicenseService
 from repository_service.poller import Poller
 from repository_service.qmc import views as qmc_views
+from repository_service.qrs import paths
+from repository_service.qrs.privileges import privileges_middleware
 from repository_service.settings import QrsSettings
+from repository_service.systemrules import views as systemrule_views
+from repository_service.systemrules.service import LicenseRules
 from repository_service.users import views as user_views
 from shared import jose
 from shared.db import create_pool
@@ -39,6 +44,7 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
     """Build the repository service app; nothing touches the network until it starts."""
     app = new_app("Repository service")
     app.middlewares.append(auth_middleware)
+    app.middlewares.append(privileges_middleware)
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_license_backend)
@@ -54,10 +60,13 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
         license_views.ENDPOINTS,
         user_views.ENDPOINTS,
         audit_views.ENDPOINTS,
+        systemrule_views.ENDPOINTS,
+        about_views.ENDPOINTS,
     )
     for table in tables:
         endpoints.install(app, table)
     endpoints.install(app, qmc_views.ENDPOINTS)
+    paths.install(app)
     return app
 
 
@@ -135,6 +144,7 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     rules = RuleCache(app[keys.POOL])
     app[access_views.STATE] = state
     app[access_views.RULES] = rules
+    app[systemrule_views.LICENSE_RULES] = LicenseRules(app[keys.POOL], rules)
     app[access_views.ADMIN] = AccessAdmin(app[keys.POOL], state, rules, app[keys.SETTINGS])
     app[access_views.ENGINE] = AccessEngine(
         app[keys.POOL], app[keys.SESSION_POOL], app[keys.SETTINGS], state, rules, registry

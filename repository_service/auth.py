@@ -1,5 +1,6 @@
-"""Caller identity for `/qrs/`: the xrfkey check, bearer tokens from trusted issuers, and
-users created on first call. Roles come from the user store, never from the token."""
+"""Caller identity for `/qrs/`: the xrfkey check, bearer tokens from trusted issuers (or a
+verified client certificate and X-Qlik-User, see `tls.py`), and users created on first call.
+Roles come from the user store, never from the token or the certificate."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from repository_service import tls
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import jose
@@ -66,10 +68,17 @@ class UserInactive(Forbidden):
 
 def check_xrfkey(request: web.Request) -> None:
     """Require the same 16-character xrfkey in the query and the header."""
-    query_key = request.query.get("xrfkey", "")
+    query_key = query_xrfkey(request)
     header_key = request.headers.get("X-Qlik-Xrfkey", "")
     if not _XRFKEY.match(query_key) or query_key != header_key:
         raise XrfkeyMismatch()
+
+
+def query_xrfkey(request: web.Request) -> str:
+    """Return the xrfkey query parameter, its name in any case (`Xrfkey` from qsAPI); "" when
+    it is missing or given twice with different values."""
+    values = {v for k, v in request.query.items() if k.lower() == "xrfkey"}
+    return values.pop() if len(values) == 1 else ""
 
 
 class CallerDirectory:
@@ -154,16 +163,20 @@ CALLERS = web.AppKey("callers", CallerDirectory)
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check xrfkey, then the token, then that the user is active, for every `/qrs/` request."""
+    """Check xrfkey, then the token or client certificate, then that the user is active, for
+    every `/qrs/` request (SPEC 8.4 order; a bearer token wins over a certificate)."""
     if not request.path.startswith("/qrs/") and request.path != "/qrs":
         return await handler(request)
     directory = request.app[CALLERS]
     if directory.xrfkey_required:
         check_xrfkey(request)
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("A bearer token of visible ASCII characters is required.")
-    user_dir, user_id = directory.verify(token)
+    if "Authorization" in request.headers:
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized("A bearer token of visible ASCII characters is required.")
+        user_dir, user_id = directory.verify(token)
+    else:
+        user_dir, user_id = certificate_identity(request)
     caller = await directory.caller(user_dir, user_id)
     request[USER_KEY] = caller.display
     # Before any handler: an inactive user may do nothing, whatever roles it still holds.
@@ -172,6 +185,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise UserInactive()
     request[CALLER_KEY] = caller
     return await handler(request)
+
+
+def certificate_identity(request: web.Request) -> tuple[str, str]:
+    """Return the user a verified client certificate acts for (X-Qlik-User), or raise 401.
+
+    Without a verified certificate X-Qlik-User means nothing: anyone can send a header."""
+    if not tls.has_verified_client_certificate(request):
+        raise Unauthorized("A bearer token is required.")
+    header = request.headers.get("X-Qlik-User")
+    if header is None:
+        return tls.SERVICE_ACCOUNT
+    identity = tls.parse_qlik_user(header)
+    if identity is None or not all(_valid_name(part) for part in identity):
+        raise Unauthorized("X-Qlik-User must be 'UserDirectory=<directory>; UserId=<user id>'.")
+    return identity
 
 
 def caller_of(request: web.Request) -> Caller:

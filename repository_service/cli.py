@@ -13,6 +13,7 @@ import asyncpg
 from repository_service.app import create_app
 from repository_service.bootstrap import split_identity
 from repository_service.settings import QrsSettings
+from repository_service.tls import server_ssl_context
 from shared import jose
 from shared.cli import (
     add_settings_flags,
@@ -78,7 +79,7 @@ async def _run(args: argparse.Namespace, settings: QrsSettings) -> int:
         app = create_app(settings)
         if not args.no_migrate:
             await apply_migrations(settings.database_url, MIGRATIONS)
-        await run_until_stopped(app, settings.host, settings.port)
+        await run_until_stopped(app, settings.host, settings.port, server_ssl_context(settings))
     elif args.command == "migrate":
         await apply_migrations(settings.database_url, MIGRATIONS)
         emit({"migrated": True}, args.json, "migrations applied")

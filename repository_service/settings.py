@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import ServiceSettings, comma_list
@@ -81,6 +81,16 @@ class QrsSettings(ServiceSettings):
     key_edit_lease_seconds: float = Field(
         default=900, gt=0, description="How long the signed-key edit lease lasts."
     )
+    tls_cert_file: Path | None = Field(
+        default=None, description="Server certificate (PEM); with TLS_KEY_FILE, serve HTTPS."
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="Private key (PEM) of TLS_CERT_FILE."
+    )
+    client_ca_file: Path | None = Field(
+        default=None,
+        description="CA (PEM) of client certificates; their X-Qlik-User names the caller.",
+    )
     instance_id: str = Field(
         default_factory=default_instance_id, description="This replica's name (hostname-pid)."
     )
@@ -93,6 +103,14 @@ class QrsSettings(ServiceSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> QrsSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("QRS_TLS_CERT_FILE and QRS_TLS_KEY_FILE go together")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("QRS_CLIENT_CA_FILE needs HTTPS: set QRS_TLS_CERT_FILE and _KEY_FILE")
+        return self
 
     @property
     def expected_lbs_issuer(self) -> str:

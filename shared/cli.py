@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -71,11 +72,13 @@ def secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
-async def run_until_stopped(app: web.Application, host: str, port: int) -> None:
-    """Serve `app` until SIGINT or SIGTERM, then shut down cleanly."""
+async def run_until_stopped(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> None:
+    """Serve `app` (over HTTPS with `ssl_context`) until SIGINT or SIGTERM, then shut down."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     # Everything loaded so far lives as long as the process: move it out of the garbage
     # collector's sight, so that full collections stay short (no long pauses under load).

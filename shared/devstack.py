@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -28,8 +29,11 @@ from license_backend.settings import LbsSettings
 from repository_service.app import create_app as create_qrs
 from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
 from repository_service.settings import QrsSettings
+from repository_service.tls import SERVICE_ACCOUNT_NAME as SERVICE_ACCOUNT
+from repository_service.tls import server_ssl_context
 from shared import jose
 from shared.cli import run_service
+from shared.devcerts import HOSTS, DevCertificates, make_dev_certificates, qsapi_example
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.logging import configure_logging
 from shared.migrations import apply_migrations
@@ -51,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--qrs-port", type=int, default=4242)
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--poll-interval", type=float, default=600.0)
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the repository service over HTTPS with dev certificates (DATA_DIR/certs)",
+    )
     return parser
 
 
@@ -84,6 +93,8 @@ class DevStack:
         self.data_dir: Path = args.data_dir.resolve()
         self.postgres: EmbeddedPostgres | None = None
         self.runners: list[web.AppRunner] = []
+        self.certs: DevCertificates | None = None
+        self.client_tls: ssl.SSLContext | bool = True
 
     async def start(self) -> dict[str, str]:
         """Start everything and return what to print."""
@@ -124,8 +135,23 @@ class DevStack:
             )
         )
         await self._serve(create_lbs(lbs_settings), host, self.args.lbs_port)
+        roles = {ADMIN_USER: ["RootAdmin"]}
+        tls: dict[str, Any] = {}
+        if self.args.tls:
+            self.certs = await asyncio.to_thread(
+                make_dev_certificates, self.data_dir / "certs", (*HOSTS, host)
+            )
+            self.client_tls = ssl.create_default_context(cafile=self.certs.root)
+            tls = {
+                "tls_cert_file": self.certs.server,
+                "tls_key_file": self.certs.server_key,
+                "client_ca_file": self.certs.root,
+            }
+            # The platform's service account, which qsAPI acts as by default.
+            roles[SERVICE_ACCOUNT] = ["RootAdmin"]
         qrs_settings = QrsSettings.model_validate(
             dict(
+                **tls,
                 database_url=qrs_db,
                 host=host,
                 port=self.args.qrs_port,
@@ -133,11 +159,13 @@ class DevStack:
                 auth_jwks_file=jwks_file,
                 auth_issuers="licensing-dev",
                 dev_issuer_key_file=issuer_pem,
-                bootstrap_roles={ADMIN_USER: ["RootAdmin"]},
+                bootstrap_roles=roles,
                 poll_interval_seconds=self.args.poll_interval,
             )
         )
-        await self._serve(create_qrs(qrs_settings), host, self.args.qrs_port)
+        await self._serve(
+            create_qrs(qrs_settings), host, self.args.qrs_port, server_ssl_context(qrs_settings)
+        )
 
         now = int(time.time())
         qrs_token = jose.sign(
@@ -152,7 +180,7 @@ class DevStack:
             issuer_key,
             typ="JWT",
         )
-        qrs_url = f"http://{host}:{self.args.qrs_port}"
+        qrs_url = f"{'https' if self.args.tls else 'http'}://{host}:{self.args.qrs_port}"
         demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)
         return {
             "lbs_url": lbs_url,
@@ -160,7 +188,15 @@ class DevStack:
             "admin_token": admin_token,
             "qrs_token": qrs_token,
             **demo,
+            **self._tls_info(host),
         }
+
+    def _tls_info(self, host: str) -> dict[str, str]:
+        """Return the CA to trust and the client example to print, when serving HTTPS."""
+        if self.certs is None:
+            return {}
+        example = qsapi_example(self.certs, host, self.args.qrs_port)
+        return {"ca": str(self.certs.root), "tls": example}
 
     def _start_postgres(self) -> str:
         port_file = self.data_dir / "postgres.port"
@@ -176,17 +212,20 @@ class DevStack:
             self.postgres.start()
         return self.postgres.url
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+    async def _serve(
+        self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=3)
         await runner.setup()
         self.runners.append(runner)
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
 
     async def _demo_license(
         self, lbs_url: str, admin_token: str, qrs_url: str, qrs_token: str
     ) -> dict[str, str]:
         demo_file = self.data_dir / "demo-license.json"
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(ssl=self.client_tls)
+        async with aiohttp.ClientSession(connector=connector) as http:
             if not demo_file.exists():
                 body = {
                     "owner": "Demo Owner",
@@ -227,14 +266,16 @@ class DevStack:
             await asyncio.to_thread(self.postgres.stop)
 
 
-def _qrs_curl(base: str, token: str, path: str) -> str:
+def _qrs_curl(base: str, token: str, path: str, ca: str | None = None) -> str:
     headers = f"-H 'X-Qlik-Xrfkey: {XRFKEY}' -H 'Authorization: Bearer {token}'"
-    return f"curl -s {headers} '{base}{path}?xrfkey={XRFKEY}'"
+    trust = f"--cacert '{ca}' " if ca else ""
+    return f"curl -s {trust}{headers} '{base}{path}?xrfkey={XRFKEY}'"
 
 
 def banner(info: dict[str, str]) -> str:
     """Return the text printed once the stack is up."""
     qrs, lbs, tok = info["qrs_url"], info["lbs_url"], info["qrs_token"]
+    ca = info.get("ca")
     return f"""
 Site licensing is up.
 
@@ -245,10 +286,10 @@ Site licensing is up.
   Demo license        serial {info["serial"]}  control {info["control"]}
 
 Try:
-  {_qrs_curl(qrs, tok, "/qrs/license")}
-  {_qrs_curl(qrs, tok, "/qrs/license/accesstypeoverview")}
+  {_qrs_curl(qrs, tok, "/qrs/license", ca)}
+  {_qrs_curl(qrs, tok, "/qrs/license/accesstypeoverview", ca)}
   curl -s -H 'Authorization: Bearer {info["admin_token"]}' '{lbs}/v1/admin/licenses'
-
+{info.get("tls", "")}
 Press Ctrl-C to stop.
 """
 

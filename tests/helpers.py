@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as json_module
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,21 +29,25 @@ from repository_service.keys import CALLERS, POLLER, UPKEEP
 from repository_service.keys import POOL as QRS_POOL
 from repository_service.poller import Poller
 from repository_service.settings import QrsSettings
+from repository_service.tls import server_ssl_context
 from shared import jose
 
 
 @asynccontextmanager
-async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 (on a free port unless given) and yield its base URL."""
+async def serve(
+    app: web.Application, port: int = 0, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 (on a free port unless given; over HTTPS with `ssl_context`)
+    and yield its base URL."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
     await site.start()
     server = site._server
     assert server is not None
     port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -209,5 +214,14 @@ async def serve_qrs(
 ) -> AsyncIterator[QrsHandle]:
     """Run a repository service with `settings` and yield a handle to it."""
     app = create_qrs_app(settings, run_poller=run_poller)
-    async with serve(app) as url, aiohttp.ClientSession() as session:
+    server_tls = server_ssl_context(settings)
+    # Over HTTPS the test client trusts the dev CA that issued the server's certificate.
+    client_tls: ssl.SSLContext | bool = True
+    if server_tls is not None and settings.client_ca_file is not None:
+        client_tls = ssl.create_default_context(cafile=settings.client_ca_file)
+    connector = aiohttp.TCPConnector(ssl=client_tls)
+    async with (
+        serve(app, ssl_context=server_tls) as url,
+        aiohttp.ClientSession(connector=connector) as session,
+    ):
         yield QrsHandle(url, app, settings, session, issuer_key)

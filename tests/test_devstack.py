@@ -7,16 +7,18 @@ import asyncio
 import os
 import re
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from repository_service.about.views import BUILD_VERSION
 from shared.embedded_pg import free_port
 
 
 async def start_stack(
-    data_dir: Path, lbs_port: int, qrs_port: int
+    data_dir: Path, lbs_port: int, qrs_port: int, *extra: str
 ) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,6 +31,7 @@ async def start_stack(
         str(lbs_port),
         "--qrs-port",
         str(qrs_port),
+        *extra,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -87,3 +90,32 @@ async def test_licensing_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> 
     assert await stop_stack(proc) == 0
     serial = re.search(r"serial (\d{16})", banner).group(1)  # type: ignore[union-attr]
     assert f"serial {serial}" in banner_again
+
+
+async def test_licensing_up_tls_prints_a_qsapi_example_that_works(tmp_path: Path) -> None:
+    lbs_port, qrs_port = free_port(), free_port()
+    proc, banner = await start_stack(tmp_path / "data", lbs_port, qrs_port, "--tls")
+    try:
+        certs = tmp_path / "data" / "certs"
+        for name in ("root.pem", "client.pem", "client_key.pem"):
+            assert (certs / name).is_file()
+        # The bearer examples work over HTTPS, trusting the printed CA.
+        curl = re.findall(r"curl -s --cacert '([^']+)' (.+)", banner)[0]
+        headers = dict(re.findall(r"-H '([^:]+): ([^']+)'", curl[1]))
+        url = re.findall(r"'(https[^']+)'", curl[1])[-1]
+        trust = ssl.create_default_context(cafile=curl[0])
+        async with aiohttp.ClientSession() as http, http.get(url, headers=headers, ssl=trust) as r:
+            assert r.status == 200, await r.text()
+        # The qsAPI example runs as printed: unchanged qsAPI, client certificate, X-Qlik-User.
+        code = re.search(r'python -c "(.+)"', banner)
+        assert code is not None
+        example = await asyncio.create_subprocess_exec(
+            sys.executable, "-W", "ignore", "-c", code.group(1), stdout=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(60):
+            out, _ = await example.communicate()
+        assert example.returncode == 0
+        version, users = out.decode().split()[-2:]
+        assert version == BUILD_VERSION and int(users) >= 1
+    finally:
+        assert await stop_stack(proc) == 0

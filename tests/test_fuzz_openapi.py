@@ -138,6 +138,9 @@ async def _qrs_entities(qrs: QrsHandle) -> dict[str, str]:
     ids[path] = await _create(qrs, path, {"name": "passes", "assignedTokens": 1})
     path = "/qrs/license/analyzertimeaccesstype"
     ids[path] = await _create(qrs, path, {"name": "minutes", "assignedMinutes": 60})
+    status, rules = await qrs.call("GET", "/qrs/systemrule")
+    assert status == 200 and rules, rules  # the access groups' license rules
+    ids["/qrs/systemrule"] = rules[0]["id"]
     status, site = await qrs.call("GET", "/qrs/license")
     assert status == 200, site
     ids["/qrs/license"] = site["id"]

@@ -21,6 +21,13 @@ ENTITY_KEYS = {
     "userId",
     "name",
     "roles",
+    # The platform's user fields (SPEC 9.4).
+    "userDirectoryConnectorName",
+    "removedExternally",
+    "blacklisted",
+    "deleteProhibited",
+    "customProperties",
+    "tags",
     "attributes",
     "inactive",
     "schemaPath",
@@ -244,7 +251,6 @@ async def test_malformed_filters_are_400(make_qrs: Any) -> None:
         await grant(qrs, ROOT, "RootAdmin")
         bad = [
             "nosuchfield eq 'x'",
-            "Name eq 'x'",  # field names are exact
             "name eq",
             "name",
             "name xx 'a'",

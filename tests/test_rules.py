@@ -212,7 +212,7 @@ def of_length(n: int) -> str:
         (NESTED_TOO_DEEP, MAX_DEPTH),
         (of_length(MAX_LENGTH + 1), MAX_LENGTH),
         ('user.name = "a\x00"', 14),
-        ('user.name = "a"\n', 15),
+        ('user.name = "a"\x0b', 15),
         ('user.name = "\x7f"', 13),
         ('user.name = "\x85"', 13),
     ],
@@ -224,6 +224,15 @@ def test_malformed_rules_are_invalid_rule_errors(rule: str, position: int) -> No
     assert (error.status, error.code) == (400, "InvalidRule")
     assert error.details == {"position": position}
     assert f"at position {position}" in error.message
+
+
+def test_rules_may_span_lines_as_in_the_platforms_rule_editor() -> None:
+    rule = parse_rule(
+        '((user.userDirectory="CORP"\r\n  and user.group="Sales")\n or user.name like "x*")'
+    )
+    assert rule.matches(Subject("corp", "a", "a", ("SALES",)))
+    assert rule.matches(Subject("other", "b", "xavier", ()))
+    assert not rule.matches(Subject("corp", "a", "a", ()))
 
 
 def test_limits_are_inclusive() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from repository_service.access import seats
-from repository_service.access.rules import EVERYONE, Rule, parse_rule
+from repository_service.access.rules import EVERYONE, NOBODY, Rule, parse_rule
 from repository_service.qrs.entities import iso_ms
 from shared.db import Conn, Db
 from shared.web.errors import ApiError, NotFound
@@ -190,9 +190,12 @@ async def read_rules(db: Db) -> RuleSet:
         "user": [],
     }
     for r in await db.fetch(
-        "SELECT id, access_type, rule FROM access_groups ORDER BY created_date, id"
+        "SELECT id, access_type, rule, rule_disabled FROM access_groups ORDER BY created_date, id"
     ):
-        access[r["access_type"]].append((r["id"], _rule(r["rule"])))
+        # An access group without a rule (created by name only), or whose license rule is
+        # disabled, grants nobody: unlike a login group or pool, where no rule is everyone.
+        missing = r["rule"] is None or r["rule_disabled"]
+        access[r["access_type"]].append((r["id"], NOBODY if missing else _rule(r["rule"])))
     login = [
         (r["id"], _rule(r["rule"]))
         for r in await db.fetch("SELECT id, rule FROM login_groups ORDER BY created_date, id")

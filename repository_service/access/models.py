@@ -38,12 +38,12 @@ class AllocationCreate(ApiModel):
 
 
 class AccessGroupCreate(ApiModel):
-    """Body of POST on access groups: the rule is required."""
+    """Body of POST on access groups; without a rule the group grants nobody until given one."""
 
     model_config = _LENIENT
 
     name: Name
-    rule: RuleText
+    rule: RuleText | None = None
 
 
 class AccessGroupUpdate(ApiModel):

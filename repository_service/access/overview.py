@@ -88,3 +88,35 @@ async def overview(db: Db, state: SiteState) -> dict[str, Any]:
         },
         "schemaPath": "AccessTypeOverview",
     }
+
+
+def access_type_info(view: dict[str, Any]) -> dict[str, Any]:
+    """Return the deprecated `accesstypeinfo` answer (AccessTypesInfo) from the overview.
+
+    Professional and analyzer access are counted in allocations, not tokens, on this site, so
+    their `tokenCost` is 0 and their `…Tokens` fields count allocations."""
+
+    def seats(details: dict[str, Any], schema: str) -> dict[str, Any]:
+        return {
+            "tokenCost": 0.0,
+            "allocatedTokens": details["allocated"],
+            "usedTokens": details["used"],
+            "quarantinedTokens": details["quarantined"],
+            "schemaPath": f"AccessTypesInfo.{schema}",
+        }
+
+    return {
+        "totalTokens": view["totalTokens"],
+        "availableTokens": view["availableTokens"],
+        "professionalAccessType": seats(view["professionalAccess"], "ProfessionalAccessType"),
+        "userAccessType": {
+            **{k: v for k, v in view["userAccess"].items() if k != "enabled"},
+            "schemaPath": "AccessTypesInfo.UserAccessType",
+        },
+        "loginAccessType": {
+            **{k: v for k, v in view["loginAccess"].items() if k != "enabled"},
+            "schemaPath": "AccessTypesInfo.LoginAccessType",
+        },
+        "analyzerAccessType": seats(view["analyzerAccess"], "AnalyzerAccessType"),
+        "schemaPath": "AccessTypesInfo",
+    }

@@ -1,4 +1,7 @@
-"""License rules: `user.<field> <op> "<value>"` joined by and/or/parentheses (SPEC 4.6, 8.22)."""
+"""License rules: `user.<field> <op> "<value>"` joined by and/or/parentheses (SPEC 4.6, 8.22).
+
+This is the platform's license rule syntax too (`((user.name like "*"))`,
+`user.group = "Sales"`), so a rule given as a system rule (SPEC 9.4) is stored as it is."""
 
 from __future__ import annotations
 
@@ -6,15 +9,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from shared.web.errors import ApiError
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 32
 FIELDS = {"userdirectory": "user_directory", "userid": "user_id", "name": "name", "group": "groups"}
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # category Cc; tab is whitespace
-_WORD = re.compile(r'[^ \t()"=!]+')
+# Category Cc, except tab and line breaks: whitespace, as in rules written in the platform's
+# multi-line rule editor.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SPACE = " \t\r\n"
+_WORD = re.compile(r'[^ \t\r\n()"=!]+')
 
 
 class RuleError(ApiError):
@@ -52,6 +58,19 @@ class Rule:
 
 
 EVERYONE = Rule("", lambda s: True)
+NOBODY = Rule("", lambda s: False)
+
+
+def subject_of(
+    user_directory: str, user_id: str, name: str, attributes: list[dict[str, Any]]
+) -> Subject:
+    """Return the rule subject of a stored user: its group attributes become `user.group`."""
+    groups = tuple(
+        str(a.get("attributeValue", ""))
+        for a in attributes
+        if str(a.get("attributeType", "")).lower() == "group"
+    )
+    return Subject(user_directory, user_id, name, groups)
 
 
 class _Token(NamedTuple):
@@ -95,7 +114,7 @@ def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     pos = 0
     while True:
-        while pos < len(text) and text[pos] in " \t":
+        while pos < len(text) and text[pos] in _SPACE:
             pos += 1
         if pos == len(text):
             tokens.append(_Token("end", "", pos))
@@ -224,7 +243,7 @@ def parse_rule(text: str) -> Rule:
         raise _fail(f"The rule is longer than {MAX_LENGTH} characters", MAX_LENGTH)
     if bad := _CONTROL.search(text):
         raise _fail(f"Control character {bad.group()!r}", bad.start())
-    if not text.strip(" \t"):
+    if not text.strip(_SPACE):
         raise _fail("The rule is empty", 0)
     parser = _Parser(_tokenize(text))
     test = parser.any_of(0)

@@ -114,8 +114,9 @@ class AccessAdmin:
     async def create_group(
         self, caller: Caller, kind: str, body: AccessGroupCreate
     ) -> dict[str, Any]:
-        """Create an access group; its rule must parse."""
-        parse_rule(body.rule)
+        """Create an access group; its rule, when given, must parse."""
+        if body.rule is not None:
+            parse_rule(body.rule)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await one(
                 conn,

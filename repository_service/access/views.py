@@ -22,7 +22,7 @@ from repository_service.access.models import (
     LoginGroupUpdate,
     SessionRef,
 )
-from repository_service.access.overview import overview
+from repository_service.access.overview import access_type_info, overview
 from repository_service.access.service import AccessAdmin, parse_id
 from repository_service.access.state import StateCache
 from repository_service.auth import PROXY_ROLES, READ_ROLES, WRITE_ROLES, require_roles
@@ -274,6 +274,13 @@ async def access_overview(request: web.Request) -> web.Response:
     return web.json_response(await overview(request.app[POOL], state))
 
 
+async def access_info(request: web.Request) -> web.Response:
+    """Return the deprecated access-type information (tokens and allocations)."""
+    require_roles(request, READ_ROLES)
+    state = await request.app[STATE].get()
+    return web.json_response(access_type_info(await overview(request.app[POOL], state)))
+
+
 async def access_request(request: web.Request) -> web.Response:
     """Decide the access of a new user session (called by the proxy)."""
     require_roles(request, PROXY_ROLES)
@@ -388,6 +395,15 @@ ENDPOINTS = [
         "/qrs/license/accesstypeoverview",
         access_overview,
         "Access-type overview",
+        auth="caller",
+        errors=(403,),
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/qrs/license/accesstypeinfo",
+        access_info,
+        "Access-type information (deprecated; see the overview)",
         auth="caller",
         errors=(403,),
         tags=TAGS,

@@ -1,8 +1,16 @@
 """The QRS `filter` and `orderby` query parameters, applied to entities as JSON dicts.
 
-Grammar (SPEC 4.1, 8.11):  expr := term ('or' term)* ; term := factor ('and' factor)* ;
-factor := '(' expr ')' | field op value ; value := 'text' ('' escapes) | number | date | true
-| false | null ; op := eq ne gt ge lt le so sw ew (so/sw/ew case-insensitive).
+The language as the platform documents it (SPEC 4.1, 8.11, 9.4), shared by every collection:
+
+    expr   := term ('or' term)*
+    term   := factor ('and' factor)*
+    factor := 'not' factor | '(' expr ')' | field op value
+    field  := name | name '.' name          (case-insensitive; one level into a sub-object)
+    op     := eq ne gt ge lt le so sw ew    (so = contains, sw = starts with, ew = ends with)
+    value  := 'text' ('' escapes) | GUID | number | date | true | false | null
+
+Text compares case-insensitively. A field that holds a list (roles, attributes) holds when any
+of its elements does, and `ne` when none equals the value.
 """
 
 from __future__ import annotations
@@ -24,11 +32,13 @@ class InvalidFilter(ApiError):
     status, code, message = 400, "InvalidFilter", "The filter is not valid."
 
 
+_HEX = "[0-9A-Fa-f]"
 _TOKEN = re.compile(
-    r"""\s*(?:
+    rf"""\s*(?:
         (?P<lparen>\() | (?P<rparen>\)) |
         '(?P<string>(?:[^']|'')*)' |
-        (?P<word>[A-Za-z_][A-Za-z0-9_.]*) |
+        (?P<guid>{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})(?![\w-]) |
+        (?P<word>[A-Za-z_@][A-Za-z0-9_.@]*) |
         (?P<literal>[0-9][0-9:.TZ+\-]*|-[0-9][0-9.]*)
     )""",
     re.VERBOSE,
@@ -60,7 +70,7 @@ def _tokenize(text: str) -> list[_Tok]:
 
 
 def _literal(tok: _Tok) -> Any:
-    if tok.kind == "string":
+    if tok.kind in ("string", "guid"):
         return tok.text
     lowered = tok.text.lower()
     if tok.kind == "word" and lowered in ("true", "false"):
@@ -83,9 +93,9 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
             return False
         a, e = actual.casefold(), expected.casefold()
         return e in a if op == "so" else a.startswith(e) if op == "sw" else a.endswith(e)
-    if isinstance(actual, str) and isinstance(expected, str) and op in ("eq", "ne"):
-        equal = actual.casefold() == expected.casefold()
-        return equal if op == "eq" else not equal
+    if isinstance(actual, str) and isinstance(expected, str):
+        a, e = actual.casefold(), expected.casefold()
+        actual, expected = a, e
     if op == "eq":
         return bool(actual == expected)
     if op == "ne":
@@ -102,11 +112,55 @@ def _compare(op: str, actual: Any, expected: Any) -> bool:
         return False
 
 
+def _lookup(value: Any, key: str) -> Any:
+    """Return the member `key` of a JSON object, matching its name case-insensitively."""
+    if not isinstance(value, dict):
+        return None
+    if key in value:
+        return value[key]
+    folded = key.casefold()
+    for name, member in value.items():
+        if name.casefold() == folded:
+            return member
+    return None
+
+
+def _condition(path: tuple[str, ...], op: str, expected: Any) -> Predicate:
+    """Build the test of one `field op value`, reaching one level into sub-objects and lists."""
+
+    def holds(actual: Any) -> bool:
+        if isinstance(actual, list):
+            if op == "ne":
+                return not any(_compare("eq", item, expected) for item in actual)
+            return any(_compare(op, item, expected) for item in actual)
+        return _compare(op, actual, expected)
+
+    head = path[0]
+    if len(path) == 1:
+        return lambda e: holds(e.get(head))
+    sub = path[1]
+
+    def nested(e: dict[str, Any]) -> bool:
+        outer = e.get(head)
+        if isinstance(outer, list):
+            values = [_lookup(item, sub) for item in outer]
+            if op == "ne":
+                return not any(_compare("eq", v, expected) for v in values)
+            return any(_compare(op, v, expected) for v in values)
+        return holds(_lookup(outer, sub))
+
+    return nested
+
+
+def _field_index(fields: Collection[str]) -> dict[str, str]:
+    return {f.casefold(): f for f in fields}
+
+
 class _Parser:
     def __init__(self, tokens: list[_Tok], fields: Collection[str]) -> None:
         self.tokens = tokens
         self.pos = 0
-        self.fields = fields
+        self.fields = _field_index(fields)
 
     def peek(self) -> _Tok | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -140,6 +194,11 @@ class _Parser:
         return factors[0] if len(factors) == 1 else (lambda e: all(f(e) for f in factors))
 
     def factor(self, depth: int) -> Predicate:
+        if self.keyword("not"):
+            if depth > MAX_DEPTH:
+                raise InvalidFilter("The filter nests too deeply.")
+            inner = self.factor(depth + 1)
+            return lambda e: not inner(e)
         tok = self.take()
         if tok.kind == "lparen":
             inner = self.expr(depth + 1)
@@ -148,19 +207,32 @@ class _Parser:
             return inner
         if tok.kind != "word":
             raise InvalidFilter(f"Expected a field name, found {tok.text!r}.")
-        field = tok.text
-        if field not in self.fields:
-            raise InvalidFilter(f"Unknown field {field!r}.")
+        path = self.field(tok.text)
         op_tok = self.take()
         op = op_tok.text.lower()
         if op_tok.kind != "word" or op not in _OPS:
             raise InvalidFilter(f"Unknown operator {op_tok.text!r}.")
-        expected = _literal(self.take())
-        return lambda e: _compare(op, e.get(field), expected)
+        return _condition(path, op, _literal(self.take()))
+
+    def field(self, name: str) -> tuple[str, ...]:
+        parts = name.split(".")
+        if len(parts) > 2 or not all(parts):
+            raise InvalidFilter(f"Unknown field {name!r} (one level of nesting at most).")
+        known = self.fields.get(name.casefold()) or self.fields.get(parts[0].casefold())
+        if known is None or (len(parts) == 2 and "." not in known and known not in NESTED):
+            raise InvalidFilter(f"Unknown field {name!r}.")
+        if "." in known:
+            return tuple(known.split("."))
+        return (known, *parts[1:])
+
+
+# Fields whose values are objects or lists of objects, into which a filter may reach one level
+# with any member name (`user.userId`, `attributes.attributeValue`, `tags.name`).
+NESTED = frozenset({"user", "attributes", "tags", "customProperties"})
 
 
 def parse_filter(text: str | None, fields: Collection[str]) -> Predicate:
-    """Return a predicate for a QRS filter over the given top-level fields."""
+    """Return a predicate for a QRS filter over the given fields."""
     if text is None or not text.strip():
         return lambda e: True
     if len(text) > MAX_FILTER_LENGTH or "\x00" in text:
@@ -175,18 +247,18 @@ def parse_filter(text: str | None, fields: Collection[str]) -> Predicate:
 def apply_orderby(
     items: Sequence[dict[str, Any]], orderby: str | None, fields: Collection[str]
 ) -> list[dict[str, Any]]:
-    """Sort entities by `field [asc|desc]`; None values sort first."""
+    """Sort entities by `field [asc|desc]` (field name case-insensitive); None values first."""
     if orderby is None or not orderby.strip():
         return list(items)
     parts = orderby.split()
-    if len(parts) > 2 or parts[0] not in fields:
+    field = _field_index(fields).get(parts[0].casefold())
+    if len(parts) > 2 or field is None:
         raise InvalidFilter(
             "orderby must be 'field' or 'field desc' on a known field.", code="InvalidOrderBy"
         )
     descending = len(parts) == 2 and parts[1].lower() == "desc"
     if len(parts) == 2 and parts[1].lower() not in ("asc", "desc"):
         raise InvalidFilter("orderby direction must be asc or desc.", code="InvalidOrderBy")
-    field = parts[0]
 
     def key(entity: dict[str, Any]) -> tuple[int, str, Any]:
         value = entity.get(field)

@@ -24,7 +24,14 @@ USER_FIELDS = (
     "userId",
     "name",
     "roles",
+    "attributes",
     "inactive",
+    "userDirectoryConnectorName",
+    "removedExternally",
+    "blacklisted",
+    "deleteProhibited",
+    "customProperties",
+    "tags",
     "schemaPath",
 )
 
@@ -46,6 +53,14 @@ def user_entity(row: asyncpg.Record) -> dict[str, Any]:
         "roles": sorted(row["roles"]),
         "attributes": row["attributes"],
         "inactive": row["inactive"],
+        # The platform's fields for users synchronised from a directory connector: this store
+        # has no connectors, so each user belongs to the connector named like its directory.
+        "userDirectoryConnectorName": row["user_directory"],
+        "removedExternally": False,
+        "blacklisted": False,
+        "deleteProhibited": False,
+        "customProperties": [],
+        "tags": [],
         "schemaPath": "User",
     }
 
