@@ -105,6 +105,9 @@ async def licensed_site(
                 f"/qrs/license/{kind}accessgroup",
                 {"name": f"{kind} group", "rule": 'user.name like "*"'},
             )
+        status, rules = await qrs.call("GET", "/qrs/systemrule/full")
+        assert status == 200 and rules, rules  # the groups' rules, seen as system rules
+        site.ids["systemrule"] = rules[0]
         site.ids["loginaccesstype"] = await created(
             qrs, "/qrs/license/loginaccesstype", {"name": "Visitors", "assignedTokens": 1}
         )
@@ -151,6 +154,17 @@ def plausible_requests(site: Site, method: str, route: str) -> list[Request]:
         ("POST", "/qrs/license/accessrequest/end"): [({}, {"sessionId": "session-1"})],
         ("POST", "/qrs/user"): [
             ({}, {"userDirectory": "CORP", "userId": "mallory", "roles": ["RootAdmin"]})
+        ],
+        ("POST", "/qrs/systemrule"): [
+            (
+                {},
+                {
+                    "name": "Everyone",
+                    "category": "License",
+                    "rule": 'user.name like "*"',
+                    "resourceFilter": site.ids["systemrule"]["resourceFilter"],
+                },
+            )
         ],
         ("PUT", "/qrs/user/{id}"): [
             ({}, {"id": entity.get("id"), "modifiedDate": entity.get("modifiedDate"), "roles": []})
@@ -242,6 +256,8 @@ async def test_read_only_admin_reads_but_changes_nothing(
     async with licensed_site(lbs, make_qrs, mode, bootstrap_roles=roles) as site:
 
         def reads_only(method: str, route: str, status: int, answer: Any) -> bool:
+            if route == "/qrs/systemrule/license/audit":
+                return status == 200  # a question asked with POST: it changes nothing
             if method != "GET" or route == "/qrs/license/download":
                 return status == 403 and answer["error"]["code"] == "Forbidden"
             if route == "/qrs/license/definition" and mode == "lef":
