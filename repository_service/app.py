@@ -90,6 +90,8 @@ async def _license_backend(app: web.Application) -> AsyncIterator[None]:
             settings.lbs_url,
             timeout=settings.lbs_timeout_seconds,
             pinned_jwks=settings.lbs_jwks_file,
+            trust_roots=settings.lbs_trust_root_file,
+            refetch_seconds=settings.lbs_keys_refetch_seconds,
         )
         app[keys.LBS] = client
 
