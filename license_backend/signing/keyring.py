@@ -109,7 +109,10 @@ class KeyRing:
 
     async def load(self, conn: Conn) -> None:
         """Read and decrypt every key from the database."""
-        rows = await conn.fetch(q.list_keys)
+        # One snapshot: certificates by a root the chain does not show yet would be refused.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(q.list_keys)
+            root_rows = await conn.fetch(q.list_roots)
         private: dict[str, Ed25519PrivateKey] = {}
         public: dict[str, Ed25519PublicKey] = {}
         info: list[KeyInfo] = []
@@ -129,9 +132,7 @@ class KeyRing:
                 certs[row["kid"]] = row["cert"]
             if row["is_current"]:
                 current = row["kid"]
-        root_rows = await conn.fetch(q.list_roots)
-        self._chain = [row["cert"] for row in root_rows]
-        self._root = next(
+        root = next(
             (
                 jose.public_jwk(Ed25519PublicKey.from_public_bytes(bytes(row["public_key"])))
                 for row in root_rows
@@ -140,7 +141,7 @@ class KeyRing:
             None,
         )
         self._private, self._public, self._info, self._current = private, public, info, current
-        self._certs = certs
+        self._certs, self._chain, self._root = certs, [row["cert"] for row in root_rows], root
         self._loaded_at = time.monotonic()
 
     async def maybe_reload(self, pool: asyncpg.Pool) -> None:
