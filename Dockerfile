@@ -41,6 +41,20 @@ RUN groupadd --system --gid 10001 app \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# The vendor trust anchor: the license backend's root public key, which every site verifies
+# signing keys (and so keys, LEFs and definitions) against. Bake it in at build time:
+#   docker build --build-arg LBS_TRUST_ROOT="$(license-backend keys root)" .
+# A build without it has no default root: mount one at QRS_LBS_TRUST_ROOT_FILE (compose and
+# k8s do), or the repository service refuses to start. A root that is not a usable Ed25519
+# JWK (or JWKS) fails the build here rather than the site later.
+ARG LBS_TRUST_ROOT=""
+RUN mkdir -p /etc/site-licensing \
+ && if [ -n "$LBS_TRUST_ROOT" ]; then \
+        printf '%s\n' "$LBS_TRUST_ROOT" > /etc/site-licensing/lbs-trust-root.json \
+     && python -c "import json, shared.trust as t; t.roots_from_document(json.load(open('/etc/site-licensing/lbs-trust-root.json')))"; \
+    fi
+ENV QRS_LBS_TRUST_ROOT_FILE=/etc/site-licensing/lbs-trust-root.json
+
 USER 10001:10001
 WORKDIR /tmp
 

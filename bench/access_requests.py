@@ -1251,20 +1251,34 @@ async def run(bench: Bench, pg: Any) -> int:
     lbs_admin = "bench-admin-" + uuid.uuid4().hex
     lbs_port = free_port()
     lbs_url = f"http://{HOST}:{lbs_port}"
+    lbs_env = {
+        "LBS_DATABASE_URL": pg.url_for(databases["lbs"]),
+        "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "LBS_ADMIN_TOKENS": lbs_admin,
+        "LBS_HOST": HOST,
+        "LBS_PORT": str(lbs_port),
+        "LBS_PUBLIC_URL": lbs_url,
+        "LBS_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    # The sites trust the backend's root key, written before either starts.
+    trust_root = bench.workdir / "lbs-trust-root.json"
+    made = await asyncio.create_subprocess_exec(
+        executable("license-backend"),
+        "keys",
+        "root",
+        "--file",
+        str(trust_root),
+        env={**os.environ, **lbs_env},
+        stdout=subprocess.DEVNULL,
+    )
+    if await made.wait() != 0:
+        raise RuntimeError("license-backend keys root failed")
     lbs = bench.start(
         "license-backend",
         [executable("license-backend"), "serve", "--no-migrate"],
         lbs_port,
-        {
-            "LBS_DATABASE_URL": pg.url_for(databases["lbs"]),
-            "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "LBS_ADMIN_TOKENS": lbs_admin,
-            "LBS_HOST": HOST,
-            "LBS_PORT": str(lbs_port),
-            "LBS_PUBLIC_URL": lbs_url,
-            "LBS_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        },
+        lbs_env,
     )
     roles = {"\\".join(PROXY): ["ProxyService"], "\\".join(ADMIN): ["RootAdmin"]}
     extra_env = dict(kv.split("=", 1) for kv in args.qrs_env)
@@ -1282,6 +1296,7 @@ async def run(bench: Bench, pg: Any) -> int:
                 "QRS_INSTANCE_ID": name,
                 "QRS_LBS_URL": lbs_url,
                 "QRS_LBS_ISSUER": lbs_url,
+                "QRS_LBS_TRUST_ROOT_FILE": str(trust_root),
                 "QRS_AUTH_JWKS_FILE": str(jwks_file),
                 "QRS_AUTH_ISSUERS": ISSUER,
                 "QRS_BOOTSTRAP_ROLES": json.dumps(roles),

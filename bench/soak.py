@@ -109,17 +109,30 @@ class Stack:
         jwks.write_text(json.dumps(jose.jwks([self.issuer.public_key()])))
         port = free_port()
         self.lbs_url = f"http://127.0.0.1:{port}"
-        await self._spawn(
+        lbs_env = {
+            "LBS_DATABASE_URL": self.pg.url_for("lbs"),
+            "LBS_PORT": str(port),
+            "LBS_PUBLIC_URL": self.lbs_url,
+            "LBS_ADMIN_TOKENS": ADMIN_TOKEN,
+            "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "LBS_LOG_FORMAT": "json",
+        }
+        # The sites trust the backend's root key, written before either starts.
+        trust_root = self.folder / "lbs-trust-root.json"
+        made = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
             "license_backend.cli",
-            {
-                "LBS_DATABASE_URL": self.pg.url_for("lbs"),
-                "LBS_PORT": str(port),
-                "LBS_PUBLIC_URL": self.lbs_url,
-                "LBS_ADMIN_TOKENS": ADMIN_TOKEN,
-                "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-                "LBS_LOG_FORMAT": "json",
-            },
+            "keys",
+            "root",
+            "--file",
+            str(trust_root),
+            env={**os.environ, **lbs_env},
+            stdout=asyncio.subprocess.DEVNULL,
         )
+        if await made.wait() != 0:
+            raise RuntimeError("license-backend keys root failed")
+        await self._spawn("license_backend.cli", lbs_env)
         for n in range(self.replicas):
             port = free_port()
             self.qrs_urls.append(f"http://127.0.0.1:{port}")
@@ -129,6 +142,7 @@ class Stack:
                     "QRS_DATABASE_URL": self.pg.url_for("qrs"),
                     "QRS_PORT": str(port),
                     "QRS_LBS_URL": self.lbs_url,
+                    "QRS_LBS_TRUST_ROOT_FILE": str(trust_root),
                     "QRS_AUTH_JWKS_FILE": str(jwks),
                     "QRS_AUTH_ISSUERS": "soak",
                     "QRS_INSTANCE_ID": f"soak-{n + 1}",

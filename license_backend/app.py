@@ -78,7 +78,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _signing(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     assert settings.key_encryption_key is not None
-    keyring = KeyRing(settings.key_encryption_key.get_secret_value().encode())
+    keyring = KeyRing(settings.key_encryption_key.get_secret_value().encode(), settings.public_url)
     async with app[keys.POOL].acquire() as conn:
         await keyring.ensure_key(conn)
     app[keys.KEYRING] = keyring

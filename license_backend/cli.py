@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import secrets
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
@@ -30,6 +33,7 @@ from shared.logging import configure_logging
 from shared.migrations import apply_migrations
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="add a new current signing key")
+    root = keys.add_parser(
+        "root", parents=[common], help="print the root public key (the sites' trust anchor)"
+    )
+    root.add_argument("--file", type=Path, default=None, help="write it to this file instead")
+    keys.add_parser(
+        "rotate-root", parents=[common], help="add a new root key certified by the current one"
+    )
     return parser
 
 
@@ -85,7 +96,7 @@ async def create_admin_token(settings: LbsSettings, name: str) -> str:
 async def _keyring(settings: LbsSettings, conn: Conn) -> KeyRing:
     if settings.key_encryption_key is None:
         raise MissingEncryptionKey()
-    keyring = KeyRing(secret(settings.key_encryption_key).encode())
+    keyring = KeyRing(secret(settings.key_encryption_key).encode(), settings.public_url)
     await keyring.ensure_key(conn)
     return keyring
 
@@ -99,20 +110,56 @@ async def _run(args: argparse.Namespace, settings: LbsSettings) -> int:
         return 0
     await apply_migrations(settings.database_url, MIGRATIONS)
     if args.command == "migrate":
+        if settings.key_encryption_key is not None:
+            # The root key is made here when it can be: the trust anchor exists before the
+            # first start, so `keys root` may run against a database no backend served yet.
+            await _with_keyring(settings, _loaded)
         emit({"migrated": True}, args.json, "migrations applied")
     elif args.command == "admin-token":
         token = await create_admin_token(settings, args.name)
         emit({"name": args.name, "token": token}, args.json, token)
     elif args.command == "keys":
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            kid = await (await _keyring(settings, conn)).rotate(conn)
-        finally:
-            await conn.close()
-        emit({"kid": kid}, args.json, f"new current signing key: {kid}")
+        await _keys(args, settings)
     elif args.command == "license":
         await _create_license(args, settings)
     return 0
+
+
+async def _with_keyring(
+    settings: LbsSettings, action: Callable[[KeyRing, Conn], Awaitable[T]]
+) -> T:
+    """Run `action` on the backend's key ring (made complete: root and signing key)."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        keyring = await _keyring(settings, conn)
+        return await action(keyring, conn)
+    finally:
+        await conn.close()
+
+
+async def _keys(args: argparse.Namespace, settings: LbsSettings) -> None:
+    if args.action == "rotate":
+        kid = await _with_keyring(settings, lambda keyring, conn: keyring.rotate(conn))
+        emit({"kid": kid}, args.json, f"new current signing key: {kid}")
+    elif args.action == "rotate-root":
+        kid = await _with_keyring(settings, lambda keyring, conn: keyring.rotate_root(conn))
+        emit({"kid": kid}, args.json, f"new current root key: {kid}")
+    elif args.action == "root":
+        keyring = await _with_keyring(settings, _loaded)
+        text = json.dumps(keyring.root_jwk())
+        if args.file is None:
+            print(text)
+        else:
+            args.file.write_text(text + "\n")
+            emit(
+                {"kid": keyring.root_jwk()["kid"], "file": str(args.file)},
+                args.json,
+                f"root key {keyring.root_jwk()['kid']} written to {args.file}",
+            )
+
+
+async def _loaded(keyring: KeyRing, conn: Conn) -> KeyRing:
+    return keyring
 
 
 async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> None:
@@ -149,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(LbsSettings, args)
-        configure_logging(settings.log_format)
+        # `keys root` prints the trust anchor on stdout; log lines must not mix into it.
+        configure_logging(
+            settings.log_format, stream=sys.stderr if args.command == "keys" else None
+        )
         return run_service(_run(args, settings))
     except MissingEncryptionKey as exc:
         print(f"error: {exc}", file=sys.stderr)

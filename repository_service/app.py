@@ -101,6 +101,8 @@ async def _license_backend(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.lbs_timeout_seconds,
             pinned_jwks=settings.lbs_jwks_file,
             installation_id=installation_id,
+            trust_roots=settings.lbs_trust_root_file,
+            refetch_seconds=settings.lbs_keys_refetch_seconds,
         )
         app[keys.LBS] = client
 

@@ -12,6 +12,7 @@ import asyncpg
 
 from repository_service.app import create_app
 from repository_service.bootstrap import split_identity
+from repository_service.lbs.client import read_pinned_keys, read_trust_roots
 from repository_service.settings import QrsSettings
 from repository_service.tls import server_ssl_context
 from shared import jose
@@ -74,6 +75,26 @@ def mint_token(settings: QrsSettings, identity: str, ttl: int) -> str:
     return jose.sign(claims, key, typ="JWT")
 
 
+def trust_problem(settings: QrsSettings) -> str | None:
+    """Say why the site could not tell the vendor's keys from anyone else's, if it could not."""
+    if settings.lbs_jwks_file is not None:
+        name, path, read = "QRS_LBS_JWKS_FILE", settings.lbs_jwks_file, read_pinned_keys
+    elif settings.lbs_trust_root_file is not None:
+        name, path, read = "QRS_LBS_TRUST_ROOT_FILE", settings.lbs_trust_root_file, read_trust_roots
+    else:
+        return (
+            "neither QRS_LBS_TRUST_ROOT_FILE nor QRS_LBS_JWKS_FILE is set, so the site would"
+            " trust any key set served at QRS_LBS_URL. Set QRS_LBS_TRUST_ROOT_FILE to the"
+            " vendor's root public key (`license-backend keys root`), or QRS_LBS_JWKS_FILE to"
+            " pinned signing keys."
+        )
+    try:
+        read(path)
+    except (OSError, ValueError) as exc:
+        return f"{name} ({path}) is not usable: {exc}"
+    return None
+
+
 async def _run(args: argparse.Namespace, settings: QrsSettings) -> int:
     if args.command == "serve":
         app = create_app(settings)
@@ -98,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         emit({"token": token, "user": args.user, "ttlSeconds": args.ttl}, args.json, token)
         return 0
+    if args.command == "serve" and (problem := trust_problem(settings)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_format)
     try:
         return run_service(_run(args, settings))

@@ -29,9 +29,20 @@ class QrsSettings(ServiceSettings):
     lbs_issuer: str | None = Field(
         default=None, description="`iss` expected on definitions (default: LBS_URL)."
     )
+    lbs_trust_root_file: Path | None = Field(
+        default=None,
+        description="The vendor's root public key (a JWK, or a JWKS of several): signing keys"
+        " fetched from LBS_URL are trusted only when a root it reaches certifies them.",
+    )
     lbs_jwks_file: Path | None = Field(
         default=None,
-        description="Pinned JWKS of the license backend; otherwise fetched from LBS_URL.",
+        description="Pinned JWKS of the license backend's signing keys (instead of a trust"
+        " root; these keys are trusted as they are, and the trust root is then unused).",
+    )
+    lbs_keys_refetch_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Least time between key-set fetches caused by an unknown `kid`.",
     )
     lbs_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Timeout of every call to the license backend."

@@ -25,6 +25,7 @@ from cryptography.fernet import Fernet
 
 from license_backend.app import create_app as create_lbs
 from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
+from license_backend.keys import KEYRING as LBS_KEYRING
 from license_backend.settings import LbsSettings
 from repository_service.app import create_app as create_qrs
 from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
@@ -134,7 +135,11 @@ class DevStack:
                 ),
             )
         )
-        await self._serve(create_lbs(lbs_settings), host, self.args.lbs_port)
+        lbs_app = create_lbs(lbs_settings)
+        await self._serve(lbs_app, host, self.args.lbs_port)
+        # The site trusts this backend's root key and nothing else, as a real site would.
+        trust_root = self.data_dir / "lbs-trust-root.json"
+        trust_root.write_text(json.dumps(lbs_app[LBS_KEYRING].root_jwk()) + "\n")
         roles = {ADMIN_USER: ["RootAdmin"]}
         tls: dict[str, Any] = {}
         if self.args.tls:
@@ -156,6 +161,7 @@ class DevStack:
                 host=host,
                 port=self.args.qrs_port,
                 lbs_url=lbs_url,
+                lbs_trust_root_file=trust_root,
                 auth_jwks_file=jwks_file,
                 auth_issuers="licensing-dev",
                 dev_issuer_key_file=issuer_pem,

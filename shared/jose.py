@@ -99,6 +99,19 @@ def _key_from_jwk(entry: Mapping[str, Any]) -> Ed25519PublicKey | None:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+def public_key_from_jwk(entry: Mapping[str, Any]) -> Ed25519PublicKey:
+    """Return the Ed25519 signing key of one JWK, raising ValueError for anything else."""
+    if not isinstance(entry, Mapping):
+        raise ValueError("a JWK is an object")
+    key = _key_from_jwk(entry)
+    if key is None:
+        raise ValueError("not an Ed25519 signing key")
+    # A stated kid that is not the thumbprint would let one key pose as another.
+    if entry.get("kid", kid_for(key)) != kid_for(key):
+        raise ValueError("the JWK's kid is not its thumbprint")
+    return key
+
+
 def keys_from_jwks(doc: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:
     """Return the Ed25519 keys of a JWKS document by their recomputed kid."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):

@@ -24,7 +24,7 @@ from repository_service.settings import QrsSettings
 from shared import jose
 from shared.embedded_pg import EmbeddedPostgres
 from shared.migrations import apply_migrations
-from tests.helpers import LbsHandle, QrsHandle, serve_lbs, serve_qrs, write_jwks
+from tests.helpers import LbsHandle, QrsHandle, serve_lbs, serve_qrs, write_jwks, write_root
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = {
@@ -184,16 +184,23 @@ def make_qrs(
     databases: DatabaseFactory, issuer_key: Ed25519PrivateKey, tmp_path: Path
 ) -> Callable[..., Any]:
     """Return a factory: `async with make_qrs(lbs, **settings) as qrs:` on a fresh database
-    (or the one given as `database_url`)."""
+    (or the one given as `database_url`), trusting `lbs`'s root key (a stranger's for None)."""
     jwks_file = write_jwks(tmp_path / "callers.jwks.json", issuer_key)
+    roots = 0
 
     @asynccontextmanager
     async def factory(
         lbs: LbsHandle | None, *, run_poller: bool = True, **overrides: Any
     ) -> AsyncIterator[QrsHandle]:
+        nonlocal roots
         fresh = "database_url" not in overrides
         if fresh:
             overrides["database_url"] = await databases.clone("qrs")
+        if "lbs_trust_root_file" not in overrides and "lbs_jwks_file" not in overrides:
+            roots += 1
+            overrides["lbs_trust_root_file"] = write_root(
+                tmp_path / f"lbs-trust-root-{roots}.json", lbs or jose.generate_private_key()
+            )
         settings = QrsSettings(
             **{
                 "lbs_url": lbs.url if lbs else "http://127.0.0.1:9",

@@ -202,6 +202,16 @@ class QrsHandle:
         self.app[CALLERS].forget()
 
 
+def write_root(path: Path, lbs: LbsHandle | Ed25519PrivateKey) -> Path:
+    """Write the trust-root file of a site: a running backend's root, or any key's."""
+    if isinstance(lbs, LbsHandle):
+        root = lbs.app_keyring().root_jwk()
+    else:
+        root = jose.public_jwk(lbs.public_key())
+    path.write_text(json_module.dumps(root))
+    return path
+
+
 def write_jwks(path: Path, key: Ed25519PrivateKey) -> Path:
     """Write a JWKS file holding the public half of `key`."""
     path.write_text(json_module.dumps(jose.jwks([key.public_key()])))

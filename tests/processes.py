@@ -82,12 +82,15 @@ class ServiceProcess:
             await self.process.wait()
 
 
-def replica_env(database_url: str, lbs_url: str, jwks_file: Path, **extra: str) -> dict[str, str]:
-    """Return the environment of a test replica."""
+def replica_env(
+    database_url: str, lbs_url: str, jwks_file: Path, *, trust_root: Path, **extra: str
+) -> dict[str, str]:
+    """Return the environment of a test replica trusting the backend root in `trust_root`."""
     return {
         "QRS_DATABASE_URL": database_url,
         "QRS_LBS_URL": lbs_url,
         "QRS_LBS_ISSUER": "http://lbs.test",
+        "QRS_LBS_TRUST_ROOT_FILE": str(trust_root),
         "QRS_AUTH_JWKS_FILE": str(jwks_file),
         "QRS_AUTH_ISSUERS": "test-issuer",
         "QRS_LOG_FORMAT": "json",
@@ -101,3 +104,22 @@ def make_replicas(count: int, env: dict[str, str], log_dir: Path) -> list[Servic
         ServiceProcess(f"qrs-{n}", free_port(), env, log_dir / f"qrs-{n}.log")
         for n in range(1, count + 1)
     ]
+
+
+async def backend_root_file(env: dict[str, str], path: Path) -> Path:
+    """Write the root key of the backend configured by `env` with `license-backend keys root`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "license_backend.cli",
+        "keys",
+        "root",
+        "--file",
+        str(path),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode(errors="replace")
+    return path

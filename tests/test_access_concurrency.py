@@ -88,10 +88,12 @@ async def run_replicas(
 ) -> list[ServiceProcess]:
     jwks = tmp_path / "callers.jwks.json"
     jwks.write_text(Path(str(qrs.settings.auth_jwks_file)).read_text())
+    assert qrs.settings.lbs_trust_root_file is not None
     env = replica_env(
         db_url,
         lbs.url,
         jwks,
+        trust_root=qrs.settings.lbs_trust_root_file,
         QRS_POLL_INTERVAL_SECONDS="3600",
         QRS_DB_POOL_MAX_SIZE="30",
         **extra_env,

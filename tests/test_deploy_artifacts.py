@@ -285,6 +285,21 @@ def test_repository_service_autoscales_and_names_each_replica() -> None:
     assert str(jwks_path.parent) in mounts, "QRS_AUTH_JWKS_FILE must be mounted"
 
 
+def test_repository_service_trusts_the_vendor_root_from_a_mounted_config_map() -> None:
+    config = by_name("ConfigMap", "repository-service-config")["data"]
+    assert "QRS_LBS_JWKS_FILE" not in config
+    root_file = Path(config["QRS_LBS_TRUST_ROOT_FILE"])
+    spec = pod_spec(by_name("Deployment", "repository-service"))
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(root_file.parent)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    trust_root = by_name("ConfigMap", volume["configMap"]["name"])
+    assert root_file.name in trust_root["data"]
+    # The template holds no root: a site refuses to start until the vendor's is filled in.
+    assert json.loads(trust_root["data"][root_file.name]) == {"keys": []}
+
+
 @pytest.mark.parametrize("name", ["license-backend", "repository-service"])
 def test_each_service_has_a_migration_job(name: str) -> None:
     job = by_name("Job", f"{name}-migrate")
@@ -590,6 +605,19 @@ def test_dockerfile_bakes_in_no_secrets() -> None:
                     assert not SECRET_NAME.search(name), f"{keyword} {name} in the Dockerfile"
 
 
+def test_dockerfile_bakes_the_trust_root_build_arg_in_as_the_sites_default() -> None:
+    final = dockerfile_stages()[-1]
+    args = [shlex.split(a)[0].split("=", 1)[0] for a in instructions(final, "ARG")]
+    assert "LBS_TRUST_ROOT" in args
+    env = dict(word.split("=", 1) for e in instructions(final, "ENV") for word in shlex.split(e))
+    root_file = env["QRS_LBS_TRUST_ROOT_FILE"]
+    assert "lbs_trust_root_file" in QrsSettings.model_fields
+    writes = [r for r in instructions(final, "RUN") if "$LBS_TRUST_ROOT" in r]
+    assert writes and f"> {root_file}" in writes[0]
+    # The root is checked at build time with the same code the site uses.
+    assert "roots_from_document" in writes[0]
+
+
 def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".licensing", "tests", "bench", "secrets", ".env"} <= ignored
@@ -656,6 +684,21 @@ def test_compose_runs_two_repository_service_replicas() -> None:
     lbs_url = {compose_env(service)["QRS_LBS_URL"] for service in replicas.values()}
     lbs_env = compose_env(compose()["services"]["license-backend"])
     assert lbs_url == {lbs_env["LBS_PUBLIC_URL"]}, "the QRS must expect the LBS's `iss`"
+
+
+def test_compose_sites_trust_the_backend_root_from_a_file() -> None:
+    declared = {**compose().get("configs", {}), **compose().get("secrets", {})}
+    for name, service in services_running("repository-service", "serve").items():
+        env = compose_env(service)
+        assert "QRS_LBS_JWKS_FILE" not in env, name
+        root_file = env["QRS_LBS_TRUST_ROOT_FILE"]
+        mounted = {
+            item["target"]: item["source"]
+            for item in [*service.get("configs", []), *service.get("secrets", [])]
+            if isinstance(item, dict)
+        }
+        assert root_file in mounted, f"{name}: QRS_LBS_TRUST_ROOT_FILE is not mounted"
+        assert declared[mounted[root_file]]["file"].startswith("./secrets/"), name
 
 
 def test_compose_services_use_their_own_databases() -> None:

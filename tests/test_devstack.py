@@ -4,6 +4,7 @@ everything cleanly (exit 0, no server left behind), and a second start reuses th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import jwt
 
 from repository_service.about.views import BUILD_VERSION
 from shared.embedded_pg import free_port
@@ -78,6 +80,13 @@ async def test_licensing_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> 
                 },
             ) as resp:
                 license = await resp.json()
+            # The site was given the backend's own root key as its trust anchor.
+            async with http.get(
+                f"http://127.0.0.1:{lbs_port}/.well-known/license-roots.json"
+            ) as resp:
+                chain = (await resp.json())["chain"]
+        root = json.loads((tmp_path / "data" / "lbs-trust-root.json").read_text())
+        assert root["kid"] == jwt.decode(chain[-1], options={"verify_signature": False})["sub"]
         assert license["keyDetails"].startswith("License Number:")
     finally:
         code = await stop_stack(proc)

@@ -198,6 +198,11 @@ def copy_jwks(qrs: QrsHandle, folder: Path) -> Path:
     return jwks
 
 
+def trust_root_of(qrs: QrsHandle) -> Path:
+    assert qrs.settings.lbs_trust_root_file is not None
+    return qrs.settings.lbs_trust_root_file
+
+
 # ---- 1. Postgres stopped and restarted mid-burst ---------------------------------------------
 
 
@@ -324,6 +329,7 @@ async def test_postgres_restart_mid_burst(lbs: LbsHandle, make_qrs: Any, tmp_pat
             db_url,
             lbs.url,
             copy_jwks(qrs, tmp_path),
+            trust_root=trust_root_of(qrs),
             QRS_POLL_INTERVAL_SECONDS="3600",
             QRS_DB_POOL_MAX_SIZE="10",
         )
@@ -415,7 +421,7 @@ async def test_misbehaving_backend_backs_off_keeps_definition_and_recovers(
     lic = await lbs.create_license(professional=4)
     async with (
         faulty_backend(lbs) as (peer, url),
-        make_qrs(None, lbs_url=url, poll_interval_seconds=interval, lbs_timeout_seconds=0.5) as qrs,
+        make_qrs(lbs, lbs_url=url, poll_interval_seconds=interval, lbs_timeout_seconds=0.5) as qrs,
     ):
         status, applied = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201, applied
@@ -505,7 +511,11 @@ async def test_sigkill_of_the_leader_mid_poll(
     async with faulty_backend(lbs) as (peer, url), aiohttp.ClientSession() as session:
         peer.delay = 2.0  # every poll is in flight for two seconds
         env = replica_env(
-            db_url, url, copy_jwks(qrs, tmp_path), QRS_POLL_INTERVAL_SECONDS=str(interval)
+            db_url,
+            url,
+            copy_jwks(qrs, tmp_path),
+            trust_root=trust_root_of(qrs),
+            QRS_POLL_INTERVAL_SECONDS=str(interval),
         )
         replicas = make_replicas(3, env, tmp_path)
         try:
@@ -599,7 +609,7 @@ async def test_definitions_from_the_future_are_refused(lbs: LbsHandle, make_qrs:
 
     async with (
         faulty_backend(lbs) as (peer, url),
-        make_qrs(None, lbs_url=url, poll_interval_seconds=3600) as qrs,
+        make_qrs(lbs, lbs_url=url, poll_interval_seconds=3600) as qrs,
     ):
         status, applied = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201, applied

@@ -50,7 +50,15 @@ from repository_service.app import create_app as create_qrs_app
 from repository_service.settings import QrsSettings
 from shared.web.endpoints import ENDPOINTS_KEY
 from tests.conftest import ADMIN_TOKEN, DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve_lbs, serve_qrs, write_jwks
+from tests.helpers import (
+    XRFKEY,
+    LbsHandle,
+    QrsHandle,
+    serve_lbs,
+    serve_qrs,
+    write_jwks,
+    write_root,
+)
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "15"))
 # Cases per operation whose path, query and header values are hostile text (SPEC 9.3).
@@ -174,9 +182,11 @@ async def stack(
             # What admin operations with a {number} act on (PATCH, new keys with revokeOthers
             # ...), so that the site's own key keeps working for the site-facing operations.
             other = await lbs.create_license(owner="Fuzz Target", organization="Fuzz AB")
-            jwks = write_jwks(tmp_path_factory.mktemp("fuzz") / "callers.jwks.json", issuer_key)
+            folder = tmp_path_factory.mktemp("fuzz")
+            jwks = write_jwks(folder / "callers.jwks.json", issuer_key)
             qrs_settings = QrsSettings(
                 lbs_url=lbs.url,
+                lbs_trust_root_file=write_root(folder / "lbs-trust-root.json", lbs),
                 lbs_issuer="http://lbs.test",
                 auth_jwks_file=jwks,
                 auth_issuers="test-issuer",

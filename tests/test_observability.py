@@ -15,7 +15,7 @@ import aiohttp
 from shared import jose
 from shared.embedded_pg import free_port
 from tests.conftest import DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle
+from tests.helpers import XRFKEY, LbsHandle, write_root
 
 
 def metric(text: str, name: str) -> float:
@@ -71,6 +71,7 @@ async def test_one_json_log_line_per_request_and_poll(
         "QRS_DATABASE_URL": await databases.clone("qrs"),
         "QRS_PORT": str(port),
         "QRS_LBS_URL": lbs.url,
+        "QRS_LBS_TRUST_ROOT_FILE": str(write_root(tmp_path / "lbs-trust-root.json", lbs)),
         "QRS_AUTH_JWKS_FILE": str(jwks),
         "QRS_AUTH_ISSUERS": "test-issuer",
         "QRS_LOG_FORMAT": "json",

@@ -203,7 +203,7 @@ async def test_refused_definitions_keep_the_stored_one(lbs: LbsHandle, make_qrs:
 
     async with (
         evil_backend(lbs) as (evil, url),
-        make_qrs(None, lbs_url=url, poll_interval_seconds=3600) as qrs,
+        make_qrs(lbs, lbs_url=url, poll_interval_seconds=3600) as qrs,
     ):
         status, applied = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201

@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 
 from tests.conftest import DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, QrsHandle
+from tests.helpers import XRFKEY, LbsHandle, QrsHandle, write_root
 from tests.processes import ServiceProcess, make_replicas, replica_env
 
 INTERVAL = 1.0
@@ -56,7 +56,10 @@ async def test_three_replicas_elect_one_leader_and_fail_over(
         token = qrs_handle.token("CORP\\admin", ttl=600)
     jwks_file = tmp_path / "callers.jwks.json"
     jwks_file.write_text((Path(str(qrs_handle.settings.auth_jwks_file))).read_text())
-    env = replica_env(db_url, lbs.url, jwks_file, QRS_POLL_INTERVAL_SECONDS=str(INTERVAL))
+    trust_root = write_root(tmp_path / "lbs-trust-root.json", lbs)
+    env = replica_env(
+        db_url, lbs.url, jwks_file, trust_root=trust_root, QRS_POLL_INTERVAL_SECONDS=str(INTERVAL)
+    )
     replicas = make_replicas(3, env, tmp_path)
     async with aiohttp.ClientSession() as session:
         try:

@@ -16,6 +16,7 @@ from shared import jose
 from shared.embedded_pg import free_port
 from tests.conftest import DatabaseFactory
 from tests.helpers import XRFKEY, LbsHandle
+from tests.processes import backend_root_file
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -130,6 +131,9 @@ async def test_no_secret_ever_reaches_a_log_line(
         "QRS_DATABASE_URL": await databases.clone("qrs"),
         "QRS_PORT": str(qrs_port),
         "QRS_LBS_URL": f"http://127.0.0.1:{lbs_port}",
+        "QRS_LBS_TRUST_ROOT_FILE": str(
+            await backend_root_file(lbs_env, tmp_path / "lbs-trust-root.json")
+        ),
         "QRS_AUTH_JWKS_FILE": str(jwks),
         "QRS_AUTH_ISSUERS": "test-issuer",
         "QRS_LOG_FORMAT": "json",

@@ -13,12 +13,25 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared import jose
+from shared import jose, trust
 
 MAX_ANSWER_BYTES = 1024 * 1024
 # An unknown kid may re-fetch the key set, but not more often than this.
 JWKS_REFETCH_SECONDS = 5.0
 INSTALLATION_HEADER = "X-Installation-Id"
+
+
+def read_trust_roots(path: Path) -> dict[str, Ed25519PublicKey]:
+    """Read the vendor's root keys from a JWK or JWKS file (OSError, ValueError if unusable)."""
+    return trust.roots_from_document(json.loads(path.read_text()))
+
+
+def read_pinned_keys(path: Path) -> dict[str, Ed25519PublicKey]:
+    """Read pinned signing keys from a JWKS file (OSError, ValueError if unusable)."""
+    keys = dict(jose.keys_from_jwks(json.loads(path.read_text())))
+    if not keys:
+        raise ValueError("the key set holds no Ed25519 signing key")
+    return keys
 
 
 class LbsUnavailable(Exception):
@@ -68,7 +81,11 @@ class DefinitionAnswer:
 
 
 class LbsClient:
-    """Talks to the license backend over one pooled HTTP session."""
+    """Talks to the license backend over one pooled HTTP session.
+
+    Signing keys are trusted in one of two ways: pinned (a JWKS file, trusted as it is), or
+    fetched from the backend and kept only when certified by a trusted root (the configured
+    roots and any root a valid chain reaches from them). A client with neither trusts no key."""
 
     def __init__(
         self,
@@ -78,17 +95,20 @@ class LbsClient:
         timeout: float,
         pinned_jwks: Path | None = None,
         installation_id: uuid.UUID | None = None,
+        trust_roots: Path | None = None,
+        refetch_seconds: float = JWKS_REFETCH_SECONDS,
     ) -> None:
         self._session = session
         # Who this site is: the backend counts a license's activations by it.
         self.installation_id = installation_id
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._pinned = (
-            jose.keys_from_jwks(json.loads(pinned_jwks.read_text())) if pinned_jwks else None
-        )
+        self._pinned = read_pinned_keys(pinned_jwks) if pinned_jwks else None
+        self._roots = read_trust_roots(trust_roots) if trust_roots else {}
+        self._refetch_seconds = refetch_seconds
         self._keys: dict[str, Ed25519PublicKey] = {}
-        self._keys_at = 0.0
+        self._refused: dict[str, str] = {}
+        self._keys_at: float | None = None
 
     async def _request(
         self, method: str, path: str, *, token: str | None = None, **kw: Any
@@ -173,17 +193,44 @@ class LbsClient:
         self._raise_for(status, body)
 
     async def keys(self, *, want_kid: str | None = None) -> Mapping[str, Ed25519PublicKey]:
-        """Return the backend's public keys: pinned, or fetched and cached (re-fetched once
-        when `want_kid` is unknown)."""
+        """Return the trusted signing keys: pinned, or fetched, certified and cached
+        (re-fetched, at most once per `refetch_seconds`, when `want_kid` is unknown).
+
+        Raises trust.UntrustedKey when the backend publishes `want_kid` without a valid
+        certificate by a trusted root, so the refusal names the reason."""
         if self._pinned is not None:
             return self._pinned
-        stale = want_kid is not None and want_kid not in self._keys
-        if not self._keys or (stale and time.monotonic() - self._keys_at > JWKS_REFETCH_SECONDS):
-            status, body, _ = await self._request("GET", "/.well-known/jwks.json")
-            self._raise_for(status, body)
-            try:
-                self._keys = dict(jose.keys_from_jwks(self._json(body)))
-            except ValueError:
-                raise LbsUnavailable("malformed key set") from None
-            self._keys_at = time.monotonic()
+        unknown = want_kid is not None and want_kid not in self._keys
+        if self._keys_at is None or (
+            (unknown or not self._keys)
+            and time.monotonic() - self._keys_at >= self._refetch_seconds
+        ):
+            await self._fetch_keys()
+        if want_kid is not None and want_kid in self._refused:
+            reason = self._refused[want_kid]
+            raise trust.UntrustedKey(f"signing key {want_kid} is not trusted: {reason}")
         return self._keys
+
+    async def _fetch_keys(self) -> None:
+        status, body, _ = await self._request("GET", "/.well-known/jwks.json")
+        self._raise_for(status, body)
+        doc = self._json(body)
+        if not isinstance(doc, dict):
+            raise LbsUnavailable("malformed key set")
+        if trust.cert_signers(doc) - self._roots.keys():
+            await self._fetch_roots()
+        try:
+            self._keys, self._refused = trust.trusted_keys(doc, self._roots)
+        except ValueError:
+            raise LbsUnavailable("malformed key set") from None
+        self._keys_at = time.monotonic()
+
+    async def _fetch_roots(self) -> None:
+        """Add the roots the backend's published chain reaches from the trusted ones."""
+        status, body, _ = await self._request("GET", "/.well-known/license-roots.json")
+        self._raise_for(status, body)
+        doc = self._json(body)
+        chain = doc.get("chain") if isinstance(doc, dict) else None
+        if not isinstance(chain, list):
+            raise LbsUnavailable("malformed root chain")
+        self._roots = trust.extend_roots(self._roots, chain)
