@@ -261,7 +261,10 @@ class Poller:
             if text is None:
                 raise PollFailed("the LEF server no longer knows this serial and control")
             content = lef.verify_lef(
-                text, control=row["control"], serial=serial, keys=await self.lbs.keys()
+                text,
+                control=row["control"],
+                serial=serial,
+                keys=await self.lbs.keys(want_kid=lef.stated_kid(text)),
             )
         except LbsUnavailable as exc:
             raise PollFailed(f"license backend unreachable: {exc.reason}") from None

@@ -308,6 +308,14 @@ def parse_lef(text: str) -> ParsedLef:
     )
 
 
+def stated_kid(text: str) -> str | None:
+    """Return the kid a LEF says it is signed with, None when it is malformed."""
+    try:
+        return parse_lef(text).kid
+    except LefError:
+        return None
+
+
 def verify_lef(
     text: str, *, control: str, serial: str | None, keys: Mapping[str, Ed25519PublicKey]
 ) -> LefContent:

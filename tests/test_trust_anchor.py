@@ -487,3 +487,25 @@ async def _execute(url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+async def test_a_lef_signed_by_a_newer_signing_key_verifies_at_the_site(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    lic = await lbs.create_license(professional=10)
+    settings = {"poll_interval_seconds": 3600, "lef_refresh_seconds": 0.01}
+    async with make_qrs(lbs, lbs_keys_refetch_seconds=0, **settings) as qrs:
+        status, body = await qrs.call(
+            "POST",
+            "/qrs/license",
+            params={"control": lic["control"]},
+            json={"serial": lic["number"], "name": "Owner", "organization": "Org"},
+        )
+        assert status == 201, body
+        new_kid = (await admin_post(lbs, "/v1/admin/signing-keys/rotate"))["kid"]
+        await lbs.patch(lic["number"], {"professional": 12})
+        state = await poll(qrs)
+        assert state["lastError"] is None, state
+        assert await professional_total(qrs) == 12
+        stored = await qrs.pool().fetchval("SELECT lef FROM site_license")
+        assert lef.parse_lef(stored).kid == new_kid

@@ -132,7 +132,7 @@ class SiteLicenseService:
 
     async def _verified_lef(self, text: str, serial: str, control: str) -> lef.LefContent:
         try:
-            keys = await self.lbs.keys()
+            keys = await self.lbs.keys(want_kid=lef.stated_kid(text))
             return lef.verify_lef(text, control=control, serial=serial, keys=keys)
         except lef.LefError as exc:
             raise ApplyFailed(exc.reason) from None
