@@ -142,6 +142,15 @@ async def test_two_sites_on_one_key(lbs: LbsHandle, make_qrs: Any) -> None:
         assert (entity["isInvalid"], entity["isExpired"]) == (False, False)
         assert await installations(lbs, number) == [second_id]
 
+        # A refresh there is refused in the backend's words, not taken for an outage.
+        status, body = await first.call("POST", "/qrs/license/refresh")
+        assert status == 409, body
+        assert body["error"]["code"] == "RefreshRefused"
+        assert body["error"]["details"] == {
+            "code": "ActivationLimitReached",
+            "reason": LIMIT.format(1),
+        }
+
 
 async def test_max_activations_bounds_the_sites(lbs: LbsHandle, make_qrs: Any) -> None:
     lic = await lbs.create_license(maxActivations=2)

@@ -44,5 +44,9 @@ class NotSignedKey(Conflict):
     code, message = "NotSignedKey", "Only a signed-key site can refresh its license definition."
 
 
+class RefreshRefused(Conflict):
+    code, message = "RefreshRefused", "The license backend refused the refresh."
+
+
 class LbsUnavailableError(UpstreamUnavailable):
     code, message = "LbsUnavailable", "The license backend could not be reached."

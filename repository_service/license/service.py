@@ -36,6 +36,7 @@ from repository_service.license.errors import (
     LicenseExpired,
     NotLicensed,
     NotSignedKey,
+    RefreshRefused,
 )
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
 from repository_service.settings import QrsSettings
@@ -482,8 +483,9 @@ class SiteLicenseService:
         except LbsUnavailable as exc:
             raise LbsUnavailableError(details={"reason": exc.reason}) from None
         except LbsRefused as exc:
-            raise LbsUnavailableError(
-                f"The license backend refused the refresh: {exc.code}", status=502
+            # The backend answered: an outage (502) would send the admin looking elsewhere.
+            raise RefreshRefused(
+                details={"code": exc.code, "reason": exc.message or exc.code}
             ) from None
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q.set_refresh_requested, now)
