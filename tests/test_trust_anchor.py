@@ -226,7 +226,8 @@ async def test_signing_key_rotation_needs_no_change_at_the_site(
 async def test_root_rotation_needs_no_change_at_the_site(
     lbs: LbsHandle, make_qrs: Any, tmp_path: Path
 ) -> None:
-    lic = await lbs.create_license(professional=10)
+    # Two sites run on it, one after the other.
+    lic = await lbs.create_license(professional=10, maxActivations=2)
     old_root = write_root(tmp_path / "old-root.json", lbs)
     async with make_qrs(
         lbs,
