@@ -20,7 +20,7 @@ from repository_service.license import entitlements as ent
 from repository_service.license.definition import DefinitionRejected, verify_definition
 from repository_service.license.service import SiteLicenseService, q
 from repository_service.settings import QrsSettings
-from shared import lef
+from shared import jose, lef
 from shared.db import database_unavailable, one
 
 log = structlog.get_logger("poller")
@@ -272,7 +272,8 @@ class Poller:
             if exc.limit_reached:
                 raise PollFailed(exc.message) from None
             raise PollFailed(f"LEF server refused: {exc.status} {exc.code}") from None
-        except lef.LefError as exc:
+        except (lef.LefError, jose.TokenInvalid) as exc:
+            # TokenInvalid: the key the LEF names is published without a trusted certificate.
             raise PollFailed(f"LEF refused: {exc.reason}") from None
         changed = text != row["lef"]
         async with self.pool.acquire() as conn, conn.transaction():

@@ -333,7 +333,7 @@ async def test_a_foreign_key_set_is_refused_on_apply(lbs: LbsHandle, make_qrs: A
             json={"serial": lic["number"], "name": "N", "organization": "O"},
         )
         assert status == 400 and body["error"]["code"] == "ApplyFailed", body
-        assert "unknown key" in body["error"]["details"]["reason"]
+        assert "it has no certificate" in body["error"]["details"]["reason"]
         assert await qrs.pool().fetchval("SELECT count(*) FROM site_license") == 0
 
 

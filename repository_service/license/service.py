@@ -41,7 +41,7 @@ from repository_service.license.errors import (
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
-from shared import lef
+from shared import jose, lef
 from shared.coalesce import Coalesced
 from shared.db import Conn, one
 from shared.sql import Queries
@@ -135,7 +135,8 @@ class SiteLicenseService:
         try:
             keys = await self.lbs.keys(want_kid=lef.stated_kid(text))
             return lef.verify_lef(text, control=control, serial=serial, keys=keys)
-        except lef.LefError as exc:
+        except (lef.LefError, jose.TokenInvalid) as exc:
+            # TokenInvalid: the key the LEF names is published without a trusted certificate.
             raise ApplyFailed(exc.reason) from None
         except LbsUnavailable as exc:
             raise ApplyFailed(f"license backend unreachable: {exc.reason}", status=502) from None
