@@ -128,7 +128,10 @@ class CallerDirectory:
 
     async def caller(self, directory: str, user_id: str) -> Caller:
         """Return the user record for an identity, creating it on first call."""
-        key = (directory.lower(), user_id.lower())
+        # The exact spelling: Python's case folding differs from Postgres' (the Kelvin sign
+        # folds to "k" in one and not the other), so a folded key could hand one user's
+        # record to a look-alike. Other spellings of the same user only miss the cache.
+        key = (directory, user_id)
         cached = self._callers.get(key)
         if cached is not None and time.monotonic() - cached.read_at < CALLER_CACHE_SECONDS:
             return cached

@@ -439,3 +439,25 @@ async def test_inactive_target_user_gets_unknown_user(lbs: LbsHandle, make_qrs: 
         await set_inactive(qrs, "alice", False)
         status, decision = await qrs.call("POST", "/qrs/license/accessrequest", json=request)
         assert status == 200 and decision["accessGranted"] is True
+
+
+async def test_a_look_alike_identity_never_gets_another_users_record(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    """Python lower-cases `\u0130` (I with a dot) to `i` + a combining dot, Postgres to `i`:
+    `\u0130van` and `i\u0307van` are one spelling to Python, two users to the store."""
+    root, look_alike = "CORP\\\u0130van", "CORP\\i\u0307van"
+    async with make_qrs(lbs, run_poller=False, bootstrap_roles={root: ["RootAdmin"]}) as qrs:
+        status, _ = await qrs.call("GET", "/qrs/user/full", user=root)
+        assert status == 200
+        mallory = {"userDirectory": "CORP", "userId": "mallory", "roles": ["RootAdmin"]}
+        status, body = await qrs.call("POST", "/qrs/user", user=look_alike, json=mallory)
+        assert status == 403, body
+        # And the other way round: the look-alike's record never stands in for the root.
+        status, _ = await qrs.call("GET", "/qrs/user/full", user=root)
+        assert status == 200
+        users = await qrs.pool().fetch("SELECT user_id, roles FROM users ORDER BY user_id")
+        assert {(r["user_id"], tuple(r["roles"])) for r in users} == {
+            ("\u0130van", ("RootAdmin",)),
+            ("i\u0307van", ()),
+        }
