@@ -45,6 +45,8 @@ from shared.cli import run_service
 
 HOST = "127.0.0.1"
 DEFINITIONS_PATH = "/v1/definitions/current"
+# Every site names its installation (SPEC 9.2); one bench site per license.
+INSTALLATION = "00000000-0000-4000-8000-00000000be9c"
 TARGET_RATIO = 0.50
 OTHER_LOAD_WARNING = 0.15  # share of a core used by the rest of the machine worth a warning
 REQUEST_TIMEOUT = 10.0  # seconds, per request
@@ -403,14 +405,19 @@ async def create_licenses(
     return keys
 
 
+def site_headers(key: str) -> dict[str, str]:
+    """Return the headers a site sends: its signed key and its installation."""
+    return {"Authorization": f"Bearer {key}", "X-Installation-Id": INSTALLATION}
+
+
 async def first_etag(session: aiohttp.ClientSession, url: str, key: str) -> str:
     """GET the definition once (200) and return its ETag."""
-    async with session.get(url + DEFINITIONS_PATH, headers={"Authorization": f"Bearer {key}"}) as r:
+    async with session.get(url + DEFINITIONS_PATH, headers=site_headers(key)) as r:
         await r.read()
         etag = r.headers.get("ETag")
         if r.status != 200 or not etag:
             raise RuntimeError(f"first GET of the definition: HTTP {r.status}, ETag {etag!r}")
-    headers = {"Authorization": f"Bearer {key}", "If-None-Match": etag}
+    headers = {**site_headers(key), "If-None-Match": etag}
     async with session.get(url + DEFINITIONS_PATH, headers=headers) as r:
         await r.read()
         if r.status != 304:
@@ -427,7 +434,7 @@ async def benchmark(
         await wait_until_serving(session, lbs, "/health/ready")
         keys = await create_licenses(session, lbs.url, admin, args.licenses)
         etags = [await first_etag(session, lbs.url, key) for key in keys]
-    auth = [{"Authorization": f"Bearer {key}"} for key in keys]
+    auth = [site_headers(key) for key in keys]
     conditional = [{**h, "If-None-Match": etag} for h, etag in zip(auth, etags, strict=True)]
     scenarios = [
         Scenario("baseline", baseline, [{}], 200),

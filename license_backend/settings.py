@@ -46,10 +46,10 @@ class LbsSettings(ServiceSettings):
         description="How often at most a known installation's last-seen time is written.",
     )
     require_installation_id: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "Refuse site calls without `X-Installation-Id` (400); off serves sites older than"
-            " activations without counting them. LEF downloads never need it."
+            "Refuse site calls without `X-Installation-Id` (400); `false` serves sites older"
+            " than activations, uncounted. LEF downloads never need it."
         ),
     )
 

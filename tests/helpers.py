@@ -127,6 +127,15 @@ async def serve_lbs(
         yield LbsHandle(url, app, settings, admin_token, session)
 
 
+# The installation a test names when it calls the backend as a site would (SPEC 9.2).
+TEST_INSTALLATION = "00000000-0000-4000-8000-000000000001"
+
+
+def site_headers(key: str, **extra: str) -> dict[str, str]:
+    """Return the headers a site sends the backend: its signed key and its installation."""
+    return {"Authorization": f"Bearer {key}", "X-Installation-Id": TEST_INSTALLATION, **extra}
+
+
 XRFKEY = "abcdefghij012345"
 
 

@@ -56,6 +56,7 @@ from tests.helpers import (
     QrsHandle,
     serve_lbs,
     serve_qrs,
+    site_headers,
     write_jwks,
     write_root,
 )
@@ -178,7 +179,8 @@ async def stack(
             database_url=await factory.clone("lbs"),
         )
         async with serve_lbs(lbs_settings, ADMIN_TOKEN) as lbs:
-            site = await lbs.create_license()
+            # Two activations: the site, and the fuzzer calling the site-facing routes.
+            site = await lbs.create_license(maxActivations=2)
             # What admin operations with a {number} act on (PATCH, new keys with revokeOthers
             # ...), so that the site's own key keeps working for the site-facing operations.
             other = await lbs.create_license(owner="Fuzz Target", organization="Fuzz AB")
@@ -212,7 +214,7 @@ async def stack(
                     if auth == "admin":
                         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
                     if auth == "licenseKey":
-                        return {"Authorization": f"Bearer {site['key']}"}
+                        return site_headers(site["key"])
                     return {}
 
                 root = qrs.token(ROOT, ttl=3600)

@@ -16,7 +16,7 @@ from yarl import URL
 from license_backend.settings import LbsSettings
 from shared import jose
 from tests.conftest import ADMIN_TOKEN, DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve_lbs
+from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve_lbs, site_headers
 
 ROOT = "CORP\\admin"
 DEFINITION_TYP = "license-definition+jwt"
@@ -310,7 +310,7 @@ async def test_license_keys_with_claims_of_wrong_types_are_refused(
     kid, key = lbs.app_keyring().current_key()
     token = forge(claims, key, typ=KEY_TYP, kid=kid)
     async with lbs.session.get(
-        f"{lbs.url}/v1/definitions/current", headers={"Authorization": f"Bearer {token}"}
+        f"{lbs.url}/v1/definitions/current", headers=site_headers(token)
     ) as resp:
         body = await resp.json()
         assert resp.status == 401, body
@@ -367,7 +367,7 @@ async def test_definitions_with_claims_of_wrong_types_are_refused(
     async with make_qrs(lbs, poll_interval_seconds=3600) as qrs:
         # Signing the first definition of `lic` happens on the first fetch.
         async with lbs.session.get(
-            f"{lbs.url}/v1/definitions/current", headers={"Authorization": f"Bearer {lic['key']}"}
+            f"{lbs.url}/v1/definitions/current", headers=site_headers(lic["key"])
         ) as resp:
             assert resp.status == 200
         await serve_forged(lic["number"])
@@ -456,10 +456,12 @@ async def test_hostile_header_values_never_get_a_5xx(
         token = qrs.token(ROOT)
         status, _ = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
         assert status == 201
+        site = await qrs.pool().fetchval("SELECT installation_id FROM site_identity")
         for name in (b"X-Request-Id", b"If-None-Match"):
             head = (
                 b"GET /v1/definitions/current HTTP/1.1\r\n"
                 + f"Authorization: Bearer {lic['key']}\r\n".encode()
+                + f"X-Installation-Id: {site}\r\n".encode()
                 + name
                 + b": "
                 + value

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from shared import jose
-from tests.helpers import LbsHandle
+from tests.helpers import LbsHandle, site_headers
 
 
 async def fetch(lbs: LbsHandle, key: str, etag: str | None = None) -> tuple[int, Any, str]:
-    headers = {"Authorization": f"Bearer {key}"}
+    headers = site_headers(key)
     if etag:
         headers["If-None-Match"] = etag
     async with lbs.session.get(f"{lbs.url}/v1/definitions/current", headers=headers) as resp:
@@ -86,7 +86,7 @@ async def test_ver_increases_on_every_change_and_only_then(lbs: LbsHandle) -> No
 
     # Refresh re-derives without a change: same version, still 304.
     async with lbs.session.post(
-        f"{lbs.url}/v1/definitions/refresh", headers={"Authorization": f"Bearer {lic['key']}"}
+        f"{lbs.url}/v1/definitions/refresh", headers=site_headers(lic["key"])
     ) as resp:
         assert resp.status == 202
         assert (await resp.json()) == {"version": 6}

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import LbsHandle
+from tests.helpers import LbsHandle, site_headers
 
 HOSTILE_STRINGS = [
     "nul\x00byte",
@@ -111,14 +111,14 @@ async def test_hostile_strings_never_500(lbs: LbsHandle, text: str) -> None:
         assert resp.status in (400, 404, 429)
     header_safe = text.replace("\x00", "").replace("\n", "")[:8000]
     status, answer = await send(
-        lbs, "GET", "/v1/definitions/current", headers={"Authorization": f"Bearer {header_safe}"}
+        lbs, "GET", "/v1/definitions/current", headers=site_headers(header_safe)
     )
     assert_envelope(status, answer, 401)
 
 
 async def test_usage_bad_bodies(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
-    headers = {"Authorization": f"Bearer {lic['key']}"}
+    headers = site_headers(lic["key"])
     good = {
         "reportId": str(uuid.uuid4()),
         "periodStart": "2026-11-01T00:00:00Z",

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared import jose
-from tests.helpers import LbsHandle
+from tests.helpers import LbsHandle, site_headers
 
 
 def b64(data: bytes) -> str:
@@ -32,7 +32,7 @@ def segments(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 
 async def definition_status(lbs: LbsHandle, key: str) -> tuple[int, dict[str, Any]]:
     async with lbs.session.get(
-        f"{lbs.url}/v1/definitions/current", headers={"Authorization": f"Bearer {key}"}
+        f"{lbs.url}/v1/definitions/current", headers=site_headers(key)
     ) as resp:
         body = await resp.json() if resp.content_type == "application/json" else {}
         return resp.status, body
@@ -120,7 +120,7 @@ async def test_missing_bearer_is_401_with_challenge(lbs: LbsHandle) -> None:
 async def test_blacklisted_license_is_403_on_every_site_call(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
     await lbs.patch(lic["number"], {"blacklisted": True})
-    headers = {"Authorization": f"Bearer {lic['key']}"}
+    headers = site_headers(lic["key"])
     calls = [
         ("GET", "/v1/definitions/current", None),
         ("POST", "/v1/definitions/refresh", None),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from shared import jose, lef
-from tests.helpers import LbsHandle
+from tests.helpers import LbsHandle, site_headers
 
 
 async def get_lef(lbs: LbsHandle, serial: str, control: str) -> tuple[int, str, dict[str, str]]:
@@ -60,7 +60,7 @@ def usage_report(report_id: str) -> dict[str, object]:
 
 async def test_usage_report_replay_is_stored_once(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
-    headers = {"Authorization": f"Bearer {lic['key']}"}
+    headers = site_headers(lic["key"])
     report = usage_report(str(uuid.uuid4()))
     async with lbs.session.post(f"{lbs.url}/v1/usage", json=report, headers=headers) as resp:
         assert resp.status == 202
@@ -84,11 +84,11 @@ async def test_report_id_of_another_license_conflicts(lbs: LbsHandle) -> None:
     b = await lbs.create_license()
     report = usage_report(str(uuid.uuid4()))
     async with lbs.session.post(
-        f"{lbs.url}/v1/usage", json=report, headers={"Authorization": f"Bearer {a['key']}"}
+        f"{lbs.url}/v1/usage", json=report, headers=site_headers(a["key"])
     ) as resp:
         assert resp.status == 202
     async with lbs.session.post(
-        f"{lbs.url}/v1/usage", json=report, headers={"Authorization": f"Bearer {b['key']}"}
+        f"{lbs.url}/v1/usage", json=report, headers=site_headers(b["key"])
     ) as resp:
         assert resp.status == 409
 

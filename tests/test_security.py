@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from shared import jose
 from shared.embedded_pg import free_port
 from tests.conftest import DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle
+from tests.helpers import XRFKEY, LbsHandle, site_headers
 from tests.processes import backend_root_file
 
 
@@ -164,7 +164,14 @@ async def test_no_secret_ever_reaches_a_log_line(
             async with http.post(
                 f"{lbs_url}/v1/admin/licenses",
                 headers=admin,
-                json={"owner": "O", "organization": "Org", "professional": 1, "analyzer": 1},
+                # Two activations: the test reads the definition as a second site would.
+                json={
+                    "owner": "O",
+                    "organization": "Org",
+                    "professional": 1,
+                    "analyzer": 1,
+                    "maxActivations": 2,
+                },
             ) as r:
                 lic = await r.json()
             caller = jose.sign(
@@ -191,7 +198,7 @@ async def test_no_secret_ever_reaches_a_log_line(
                 definition = await r.json()
             async with http.get(
                 f"{lbs_url}/v1/definitions/current",
-                headers={"Authorization": f"Bearer {lic['key']}"},
+                headers=site_headers(lic["key"]),
             ) as r:
                 secrets.append((await r.json())["definition"])
             async with http.get(
