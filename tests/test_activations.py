@@ -5,11 +5,14 @@ view of the installations, and the limit under concurrent calls to several backe
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from repository_service.keys import SITE
+from shared import jose
 from tests.helpers import LbsHandle, QrsHandle, serve_lbs
 
 LIMIT = "This license is already active on {} site(s)."
@@ -407,7 +410,9 @@ async def test_admin_endpoints_of_activations(lbs: LbsHandle) -> None:
         assert "403" in paths[path][method]["responses"], path
 
 
-async def test_a_lef_site_meets_the_limit_too(lbs: LbsHandle, make_qrs: Any) -> None:
+async def test_a_lef_site_meets_the_limit_too(
+    lbs: LbsHandle, make_qrs: Any, tmp_path: Path
+) -> None:
     lic = await lbs.create_license()
     control = {"control": lic["control"]}
     fields = {"serial": lic["number"], "name": "Owner", "organization": "Org"}
@@ -423,16 +428,24 @@ async def test_a_lef_site_meets_the_limit_too(lbs: LbsHandle, make_qrs: Any) -> 
         assert body["error"]["code"] == "ApplyFailed"
         assert body["error"]["details"]["reason"] == LIMIT.format(1)
 
-        # A LEF a person downloaded applies offline; the site's own LEF check then meets the
-        # limit, and the site keeps the LEF it has.
+        # A LEF a person downloaded and pasted in is counted too: the site asks the backend.
         status, text = await get_lef(lbs, lic, None)
         assert status == 200
-        status, _ = await second.call(
+        status, body = await second.call(
             "POST", "/qrs/license", params=control, json={**fields, "lef": text}
         )
-        assert status == 201
-        sync = await poll(second)
-        assert sync["lastError"] == LIMIT.format(1)
-        _, entity = await second.call("GET", "/qrs/license")
-        assert entity["lef"] == text
+        assert status == 400, body
+        assert body["error"]["details"]["reason"] == LIMIT.format(1)
+        assert await second.pool().fetchval("SELECT count(*) FROM site_license") == 0
         assert await installations(lbs, lic["number"]) == [await installation_of(first)]
+
+    # A site that cannot reach the backend (its keys pinned) applies a pasted LEF on its
+    # signature alone, and meets the limit at its first LEF check once the backend answers.
+    pinned = tmp_path / "pinned.jwks.json"
+    pinned.write_text(json.dumps(jose.jwks(lbs.app_keyring().public_keys().values())))
+    offline_site = {"lbs_url": "http://127.0.0.1:9", "lbs_jwks_file": pinned}
+    async with make_qrs(lbs, **offline_site, **settings) as offline:
+        status, body = await offline.call(
+            "POST", "/qrs/license", params=control, json={**fields, "lef": text}
+        )
+        assert status == 201, body

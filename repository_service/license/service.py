@@ -169,14 +169,30 @@ class SiteLicenseService:
             normalized = lef.normalize_serial(serial)
         except lef.LefError as exc:
             raise ApplyFailed(exc.reason) from None
-        if _blank(lef_text):
+        pasted = not _blank(lef_text)
+        if not pasted:
             try:
                 lef_text = await self.download_lef(normalized, control, name, organization)
             except LefRetrievalFailed as exc:
                 raise ApplyFailed(exc.details["reason"], status=exc.status) from None
         assert lef_text is not None
         content = await self._verified_lef(lef_text, normalized, control)
+        if pasted:
+            await self._activate_pasted_lef(normalized, control, name, organization)
         return normalized, control, name.strip(), organization.strip(), lef_text, content
+
+    async def _activate_pasted_lef(self, serial: str, control: str, name: str, org: str) -> None:
+        """Count this installation at the backend for a LEF pasted in, when it can be reached.
+
+        A downloaded LEF was counted by its download; a pasted one would otherwise let any
+        number of sites run on one LEF. Offline, the LEF applies on its signature alone."""
+        try:
+            await self.lbs.lef(serial, control, name, org)
+        except LbsRefused as exc:
+            if exc.limit_reached:
+                raise ApplyFailed(exc.message) from None
+        except LbsUnavailable:
+            log.info("pasted_lef_applied_offline", serial=serial)
 
     # ---- signed key ----------------------------------------------------------------------
 
