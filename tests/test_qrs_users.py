@@ -499,6 +499,9 @@ async def test_idempotency_key_on_create(make_qrs: Any) -> None:
         other = {"userDirectory": "CORP", "userId": "zed"}
         status, again = await qrs.call("POST", "/qrs/user", json=other, headers=key)
         assert (status, again) == (201, first)
+        # Paths below /qrs/ match in any case, and so does the key's path (SPEC 9.4).
+        status, again = await qrs.call("POST", "/qrs/User", json=body, headers=key)
+        assert (status, again) == (201, first)
         assert await user_count(qrs) == before
         assert await qrs.pool().fetchval("SELECT count(*) FROM audit_log") == audit_before
         # Keys belong to their caller: another user's same key is a new request.

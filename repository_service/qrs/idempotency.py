@@ -45,6 +45,11 @@ class KeyInProgress(ApiError):
     message = "A request with this Idempotency-Key is still running; retry shortly."
 
 
+def _path_of(request: web.Request) -> str:
+    """Return the path a key is bound to; paths below /qrs/ match in any case (SPEC 9.4)."""
+    return request.path.lower()
+
+
 async def idempotent(request: web.Request, caller: Caller, create: Create) -> web.Response:
     """Run `create` once per key and caller; replay the stored answer for the same key."""
     key = request.headers.get("Idempotency-Key")
@@ -56,7 +61,7 @@ async def idempotent(request: web.Request, caller: Caller, create: Create) -> we
             "Idempotency-Key must be 1-200 visible ASCII characters.", code="InvalidIdempotencyKey"
         )
     pool = request.app[POOL]
-    claimed = await pool.fetchval(_CLAIM, key, caller.id, request.method, request.path)
+    claimed = await pool.fetchval(_CLAIM, key, caller.id, request.method, _path_of(request))
     if not claimed:
         return await _replay(pool, request, caller, key)
     try:
@@ -87,7 +92,7 @@ async def _replay(
     )
     if stored is None:  # the first attempt failed and gave its claim back just now
         raise KeyInProgress()
-    if (stored["method"], stored["path"]) != (request.method, request.path):
+    if (stored["method"], stored["path"]) != (request.method, _path_of(request)):
         raise ApiError(
             "This Idempotency-Key was used for another request.",
             status=409,
