@@ -131,7 +131,8 @@ def trusted_keys(
             trusted[kid] = certified_key(cert, roots, typ=SIGNING_KEY_CERT_TYP, kid=kid)[1]
         except UntrustedKey as exc:
             refused[kid] = exc.reason
-    return trusted, refused
+    # A kid listed twice, once certified, is trusted: a bad twin may not hide a good key.
+    return trusted, {kid: why for kid, why in refused.items() if kid not in trusted}
 
 
 def roots_from_document(doc: Any) -> dict[str, Ed25519PublicKey]:

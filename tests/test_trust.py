@@ -69,6 +69,17 @@ def test_only_certified_keys_of_a_trusted_root_are_trusted() -> None:
     assert refused[kid(foreign)] == f"certificate signed by unknown root {kid(stranger)}"
 
 
+def test_a_bad_twin_does_not_hide_a_certified_key() -> None:
+    root = jose.generate_private_key()
+    good = jose.generate_private_key()
+    for keys_listed in (
+        [published(good, None), published(good, signing_cert(root, good))],
+        [published(good, signing_cert(root, good)), published(good, None)],
+    ):
+        keys, refused = trust.trusted_keys({"keys": keys_listed}, roots_of(root))
+        assert list(keys) == [kid(good)] and refused == {}
+
+
 def test_a_certificate_of_another_key_does_not_vouch_for_the_published_kid() -> None:
     root, genuine, attacker = (jose.generate_private_key() for _ in range(3))
     # The attacker publishes its own key beside a genuine certificate of another key.
