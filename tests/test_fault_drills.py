@@ -56,7 +56,9 @@ class FaultyBackend:
         self.in_flight = 0
 
     async def _proxy(self, request: web.Request, *, drop_etag: bool = False) -> web.Response:
-        wanted = {"authorization", "content-type"} | ({"if-none-match"} if not drop_etag else set())
+        wanted = {"authorization", "content-type", "x-installation-id"}
+        if not drop_etag:
+            wanted.add("if-none-match")
         headers = {k: v for k, v in request.headers.items() if k.lower() in wanted}
         body = await request.read()
         async with self.real.session.request(

@@ -118,7 +118,7 @@ class EvilBackend:
         headers = {
             k: v
             for k, v in request.headers.items()
-            if k.lower() in ("authorization", "if-none-match", "content-type")
+            if k.lower() in ("authorization", "if-none-match", "content-type", "x-installation-id")
         }
         body = await request.read()
         async with self.real.session.request(

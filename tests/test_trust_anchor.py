@@ -91,7 +91,7 @@ class ManInTheMiddle:
         headers = {
             k: v
             for k, v in request.headers.items()
-            if k.lower() in ("authorization", "content-type")
+            if k.lower() in ("authorization", "content-type", "x-installation-id")
         }
         async with self.real.session.request(
             request.method,
