@@ -323,6 +323,13 @@ async def test_put_concurrency_and_id_rules(make_qrs: Any) -> None:
             "PUT", path, json={"id": alice["id"], "modifiedDate": naive, "name": "A3"}
         )
         assert_error(status, body, 409, "Conflict")
+        # A date later than the stored one was not read from this entity either.
+        status, body = await qrs.call(
+            "PUT",
+            path,
+            json={"id": alice["id"], "modifiedDate": "2999-01-01T00:00:00.000Z", "name": "A3"},
+        )
+        assert_error(status, body, 409, "Conflict")
         # The id in the URL and the body must match; modifiedDate is required.
         other = str(uuid.uuid4())
         for bad in (
@@ -412,6 +419,17 @@ async def test_role_changes(make_qrs: Any) -> None:
             json={"id": fresh["id"], "modifiedDate": fresh["modifiedDate"], "name": "Root Two"},
         )
         assert status == 200 and body["roles"] == ["RootAdmin"]
+        # Making a RootAdmin inactive locks it out as surely as deleting it: RootAdmin only.
+        status, body = await qrs.call(
+            "PUT",
+            f"/qrs/user/{root2['id']}",
+            user="CORP\\sec",
+            json={"id": body["id"], "modifiedDate": body["modifiedDate"], "inactive": True},
+        )
+        assert_error(status, body, 403)
+        assert not await qrs.pool().fetchval(
+            "SELECT inactive FROM users WHERE id = $1", uuid.UUID(root2["id"])
+        )
 
         # A RootAdmin grants and revokes RootAdmin; the change takes effect at once.
         status, body = await put_roles(alice, ["AuditAdmin", "RootAdmin"], ROOT)

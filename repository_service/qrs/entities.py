@@ -46,8 +46,9 @@ def check_not_modified_since(stored: datetime, given: datetime) -> None:
     # UTC (comparing naive with aware datetimes would raise, a 500 for bad input).
     if given.tzinfo is None:
         given = given.replace(tzinfo=UTC)
-    # Entities are shown with millisecond precision; compare at that precision.
-    if stored.replace(microsecond=stored.microsecond // 1000 * 1000) > given:
+    # Entities are shown with millisecond precision; compare at that precision. A date other
+    # than the stored one (a later one too) was not read from this entity.
+    if stored.replace(microsecond=stored.microsecond // 1000 * 1000) != given:
         raise Conflict("The entity was modified since it was read; read it again.")
 
 

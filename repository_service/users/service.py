@@ -77,6 +77,14 @@ def check_role_change(caller: Caller, before: set[str], after: set[str]) -> None
     raise Forbidden("Changing these roles needs RootAdmin.", details={"roles": sorted(changed)})
 
 
+def check_activity_change(caller: Caller, roles: set[str], before: bool, after: bool) -> None:
+    """Only a RootAdmin makes a RootAdmin inactive (or active again).
+
+    An inactive user is refused everywhere, so this is the same power as deleting it."""
+    if before != after and ROLE_ROOT in roles and ROLE_ROOT not in caller.roles:
+        raise Forbidden("Changing whether a RootAdmin is inactive needs RootAdmin.")
+
+
 def parse_user_id(value: str) -> uuid.UUID:
     """Parse a user id from a URL, 404 when it is not a uuid."""
     try:
@@ -123,13 +131,15 @@ async def update_user(
         before = user_entity(row)
         roles = sorted(set(body.roles)) if body.roles is not None else list(row["roles"])
         check_role_change(caller, set(row["roles"]), set(roles))
+        inactive = body.inactive if body.inactive is not None else row["inactive"]
+        check_activity_change(caller, set(row["roles"]), row["inactive"], inactive)
         values = {
             "name": body.name if body.name is not None else row["name"],
             "roles": roles,
             "attributes": [a.model_dump(by_alias=True) for a in body.attributes]
             if body.attributes is not None
             else row["attributes"],
-            "inactive": body.inactive if body.inactive is not None else row["inactive"],
+            "inactive": inactive,
         }
         row = await repo.update(conn, user_uuid, values, caller.display)
         entity = user_entity(row)
