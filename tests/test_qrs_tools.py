@@ -308,3 +308,40 @@ async def test_x_qlik_user_is_ignored_without_a_client_certificate(make_qrs: Any
         async with qrs.pool().acquire() as conn:
             names = await conn.fetch("SELECT user_id FROM users ORDER BY user_id")
         assert [r["user_id"] for r in names] == ["someone"]
+
+
+ROLES = {
+    "CORP\\admin": ["RootAdmin"],
+    "CORP\\sec": ["SecurityAdmin"],
+    "CORP\\dep": ["DeploymentAdmin"],
+}
+
+
+async def test_filter_and_orderby_names_are_case_insensitive(make_qrs: Any) -> None:
+    async with make_qrs(None, run_poller=False, bootstrap_roles=ROLES) as qrs:
+        await qrs.call("GET", "/qrs/about", user="CORP\\sec")
+        status, every = await qrs.call("GET", "/qrs/user/full")
+        assert status == 200 and len(every) == 3
+        # A script that deletes what `Filter=` selects must not get every user back.
+        for name in ("Filter", "FILTER", "filter"):
+            status, some = await qrs.call("GET", "/qrs/user/full", params={name: "userId eq 'sec'"})
+            assert (status, [u["userId"] for u in some]) == (200, ["sec"]), name
+        status, count = await qrs.call("GET", "/qrs/user/count", params={"Filter": "userId eq 'x'"})
+        assert (status, count) == (200, {"value": 0})
+        status, ordered = await qrs.call("GET", "/qrs/user", params={"OrderBy": "userId desc"})
+        assert [u["userId"] for u in ordered] == ["sec", "dep", "admin"]
+        # Two different values under two spellings: which one was meant is unknown.
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user/full?xrfkey={XRFKEY}&filter=userId eq 'sec'"
+            "&Filter=userId ne 'sec'",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "AmbiguousParameter"
+        # The same value twice is no ambiguity.
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user/full?xrfkey={XRFKEY}&filter=userId eq 'sec'"
+            "&Filter=userId eq 'sec'",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 200 and len(await resp.json()) == 1

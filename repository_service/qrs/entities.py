@@ -10,6 +10,7 @@ from aiohttp import web
 
 from repository_service.qrs.filters import apply_orderby, parse_filter
 from shared.web.errors import ApiError, Conflict
+from shared.web.requests import query_param
 
 # The new modifiedDate of a write: now, but at least 1 ms after the old one, because clients
 # send back what they read at millisecond precision (optimistic concurrency).
@@ -76,6 +77,6 @@ def collection_answer(
 def _filtered(
     request: web.Request, entities: Sequence[dict[str, Any]], fields: Collection[str]
 ) -> list[dict[str, Any]]:
-    predicate = parse_filter(request.query.get("filter"), fields)
+    predicate = parse_filter(query_param(request, "filter"), fields)
     kept = [e for e in entities if predicate(e)]
-    return apply_orderby(kept, request.query.get("orderby"), fields)
+    return apply_orderby(kept, query_param(request, "orderby"), fields)

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from repository_service.auth import CALLER_KEY, READ_ROLES, WRITE_ROLES, Caller
+from shared.web.requests import query_param
 
 ALL = ["create", "read", "update", "delete"]
 READ = ["read"]
@@ -35,10 +36,7 @@ def privileges_of(caller: Caller, schema_path: str) -> list[str]:
 
 
 def _wants_privileges(request: web.Request) -> bool:
-    return any(
-        key.lower() == "privileges" and value.lower() == "true"
-        for key, value in request.query.items()
-    )
+    return (query_param(request, "privileges") or "").lower() == "true"
 
 
 def _annotate(value: Any, caller: Caller) -> Any:
@@ -52,11 +50,13 @@ def _annotate(value: Any, caller: Caller) -> Any:
 @web.middleware
 async def privileges_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Add `privileges` to the entities of a `/qrs/` answer when `privileges=true` is asked."""
+    # Read before the handler runs: an ambiguous `privileges` is refused before any write.
+    wanted = request.path.startswith("/qrs/") and _wants_privileges(request)
     response = await handler(request)
     caller = request.get(CALLER_KEY)
     if (
         caller is None
-        or not _wants_privileges(request)
+        or not wanted
         or not isinstance(response, web.Response)
         or response.content_type != "application/json"
         or not 200 <= response.status < 300
