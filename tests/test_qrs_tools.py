@@ -345,3 +345,49 @@ async def test_filter_and_orderby_names_are_case_insensitive(make_qrs: Any) -> N
             headers=qrs.headers(),
         ) as resp:
             assert resp.status == 200 and len(await resp.json()) == 1
+
+
+async def test_count_and_full_in_any_case_are_not_taken_for_ids(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    async with licensed_site(lbs, make_qrs) as (qrs, _):
+        status, users = await qrs.call("GET", "/qrs/user/full")
+        assert status == 200 and users
+        for path in (
+            "/qrs/user/count",
+            "/qrs/user/Count",
+            "/qrs/User/Count",
+            "/qrs/USER/COUNT",
+            "/qrs/systemrule/Count",
+            "/qrs/license/UserAccessType/Count",
+            "/qrs/license/professionalaccesstype/Count",
+        ):
+            status, body = await qrs.call("GET", path)
+            assert status == 200 and isinstance(body, dict) and "value" in body, (path, body)
+        status, body = await qrs.call("GET", "/qrs/User/Count", params={"filter": "userId ne ''"})
+        assert body == {"value": len(users)}
+        for path in (
+            "/qrs/user/Full",
+            "/qrs/User/FULL",
+            "/qrs/license/professionalaccesstype/Full",
+        ):
+            status, body = await qrs.call("GET", path)
+            assert status == 200 and isinstance(body, list), (path, body)
+        status, body = await qrs.call("GET", "/qrs/User/Full")
+        assert [u["id"] for u in body] == [u["id"] for u in users]
+        assert "roles" in body[0]  # the full entities, not the condensed ones
+        status, body = await qrs.call("GET", "/qrs/User")
+        assert "roles" not in body[0]
+        # An id in any case is still an id; what is not a GUID is no route at all: 404 in the
+        # envelope (the router's, no longer the entity's own code such as UserNotFound).
+        status, body = await qrs.call("GET", f"/qrs/User/{users[0]['id'].upper()}")
+        assert (status, body["id"]) == (200, users[0]["id"])
+        for path in ("/qrs/user/not-a-guid", "/qrs/user/countx", "/qrs/User/Counts"):
+            status, body = await qrs.call("GET", path)
+            assert status == 404, (path, body)
+            assert body["error"]["code"] == "NotFound", (path, body)
+        status, body = await qrs.call("GET", f"/qrs/user/{uuid.uuid4()}")
+        assert (status, body["error"]["code"]) == (404, "UserNotFound")
+        # `count` is no id for writes either.
+        status, body = await qrs.call("DELETE", "/qrs/user/Count")
+        assert status == 405 and body["error"]["code"] == "MethodNotAllowed"

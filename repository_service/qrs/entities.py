@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from repository_service.qrs.filters import apply_orderby, parse_filter
+from shared.web.endpoints import endpoint_path
 from shared.web.errors import ApiError, Conflict
 from shared.web.requests import query_param
 
@@ -67,11 +68,18 @@ def collection_answer(
 ) -> web.Response:
     """Answer a collection GET: `/count`, `/full` or the condensed list, with filter/orderby."""
     items = _filtered(request, entities, fields)
-    if request.path.endswith("/count"):
+    # The route matched, not the path as typed: `/qrs/User/Count` is the `/count` route.
+    route = _route_of(request)
+    if route.endswith("/count"):
         return web.json_response({"value": len(items)})
-    if not request.path.endswith("/full") and condensed:
+    if not route.endswith("/full") and condensed:
         items = [{k: e.get(k) for k in condensed} for e in items]
     return web.json_response(items)
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return endpoint_path(resource.canonical) if resource is not None else request.path.lower()
 
 
 def _filtered(
