@@ -34,6 +34,7 @@ ROLE_ROOT = "RootAdmin"
 WRITE_ROLES = frozenset({"RootAdmin", "DeploymentAdmin"})
 READ_ROLES = WRITE_ROLES | {"AuditAdmin", "ContentAdmin", "SecurityAdmin"}
 PROXY_ROLES = frozenset({"ProxyService", "RootAdmin"})
+USER_ADMINS = frozenset({"RootAdmin", "SecurityAdmin"})
 KNOWN_ROLES = READ_ROLES | {"ProxyService"}
 
 

@@ -53,11 +53,12 @@ async def test_users_carry_the_platforms_fields_and_privileges(make_qrs: Any) ->
         assert admin["customProperties"] == [] and admin["tags"] == []
         assert "privileges" not in admin
         status, users = await qrs.call("GET", "/qrs/user/full", params={"privileges": "true"})
-        assert users[0]["privileges"] == ["create", "read", "update", "delete"]
+        # Not "delete": nobody deletes themselves (400 CannotDeleteSelf).
+        assert users[0]["privileges"] == ["create", "read", "update"]
         status, one = await qrs.call(
             "GET", f"/qrs/user/{admin['id']}", params={"privileges": "true"}
         )
-        assert one["privileges"] == ["create", "read", "update", "delete"]
+        assert one["privileges"] == ["create", "read", "update"]
         # A caller with no role may do nothing with the entities it is shown.
         async with qrs.pool().acquire() as conn:
             await conn.execute("UPDATE users SET roles = '{AuditAdmin}' WHERE user_id = 'admin'")
@@ -391,3 +392,86 @@ async def test_count_and_full_in_any_case_are_not_taken_for_ids(
         # `count` is no id for writes either.
         status, body = await qrs.call("DELETE", "/qrs/user/Count")
         assert status == 405 and body["error"]["code"] == "MethodNotAllowed"
+
+
+async def test_privileges_offer_only_what_the_endpoints_allow(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    async with make_qrs(lbs, run_poller=False, bootstrap_roles=ROLES) as qrs:
+        lic = await lbs.create_license(professional=1, analyzer=1, tokens=1)
+        status, body = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
+        assert status == 201, body
+        for user in ("CORP\\sec", "CORP\\dep", "CORP\\nobody"):
+            await qrs.call("GET", "/qrs/about", user=user)
+        status, users = await qrs.call("GET", "/qrs/user/full")
+        by = {u["userId"]: u for u in users}
+        asked = {"privileges": "true"}
+
+        async def privileges(path: str, user: str) -> list[str]:
+            status, entity = await qrs.call("GET", path, user=user, params=asked)
+            assert status == 200, (path, user, entity)
+            return list(entity["privileges"])
+
+        # A SecurityAdmin may change a RootAdmin's name but not delete it ...
+        admin_path = f"/qrs/user/{by['admin']['id']}"
+        assert await privileges(admin_path, "CORP\\sec") == ["create", "read", "update"]
+        status, _ = await qrs.call("DELETE", admin_path, user="CORP\\sec")
+        assert status == 403
+        # ... nor may anyone delete themselves ...
+        sec_path = f"/qrs/user/{by['sec']['id']}"
+        assert await privileges(sec_path, "CORP\\sec") == ["create", "read", "update"]
+        status, _ = await qrs.call("DELETE", sec_path, user="CORP\\sec")
+        assert status == 400
+        assert await privileges(admin_path, "CORP\\admin") == ["create", "read", "update"]
+        # ... and what is offered, works.
+        assert await privileges(sec_path, "CORP\\admin") == ["create", "read", "update", "delete"]
+        assert await privileges(f"/qrs/user/{by['dep']['id']}", "CORP\\sec") == list(
+            ("create", "read", "update", "delete")
+        )
+        assert await privileges(admin_path, "CORP\\dep") == ["read"]
+        # Only a RootAdmin deletes the license.
+        assert await privileges("/qrs/license", "CORP\\dep") == ["create", "read", "update"]
+        assert await privileges("/qrs/license", "CORP\\admin") == [
+            "create",
+            "read",
+            "update",
+            "delete",
+        ]
+        status, license_ = await qrs.call("GET", "/qrs/license")
+        status, _ = await qrs.call("DELETE", f"/qrs/license/{license_['id']}", user="CORP\\dep")
+        assert status == 403
+        # What nobody changes is read-only, for whoever may call it.
+        for user in ("CORP\\admin", "CORP\\nobody"):
+            assert await privileges("/qrs/about", user) == ["read"]
+        status, audit = await qrs.call(
+            "POST", "/qrs/systemrule/license/audit", json={}, params=asked
+        )
+        assert (status, audit["privileges"]) == (200, ["read"]), audit
+        assert await privileges("/qrs/license/accesstypeoverview", "CORP\\admin") == ["read"]
+        # Allocations are made and removed, never changed.
+        status, allocations = await qrs.call(
+            "GET", "/qrs/license/professionalaccesstype/full", params=asked
+        )
+        assert status == 200
+        assert all(a["privileges"] == ["create", "read", "delete"] for a in allocations)
+        # The condensed list is entities too; a user's privileges there are the same as in full.
+        for user in ("CORP\\sec", "CORP\\admin"):
+            status, condensed = await qrs.call("GET", "/qrs/user", user=user, params=asked)
+            status, full = await qrs.call("GET", "/qrs/user/full", user=user, params=asked)
+            assert status == 200 and "roles" not in condensed[0]
+            assert {u["id"]: u["privileges"] for u in condensed} == {
+                u["id"]: u["privileges"] for u in full
+            }
+        status, condensed = await qrs.call("GET", "/qrs/user", user="CORP\\sec", params=asked)
+        offered = {u["userId"]: u["privileges"] for u in condensed}
+        assert "delete" not in offered["admin"] and "delete" in offered["dep"]
+        status, rules = await qrs.call("GET", "/qrs/systemrule", params=asked)
+        assert status == 200 and all("privileges" in r for r in rules)
+        # Without the parameter nothing is added; with two different values it is refused.
+        status, condensed = await qrs.call("GET", "/qrs/user", params={"Privileges": "false"})
+        assert "privileges" not in condensed[0]
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user?xrfkey={XRFKEY}&privileges=true&Privileges=false",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 400

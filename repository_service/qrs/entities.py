@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from repository_service.qrs.filters import apply_orderby, parse_filter
+from repository_service.qrs.privileges import with_privileges
 from shared.web.endpoints import endpoint_path
 from shared.web.errors import ApiError, Conflict
 from shared.web.requests import query_param
@@ -72,9 +73,17 @@ def collection_answer(
     route = _route_of(request)
     if route.endswith("/count"):
         return web.json_response({"value": len(items)})
+    items = with_privileges(request, items)
     if not route.endswith("/full") and condensed:
-        items = [{k: e.get(k) for k in condensed} for e in items]
+        items = [_condensed(e, condensed) for e in items]
     return web.json_response(items)
+
+
+def _condensed(entity: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    slim = {k: entity.get(k) for k in keys}
+    if "privileges" in entity:
+        slim["privileges"] = entity["privileges"]
+    return slim
 
 
 def _route_of(request: web.Request) -> str:
