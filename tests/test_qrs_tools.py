@@ -4,6 +4,7 @@ audit, access-type information, case-insensitive paths and xrfkey parameter name
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -30,9 +31,32 @@ async def test_about_describes_the_repository(make_qrs: Any) -> None:
             "GET", "/qrs/about/api/description", params={"method": "post"}
         )
         assert posts and all(r.startswith("POST ") for r in posts)
+        # The platform's extended form: with format=JSON each entry is the JSON text of an
+        # object (clients parse the entries one by one), without it a string with the details.
+        status, routes = await qrs.call(
+            "GET",
+            "/qrs/about/api/description",
+            params={"Extended": "true", "format": "JSON", "method": "PUT"},
+        )
+        assert status == 200 and routes and all(isinstance(r, str) for r in routes)
+        entries = [json.loads(r) for r in routes]
+        assert {e["method"] for e in entries} == {"PUT"}
+        put_user = next(e for e in entries if e["path"] == "/qrs/user/{id}")
+        assert put_user["extended"] == "[resource=manual, bodytype=UserUpdate, returntype=Object]"
+        status, routes = await qrs.call(
+            "GET", "/qrs/about/api/description", params={"format": "json"}
+        )
+        assert {"method": "GET", "path": "/qrs/about"} in [json.loads(r) for r in routes]
+        status, routes = await qrs.call(
+            "GET", "/qrs/about/api/description", params={"extended": "true"}
+        )
+        assert "DELETE /qrs/user/{id} [resource=manual, bodytype=Void, returntype=Void]" in routes
+        # Enums by name, each with its Values and the Usages that hold it.
         status, enums = await qrs.call("GET", "/qrs/about/api/enums")
         assert status == 200
-        assert "4: ProfessionalAccessType" in enums["AccessTypeResult.AccessType"]["values"]
+        assert all(set(e) == {"Values", "Usages"} for e in enums.values()), enums
+        (access_type,) = (e for e in enums.values() if "AccessTypeResult.AccessType" in e["Usages"])
+        assert "4: ProfessionalAccessType" in access_type["Values"]
         status, ping = await qrs.call("GET", "/qrs/ssl/ping")
         assert status == 200 and ping
 
