@@ -94,7 +94,8 @@ async def test_qrs_connects_and_reads_the_version(
         assert (await call(client.ping)).status_code == 200
         routes = await call(client.getDescription)
         assert "GET /qrs/license/accesstypeinfo" in routes
-        assert "AccessTypeResult.AccessTypeResultCode" in await call(client.getEnum)
+        enums = await call(client.getEnum)  # by enum name, each with Values and Usages
+        assert any("AccessTypeResult.AccessTypeResultCode" in e["Usages"] for e in enums.values())
         # The certificate's user is the service account, with the roles the store gives it.
         users = await call(client.UserGet)
         assert ("INTERNAL", "sa_repository") in {(u["userDirectory"], u["userId"]) for u in users}

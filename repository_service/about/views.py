@@ -79,8 +79,9 @@ async def api_description(request: web.Request) -> web.Response:
     """List the `/qrs/` routes as "VERB /path" strings (`?method=` keeps one verb).
 
     `extended=true` adds what the platform adds, `[resource=..., bodytype=..., returntype=...]`;
-    `format=JSON` makes each entry the JSON text of `{"method", "path"[, "extended"]}`, still a
-    string, as the platform answers and its clients parse (each entry on its own)."""
+    with `format=JSON` as well each entry is the JSON text of `{"method", "path", "extended"}`,
+    still a string, as the platform answers and its clients parse (each entry on its own).
+    `format=JSON` alone changes nothing: qsAPI sends it by default and reads "VERB /path"."""
     method = (query_param(request, "method") or "").upper() or None
     extended = (query_param(request, "extended") or "").lower() == "true"
     as_json = (query_param(request, "format") or "").lower() == "json"
@@ -93,8 +94,8 @@ async def api_description(request: web.Request) -> web.Response:
     )
     answer = []
     for verb, path, more in routes:
-        if as_json:
-            entry = {"method": verb, "path": path, **({"extended": more} if more else {})}
+        if as_json and more:
+            entry = {"method": verb, "path": path, "extended": more}
             answer.append(json.dumps(entry, separators=(",", ":")))
         else:
             answer.append(f"{verb} {path}" + (f" {more}" if more else ""))
