@@ -21,7 +21,7 @@ from repository_service.users import repository as users
 from shared import jose
 from shared.web.errors import Forbidden, Unauthorized
 from shared.web.observability import USER_KEY
-from shared.web.requests import bearer_token
+from shared.web.requests import AmbiguousParameter, bearer_token, query_param
 
 _XRFKEY = re.compile(r"^[0-9A-Za-z]{16}$")
 XRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
@@ -34,6 +34,7 @@ ROLE_ROOT = "RootAdmin"
 WRITE_ROLES = frozenset({"RootAdmin", "DeploymentAdmin"})
 READ_ROLES = WRITE_ROLES | {"AuditAdmin", "ContentAdmin", "SecurityAdmin"}
 PROXY_ROLES = frozenset({"ProxyService", "RootAdmin"})
+USER_ADMINS = frozenset({"RootAdmin", "SecurityAdmin"})
 KNOWN_ROLES = READ_ROLES | {"ProxyService"}
 
 
@@ -77,8 +78,10 @@ def check_xrfkey(request: web.Request) -> None:
 def query_xrfkey(request: web.Request) -> str:
     """Return the xrfkey query parameter, its name in any case (`Xrfkey` from qsAPI); "" when
     it is missing or given twice with different values."""
-    values = {v for k, v in request.query.items() if k.lower() == "xrfkey"}
-    return values.pop() if len(values) == 1 else ""
+    try:
+        return query_param(request, "xrfkey") or ""
+    except AmbiguousParameter:
+        return ""  # the xrfkey check refuses it with 403, before anything else (SPEC 8.4)
 
 
 class CallerDirectory:

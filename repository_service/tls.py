@@ -42,12 +42,18 @@ def has_verified_client_certificate(request: web.Request) -> bool:
 
 
 def parse_qlik_user(header: str) -> tuple[str, str] | None:
-    """Read `UserDirectory=<dir>; UserId=<id>` (names in any case); None when malformed."""
+    """Read `UserDirectory=<dir>; UserId=<id>` (names in any case); None when malformed.
+
+    A name given twice is malformed: which of two users the caller meant is not ours to guess,
+    and a proxy that checks the first while this read the last would act for another user."""
     values: dict[str, str] = {}
     for part in header.split(";"):
         name, sep, value = part.partition("=")
         if sep:
-            values[name.strip().lower()] = value.strip()
+            key = name.strip().lower()
+            if key in values:
+                return None
+            values[key] = value.strip()
     directory, user_id = values.get("userdirectory", ""), values.get("userid", "")
     if not directory or not user_id:
         return None

@@ -4,6 +4,7 @@ audit, access-type information, case-insensitive paths and xrfkey parameter name
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -30,9 +31,32 @@ async def test_about_describes_the_repository(make_qrs: Any) -> None:
             "GET", "/qrs/about/api/description", params={"method": "post"}
         )
         assert posts and all(r.startswith("POST ") for r in posts)
+        # The platform's extended form: with format=JSON each entry is the JSON text of an
+        # object (clients parse the entries one by one), without it "VERB /path [details]".
+        status, routes = await qrs.call(
+            "GET",
+            "/qrs/about/api/description",
+            params={"Extended": "true", "format": "JSON", "method": "PUT"},
+        )
+        assert status == 200 and routes and all(isinstance(r, str) for r in routes)
+        entries = [json.loads(r) for r in routes]
+        assert {e["method"] for e in entries} == {"PUT"}
+        put_user = next(e for e in entries if e["path"] == "/qrs/user/{id}")
+        assert put_user["extended"] == "[resource=manual, bodytype=UserUpdate, returntype=Object]"
+        status, routes = await qrs.call(
+            "GET", "/qrs/about/api/description", params={"format": "JSON"}
+        )
+        assert "GET /qrs/about" in routes  # qsAPI sends format=JSON by default
+        status, routes = await qrs.call(
+            "GET", "/qrs/about/api/description", params={"extended": "true"}
+        )
+        assert "DELETE /qrs/user/{id} [resource=manual, bodytype=Void, returntype=Void]" in routes
+        # Enums by name, each with its Values and the Usages that hold it.
         status, enums = await qrs.call("GET", "/qrs/about/api/enums")
         assert status == 200
-        assert "4: ProfessionalAccessType" in enums["AccessTypeResult.AccessType"]["values"]
+        assert all(set(e) == {"Values", "Usages"} for e in enums.values()), enums
+        (access_type,) = (e for e in enums.values() if "AccessTypeResult.AccessType" in e["Usages"])
+        assert "4: ProfessionalAccessType" in access_type["Values"]
         status, ping = await qrs.call("GET", "/qrs/ssl/ping")
         assert status == 200 and ping
 
@@ -53,11 +77,12 @@ async def test_users_carry_the_platforms_fields_and_privileges(make_qrs: Any) ->
         assert admin["customProperties"] == [] and admin["tags"] == []
         assert "privileges" not in admin
         status, users = await qrs.call("GET", "/qrs/user/full", params={"privileges": "true"})
-        assert users[0]["privileges"] == ["create", "read", "update", "delete"]
+        # Not "delete": nobody deletes themselves (400 CannotDeleteSelf).
+        assert users[0]["privileges"] == ["create", "read", "update"]
         status, one = await qrs.call(
             "GET", f"/qrs/user/{admin['id']}", params={"privileges": "true"}
         )
-        assert one["privileges"] == ["create", "read", "update", "delete"]
+        assert one["privileges"] == ["create", "read", "update"]
         # A caller with no role may do nothing with the entities it is shown.
         async with qrs.pool().acquire() as conn:
             await conn.execute("UPDATE users SET roles = '{AuditAdmin}' WHERE user_id = 'admin'")
@@ -308,3 +333,169 @@ async def test_x_qlik_user_is_ignored_without_a_client_certificate(make_qrs: Any
         async with qrs.pool().acquire() as conn:
             names = await conn.fetch("SELECT user_id FROM users ORDER BY user_id")
         assert [r["user_id"] for r in names] == ["someone"]
+
+
+ROLES = {
+    "CORP\\admin": ["RootAdmin"],
+    "CORP\\sec": ["SecurityAdmin"],
+    "CORP\\dep": ["DeploymentAdmin"],
+}
+
+
+async def test_filter_and_orderby_names_are_case_insensitive(make_qrs: Any) -> None:
+    async with make_qrs(None, run_poller=False, bootstrap_roles=ROLES) as qrs:
+        await qrs.call("GET", "/qrs/about", user="CORP\\sec")
+        status, every = await qrs.call("GET", "/qrs/user/full")
+        assert status == 200 and len(every) == 3
+        # A script that deletes what `Filter=` selects must not get every user back.
+        for name in ("Filter", "FILTER", "filter"):
+            status, some = await qrs.call("GET", "/qrs/user/full", params={name: "userId eq 'sec'"})
+            assert (status, [u["userId"] for u in some]) == (200, ["sec"]), name
+        status, count = await qrs.call("GET", "/qrs/user/count", params={"Filter": "userId eq 'x'"})
+        assert (status, count) == (200, {"value": 0})
+        status, ordered = await qrs.call("GET", "/qrs/user", params={"OrderBy": "userId desc"})
+        assert [u["userId"] for u in ordered] == ["sec", "dep", "admin"]
+        # Two different values under two spellings: which one was meant is unknown.
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user/full?xrfkey={XRFKEY}&filter=userId eq 'sec'"
+            "&Filter=userId ne 'sec'",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["code"] == "AmbiguousParameter"
+        # The same value twice is no ambiguity.
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user/full?xrfkey={XRFKEY}&filter=userId eq 'sec'"
+            "&Filter=userId eq 'sec'",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 200 and len(await resp.json()) == 1
+
+
+async def test_count_and_full_in_any_case_are_not_taken_for_ids(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    async with licensed_site(lbs, make_qrs) as (qrs, _):
+        status, users = await qrs.call("GET", "/qrs/user/full")
+        assert status == 200 and users
+        for path in (
+            "/qrs/user/count",
+            "/qrs/user/Count",
+            "/qrs/User/Count",
+            "/qrs/USER/COUNT",
+            "/qrs/systemrule/Count",
+            "/qrs/license/UserAccessType/Count",
+            "/qrs/license/professionalaccesstype/Count",
+        ):
+            status, body = await qrs.call("GET", path)
+            assert status == 200 and isinstance(body, dict) and "value" in body, (path, body)
+        status, body = await qrs.call("GET", "/qrs/User/Count", params={"filter": "userId ne ''"})
+        assert body == {"value": len(users)}
+        for path in (
+            "/qrs/user/Full",
+            "/qrs/User/FULL",
+            "/qrs/license/professionalaccesstype/Full",
+        ):
+            status, body = await qrs.call("GET", path)
+            assert status == 200 and isinstance(body, list), (path, body)
+        status, body = await qrs.call("GET", "/qrs/User/Full")
+        assert [u["id"] for u in body] == [u["id"] for u in users]
+        assert "roles" in body[0]  # the full entities, not the condensed ones
+        status, body = await qrs.call("GET", "/qrs/User")
+        assert "roles" not in body[0]
+        # An id in any case is still an id; what is not a GUID is no route at all: 404 in the
+        # envelope (the router's, no longer the entity's own code such as UserNotFound).
+        status, body = await qrs.call("GET", f"/qrs/User/{users[0]['id'].upper()}")
+        assert (status, body["id"]) == (200, users[0]["id"])
+        for path in ("/qrs/user/not-a-guid", "/qrs/user/countx", "/qrs/User/Counts"):
+            status, body = await qrs.call("GET", path)
+            assert status == 404, (path, body)
+            assert body["error"]["code"] == "NotFound", (path, body)
+        status, body = await qrs.call("GET", f"/qrs/user/{uuid.uuid4()}")
+        assert (status, body["error"]["code"]) == (404, "UserNotFound")
+        # `count` is no id for writes either.
+        status, body = await qrs.call("DELETE", "/qrs/user/Count")
+        assert status == 405 and body["error"]["code"] == "MethodNotAllowed"
+
+
+async def test_privileges_offer_only_what_the_endpoints_allow(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    async with make_qrs(lbs, run_poller=False, bootstrap_roles=ROLES) as qrs:
+        lic = await lbs.create_license(professional=1, analyzer=1, tokens=1)
+        status, body = await qrs.call("POST", "/qrs/license", json={"key": lic["key"]})
+        assert status == 201, body
+        for user in ("CORP\\sec", "CORP\\dep", "CORP\\nobody"):
+            await qrs.call("GET", "/qrs/about", user=user)
+        status, users = await qrs.call("GET", "/qrs/user/full")
+        by = {u["userId"]: u for u in users}
+        asked = {"privileges": "true"}
+
+        async def privileges(path: str, user: str) -> list[str]:
+            status, entity = await qrs.call("GET", path, user=user, params=asked)
+            assert status == 200, (path, user, entity)
+            return list(entity["privileges"])
+
+        # A SecurityAdmin may change a RootAdmin's name but not delete it ...
+        admin_path = f"/qrs/user/{by['admin']['id']}"
+        assert await privileges(admin_path, "CORP\\sec") == ["create", "read", "update"]
+        status, _ = await qrs.call("DELETE", admin_path, user="CORP\\sec")
+        assert status == 403
+        # ... nor may anyone delete themselves ...
+        sec_path = f"/qrs/user/{by['sec']['id']}"
+        assert await privileges(sec_path, "CORP\\sec") == ["create", "read", "update"]
+        status, _ = await qrs.call("DELETE", sec_path, user="CORP\\sec")
+        assert status == 400
+        assert await privileges(admin_path, "CORP\\admin") == ["create", "read", "update"]
+        # ... and what is offered, works.
+        assert await privileges(sec_path, "CORP\\admin") == ["create", "read", "update", "delete"]
+        assert await privileges(f"/qrs/user/{by['dep']['id']}", "CORP\\sec") == list(
+            ("create", "read", "update", "delete")
+        )
+        assert await privileges(admin_path, "CORP\\dep") == ["read"]
+        # Only a RootAdmin deletes the license.
+        assert await privileges("/qrs/license", "CORP\\dep") == ["create", "read", "update"]
+        assert await privileges("/qrs/license", "CORP\\admin") == [
+            "create",
+            "read",
+            "update",
+            "delete",
+        ]
+        status, license_ = await qrs.call("GET", "/qrs/license")
+        status, _ = await qrs.call("DELETE", f"/qrs/license/{license_['id']}", user="CORP\\dep")
+        assert status == 403
+        # What nobody changes is read-only, for whoever may call it.
+        for user in ("CORP\\admin", "CORP\\nobody"):
+            assert await privileges("/qrs/about", user) == ["read"]
+        status, audit = await qrs.call(
+            "POST", "/qrs/systemrule/license/audit", json={}, params=asked
+        )
+        assert (status, audit["privileges"]) == (200, ["read"]), audit
+        assert await privileges("/qrs/license/accesstypeoverview", "CORP\\admin") == ["read"]
+        # Allocations are made and removed, never changed.
+        status, allocations = await qrs.call(
+            "GET", "/qrs/license/professionalaccesstype/full", params=asked
+        )
+        assert status == 200
+        assert all(a["privileges"] == ["create", "read", "delete"] for a in allocations)
+        # The condensed list is entities too; a user's privileges there are the same as in full.
+        for user in ("CORP\\sec", "CORP\\admin"):
+            status, condensed = await qrs.call("GET", "/qrs/user", user=user, params=asked)
+            status, full = await qrs.call("GET", "/qrs/user/full", user=user, params=asked)
+            assert status == 200 and "roles" not in condensed[0]
+            assert {u["id"]: u["privileges"] for u in condensed} == {
+                u["id"]: u["privileges"] for u in full
+            }
+        status, condensed = await qrs.call("GET", "/qrs/user", user="CORP\\sec", params=asked)
+        offered = {u["userId"]: u["privileges"] for u in condensed}
+        assert "delete" not in offered["admin"] and "delete" in offered["dep"]
+        status, rules = await qrs.call("GET", "/qrs/systemrule", params=asked)
+        assert status == 200 and all("privileges" in r for r in rules)
+        # Without the parameter nothing is added; with two different values it is refused.
+        status, condensed = await qrs.call("GET", "/qrs/user", params={"Privileges": "false"})
+        assert "privileges" not in condensed[0]
+        async with qrs.session.get(
+            f"{qrs.url}/qrs/user?xrfkey={XRFKEY}&privileges=true&Privileges=false",
+            headers=qrs.headers(),
+        ) as resp:
+            assert resp.status == 400

@@ -94,7 +94,8 @@ async def test_qrs_connects_and_reads_the_version(
         assert (await call(client.ping)).status_code == 200
         routes = await call(client.getDescription)
         assert "GET /qrs/license/accesstypeinfo" in routes
-        assert "AccessTypeResult.AccessTypeResultCode" in await call(client.getEnum)
+        enums = await call(client.getEnum)  # by enum name, each with Values and Usages
+        assert any("AccessTypeResult.AccessTypeResultCode" in e["Usages"] for e in enums.values())
         # The certificate's user is the service account, with the roles the store gives it.
         users = await call(client.UserGet)
         assert ("INTERNAL", "sa_repository") in {(u["userDirectory"], u["userId"]) for u in users}
@@ -262,6 +263,23 @@ async def test_x_qlik_user_names_the_caller_only_with_a_verified_certificate(
             verify=str(certs.root),
         )
         assert answer.status_code == 401
+        # A name given twice is refused too: which user was meant is not for the service to
+        # guess (a proxy reading the first while the service read the last acts for another).
+        for header in (
+            "UserDirectory=CORP; UserId=nobody; UserId=admin",
+            "UserDirectory=CORP; userid=nobody; UserId=nobody",
+            "UserDirectory=CORP; UserDirectory=INTERNAL; UserId=sa_repository",
+        ):
+            answer = await call(
+                requests.get,
+                f"{qrs.url}/qrs/about",
+                params={"Xrfkey": XRFKEY},
+                headers={"X-Qlik-Xrfkey": XRFKEY, "X-Qlik-User": header},
+                cert=(str(certs.client), str(certs.client_key)),
+                verify=str(certs.root),
+            )
+            assert answer.status_code == 401, (header, answer.text)
+            assert answer.json()["error"]["code"] == "Unauthorized"
         # A certificate from another CA does not even connect.
         stranger = make_dev_certificates(tmp_path / "stranger")
         with pytest.raises(requests.exceptions.ConnectionError):

@@ -9,7 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from repository_service.qrs.filters import apply_orderby, parse_filter
+from repository_service.qrs.privileges import with_privileges
+from shared.web.endpoints import endpoint_path
 from shared.web.errors import ApiError, Conflict
+from shared.web.requests import query_param
 
 # The new modifiedDate of a write: now, but at least 1 ms after the old one, because clients
 # send back what they read at millisecond precision (optimistic concurrency).
@@ -67,16 +70,31 @@ def collection_answer(
 ) -> web.Response:
     """Answer a collection GET: `/count`, `/full` or the condensed list, with filter/orderby."""
     items = _filtered(request, entities, fields)
-    if request.path.endswith("/count"):
+    # The route matched, not the path as typed: `/qrs/User/Count` is the `/count` route.
+    route = _route_of(request)
+    if route.endswith("/count"):
         return web.json_response({"value": len(items)})
-    if not request.path.endswith("/full") and condensed:
-        items = [{k: e.get(k) for k in condensed} for e in items]
+    items = with_privileges(request, items)
+    if not route.endswith("/full") and condensed:
+        items = [_condensed(e, condensed) for e in items]
     return web.json_response(items)
+
+
+def _condensed(entity: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    slim = {k: entity.get(k) for k in keys}
+    if "privileges" in entity:
+        slim["privileges"] = entity["privileges"]
+    return slim
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return endpoint_path(resource.canonical) if resource is not None else request.path.lower()
 
 
 def _filtered(
     request: web.Request, entities: Sequence[dict[str, Any]], fields: Collection[str]
 ) -> list[dict[str, Any]]:
-    predicate = parse_filter(request.query.get("filter"), fields)
+    predicate = parse_filter(query_param(request, "filter"), fields)
     kept = [e for e in entities if predicate(e)]
-    return apply_orderby(kept, request.query.get("orderby"), fields)
+    return apply_orderby(kept, query_param(request, "orderby"), fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from repository_service.auth import CALLERS, READ_ROLES, require_roles
+from repository_service.auth import CALLERS, READ_ROLES, USER_ADMINS, require_roles
 from repository_service.keys import POOL, SETTINGS
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
@@ -14,7 +14,6 @@ from repository_service.users.models import UserCreate, UserUpdate
 from shared.web.endpoints import Endpoint
 from shared.web.requests import read_json, validate
 
-USER_ADMINS = frozenset({"RootAdmin", "SecurityAdmin"})
 CONDENSED = ("id", "userDirectory", "userId", "name")
 
 

@@ -34,11 +34,27 @@ class Endpoint:
 
 ENDPOINTS_KEY = web.AppKey("endpoints", list[Endpoint])
 
+# An `{id}` in a route matches a GUID only (any case), so that a keyword in the same place,
+# such as `count` or `full` spelt `Count`, is never taken for an id: it falls through to the
+# routes that name it (and below `/qrs/` to their case-insensitive match). Anything else there
+# is a 404 from the router, in the error envelope like every other.
+ID_PATTERN = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+
+
+def route_path(path: str) -> str:
+    """Return the router's form of an endpoint path: each `{id}` restricted to a GUID."""
+    return path.replace("{id}", "{id:" + ID_PATTERN + "}")
+
+
+def endpoint_path(route: str) -> str:
+    """Return the endpoint path a router path was made from (`{id}` without its pattern)."""
+    return route.replace("{id:" + ID_PATTERN + "}", "{id}")
+
 
 def install(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
     """Add the endpoints to the router and remember them for the OpenAPI document."""
     for ep in endpoints:
-        app.router.add_route(ep.method, ep.path, ep.handler)
+        app.router.add_route(ep.method, route_path(ep.path), ep.handler)
     if ENDPOINTS_KEY not in app:
         app[ENDPOINTS_KEY] = []
     app[ENDPOINTS_KEY].extend(endpoints)
@@ -174,7 +190,7 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
             op["tags"] = list(ep.tags)
         path_params = _path_params(ep.path)
         params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
             for name in path_params
         ]
         if ep.query is not None:
@@ -293,6 +309,12 @@ def _collections(endpoints: Sequence[Endpoint]) -> set[str]:
         if f"{path}/full" in gets and f"{path}/count" in gets:
             found |= {path, f"{path}/full", f"{path}/count"}
     return found
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    if name == "id":
+        return {"type": "string", "format": "uuid", "pattern": f"^{ID_PATTERN}$"}
+    return {"type": "string"}
 
 
 def _path_params(path: str) -> list[str]:

@@ -14,6 +14,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
+from shared.web.endpoints import endpoint_path
+
 log = structlog.get_logger("http")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -66,7 +68,7 @@ USER_KEY = web.RequestKey("log_user", str)
 def route_name(request: web.Request) -> str:
     """Return the route template (not the raw path), so labels stay few."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    return endpoint_path(resource.canonical) if resource is not None else "unmatched"
 
 
 @web.middleware

@@ -28,6 +28,23 @@ def bearer_token(request: web.Request) -> str | None:
     return token
 
 
+class AmbiguousParameter(ApiError):
+    code, message = "AmbiguousParameter", "A query parameter is given twice with different values."
+
+
+def query_param(request: web.Request, name: str) -> str | None:
+    """Return query parameter `name` matched in any case (`Filter`, `filter`); None when absent.
+
+    Clients written for the platform spell names as they like, and a name that only worked in
+    one spelling would be ignored silently in the others (a `Filter=` that filters nothing).
+    Two different values under any spellings are refused (400): which was meant is unknown."""
+    wanted = name.lower()
+    values = {v for k, v in request.query.items() if k.lower() == wanted}
+    if len(values) > 1:
+        raise AmbiguousParameter(details={"parameter": name})
+    return values.pop() if values else None
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Return one entry per bad field: where it is and what is wrong."""
     return [
