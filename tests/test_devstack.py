@@ -52,8 +52,10 @@ async def start_stack(
 async def stop_stack(proc: asyncio.subprocess.Process) -> int:
     proc.send_signal(signal.SIGINT)
     async with asyncio.timeout(10):  # SPEC 8.28: exits within 10 s
-        await proc.communicate()
+        out, _ = await proc.communicate()
     assert proc.returncode is not None
+    if proc.returncode != 0:
+        print(out.decode(errors="replace")[-3000:])  # why it failed, in the test's output
     return proc.returncode
 
 
