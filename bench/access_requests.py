@@ -48,31 +48,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
-import platform
 import random
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiohttp
+from harness import (
+    HOST,
+    OTHER_LOAD_WARNING,
+    STOP_TIMEOUT,
+    Bench,
+    CpuWindow,
+    Result,
+    Server,
+    add_baseline_argument,
+    add_load_arguments,
+    add_pin_argument,
+    check_load_arguments,
+    create_databases,
+    drive,
+    executable,
+    make_trust_root,
+    new_session,
+    pct,
+    postmaster_pid,
+    prepare_load_generator,
+    run_async,
+    run_bench,
+    serve_until_stopped,
+    us,
+    wait_until_serving,
+    write_callers_jwks,
+)
 from yarl import URL
 
-from shared.cli import run_service
-
-HOST = "127.0.0.1"
 ACCESS_PATH = "/qrs/license/accessrequest"
 XRFKEY = "benchXrfkey01234"
 ISSUER = "bench-issuer"
@@ -84,11 +103,7 @@ TARGET_RATIO = 0.40  # (a): share of the baseline's requests/s
 TARGET_P99_MS = 20.0  # (a): p99 latency
 TARGET_CONNECTIONS = 64  # (a): the targets are stated for this many connections
 TARGET_ALLOCATIONS_PER_S = 1000.0  # (b)
-OTHER_LOAD_WARNING = 0.15  # share of a core used by the rest of the machine worth a warning
-REQUEST_TIMEOUT = 10.0  # seconds, per request
 SETUP_TIMEOUT = 120.0  # seconds for the pre-allocation and for the storm
-START_TIMEOUT = 60.0  # seconds for a server to answer after it was started
-STOP_TIMEOUT = 10.0  # seconds for a server to exit after SIGTERM before it is killed
 SCRIPT = Path(__file__).resolve()
 
 
@@ -119,248 +134,14 @@ def serve_baseline(port: int) -> None:
     async def ready(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post(ACCESS_PATH, handler)
-        app.router.add_get("/health/ready", ready)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
-        await runner.setup()
-        await web.TCPSite(runner, HOST, port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    run_service(main())
-
-
-# ---------------------------------------------------------------------------------------
-# Server processes
-
-
-@dataclass
-class Server:
-    """A server process under test and where it answers."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-    stderr_path: Path
-
-    def stderr_tail(self, lines: int = 30) -> str:
-        """Return the end of the process's stderr (for error messages)."""
-        try:
-            text = self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def start_process(
-    name: str,
-    command: Sequence[str],
-    port: int,
-    workdir: Path,
-    env: dict[str, str] | None = None,
-    cpus: set[int] | None = None,
-) -> Server:
-    """Start a server with stdout to /dev/null, in its own session (so Ctrl-C reaches only
-    this script, which then stops it)."""
-    stderr_path = workdir / f"{name}.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            list(command),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    if cpus:
-        os.sched_setaffinity(proc.pid, cpus)
-    return Server(name, proc, f"http://{HOST}:{port}", stderr_path)
-
-
-def stop_process(server: Server) -> None:
-    """SIGTERM the server, then SIGKILL it if it has not exited in time."""
-    proc = server.proc
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT)
-
-
-async def wait_until_serving(session: aiohttp.ClientSession, server: Server, path: str) -> None:
-    """Poll `path` until it answers 200; fail if the process exits or takes too long."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if server.proc.poll() is not None:
-            raise RuntimeError(
-                f"{server.name} exited with {server.proc.returncode}:\n{server.stderr_tail()}"
-            )
-        try:
-            async with session.get(server.url + path) as resp:
-                if resp.status == 200:
-                    return
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.name} did not answer within {START_TIMEOUT:.0f}s")
-        await asyncio.sleep(0.1)
-
-
-def executable(name: str) -> str:
-    """Return the path of a console script of the project's virtualenv."""
-    return shutil.which(name) or str(Path(sys.executable).with_name(name))
-
-
-# ---------------------------------------------------------------------------------------
-# CPU accounting (Linux /proc; shows whether the server or the load generator saturated)
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def process_cpu(pid: int) -> float | None:
-    """Return the user+system CPU seconds of `pid`, or None when /proc is not available."""
-    split = process_cpu_split(pid)
-    return None if split is None else split[0] + split[1]
-
-
-def process_cpu_split(pid: int) -> tuple[float, float] | None:
-    """Return the (user, system) CPU seconds of `pid`, or None when /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def children_cpu(parent: int) -> float | None:
-    """Return the CPU seconds of `parent` and its direct children (Postgres backends).
-
-    Backends that exited during the interval are not counted (they are few here: the
-    services' pools keep their connections)."""
-    own = process_cpu(parent)
-    if own is None:
-        return None
-    total = own
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent:
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
-def machine_busy() -> float | None:
-    """Return the busy CPU seconds of the whole machine (all CPUs, steal included)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
-
-
-def postmaster_pid(data_dir: Path) -> int | None:
-    """Return the pid of the Postgres server running on `data_dir`."""
-    try:
-        return int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@dataclass
-class CpuWindow:
-    """CPU seconds used between `start()` and `stop()` by the server, Postgres, this process
-    and the rest of the machine."""
-
-    server_pid: int
-    pg_pid: int | None
-    client_s: float | None = None
-    server_s: float | None = None
-    server_sys_s: float | None = None  # the part of server_s spent in the kernel
-    db_s: float | None = None
-    other_s: float | None = None
-    _start: tuple[float | None, ...] = ()
-
-    def _sample(self) -> tuple[float | None, ...]:
-        split = process_cpu_split(self.server_pid)
-        return (
-            time.process_time(),
-            None if split is None else split[0] + split[1],
-            None if split is None else split[1],
-            children_cpu(self.pg_pid) if self.pg_pid else None,
-            machine_busy(),
-        )
-
-    def start(self) -> None:
-        """Take the first sample."""
-        self._start = self._sample()
-
-    def stop(self) -> None:
-        """Take the second sample and compute the differences."""
-        end = self._sample()
-        diffs = [
-            None if a is None or b is None else b - a for a, b in zip(self._start, end, strict=True)
-        ]
-        self.client_s, self.server_s, self.server_sys_s, self.db_s, busy = diffs
-        ours = (self.client_s, self.server_s, self.db_s)
-        if busy is not None and None not in ours:
-            self.other_s = max(0.0, busy - sum(x or 0.0 for x in ours))
+    app = web.Application()
+    app.router.add_post(ACCESS_PATH, handler)
+    app.router.add_get("/health/ready", ready)
+    serve_until_stopped(app, port)
 
 
 # ---------------------------------------------------------------------------------------
 # Load generation
-
-
-@dataclass
-class Result:
-    """What one timed run measured."""
-
-    name: str
-    ok: int
-    errors: int
-    elapsed: float
-    latencies: list[float]
-    cpu: CpuWindow | None = None
-    error_samples: list[str] = field(default_factory=list)
-
-    @property
-    def rps(self) -> float:
-        """Successful requests per second."""
-        return self.ok / self.elapsed if self.elapsed > 0 else 0.0
-
-    def load(self, cpu_seconds: float | None) -> float | None:
-        """Return CPU seconds as a share of one core over the measured time."""
-        return None if cpu_seconds is None or self.elapsed <= 0 else cpu_seconds / self.elapsed
-
-    def per_request_us(self, cpu_seconds: float | None) -> float | None:
-        """Return CPU microseconds per successful request."""
-        return None if cpu_seconds is None or not self.ok else cpu_seconds / self.ok * 1e6
-
-    def percentile_ms(self, p: int) -> float:
-        """Return the p-th percentile latency in milliseconds (successful requests)."""
-        if not self.latencies:
-            return float("nan")
-        if len(self.latencies) == 1:
-            return self.latencies[0] * 1000
-        cuts = statistics.quantiles(self.latencies, n=100, method="inclusive")
-        return cuts[p - 1] * 1000
 
 
 def caller_headers(token: str) -> dict[str, str]:
@@ -406,60 +187,6 @@ async def post_access(
 
 def _professional(answer: dict[str, Any]) -> bool:
     return answer.get("accessGranted") is True and answer.get("accessType") == PROFESSIONAL
-
-
-async def drive(
-    session: aiohttp.ClientSession,
-    name: str,
-    url: URL,
-    headers: dict[str, str],
-    bodies: Callable[[], bytes],
-    concurrency: int,
-    seconds: float,
-    cpu: CpuWindow | None = None,
-) -> Result:
-    """Run `concurrency` keep-alive workers posting `bodies()` to `url` for `seconds`; a
-    request counts as successful when it answers 200 granting professional access."""
-    latencies: list[float] = []
-    errors = 0
-    samples: list[str] = []
-    perf = time.perf_counter
-
-    async def worker(deadline: float) -> None:
-        nonlocal errors
-        while True:
-            started = perf()
-            if started >= deadline:
-                return
-            answer, problem = await post_access(session, url, headers, bodies())
-            if problem is None and answer is not None and not _professional(answer):
-                problem = f"not granted professional access: {answer}"
-            if problem is None:
-                latencies.append(perf() - started)
-            else:
-                errors += 1
-                if len(samples) < 3:
-                    samples.append(problem)
-                await asyncio.sleep(0.01)  # do not spin on a dead server
-
-    if cpu:
-        cpu.start()
-    begin = perf()
-    deadline = begin + seconds
-    await asyncio.gather(*(worker(deadline) for _ in range(concurrency)))
-    elapsed = perf() - begin
-    if cpu:
-        cpu.stop()
-    return Result(name, len(latencies), errors, elapsed, latencies, cpu, samples)
-
-
-def new_session(concurrency: int, total_timeout: float = REQUEST_TIMEOUT) -> aiohttp.ClientSession:
-    """Return a client session with `concurrency` keep-alive connections at most."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=0),
-        timeout=aiohttp.ClientTimeout(total=total_timeout),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -807,15 +534,20 @@ async def measure(
         return access_body("BENCH", f"u{randrange(users)}")
 
     async with new_session(args.concurrency) as session:
+
+        async def post(_worker: int) -> str | None:
+            answer, problem = await post_access(session, url, headers, bodies())
+            if problem is None and answer is not None and not _professional(answer):
+                problem = f"not granted professional access: {answer}"
+            return problem
+
         print(f"  {name}: warm-up {args.warmup:g}s, measuring {args.duration:g}s ...")
         if args.warmup > 0:
-            await drive(session, name, url, headers, bodies, args.concurrency, args.warmup)
+            await drive(name, post, args.concurrency, args.warmup)
         for hook in hooks:
             await hook.begin()
         try:
-            return await drive(
-                session, name, url, headers, bodies, args.concurrency, args.duration, cpu
-            )
+            return await drive(name, post, args.concurrency, args.duration, cpu)
         finally:
             for hook in hooks:
                 await hook.end()
@@ -1026,16 +758,8 @@ async def storm(
 # Report
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}%"
-
-
 def _share(part: float | None, whole: float | None) -> float | None:
     return None if part is None or not whole else part / whole
-
-
-def _us(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def verdict(met: bool) -> str:
@@ -1068,10 +792,10 @@ def report_hot_path(hot: HotPathResults, concurrency: int) -> tuple[bool, bool]:
         print(
             f"{r.name:<9} {r.ok:>9} {r.rps:>7.0f} {r.percentile_ms(50):>7.2f} "
             f"{r.percentile_ms(99):>7.2f} {r.errors:>6} {ratio:>7.1%} "
-            f"{_pct(r.load(cpu.server_s)):>7} {_us(r.per_request_us(cpu.server_s)):>6} "
-            f"{_pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
-            f"{_pct(r.load(cpu.db_s)):>6} {_us(r.per_request_us(cpu.db_s)):>9} "
-            f"{_pct(r.load(cpu.client_s)):>7} {_pct(r.load(cpu.other_s)):>6}"
+            f"{pct(r.load(cpu.server_s)):>7} {us(r.per_request_us(cpu.server_s)):>6} "
+            f"{pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
+            f"{pct(r.load(cpu.db_s)):>6} {us(r.per_request_us(cpu.db_s)):>9} "
+            f"{pct(r.load(cpu.client_s)):>7} {pct(r.load(cpu.other_s)):>6}"
         )
     for r in (base, qrs):
         for sample in r.error_samples:
@@ -1137,11 +861,11 @@ def report_storm(result: StormResult, concurrency: int) -> tuple[bool, bool]:
     print(
         f"{result.elapsed:>7.3f} {result.granted:>7} {result.allocations_per_s:>8.0f} "
         f"{result.users / result.elapsed:>7.0f} {lat.percentile_ms(50):>7.2f} "
-        f"{lat.percentile_ms(99):>7.2f} {result.errors:>6} {_pct(lat.load(cpu.server_s)):>7} "
-        f"{_us(lat.per_request_us(cpu.server_s)):>6} "
-        f"{_pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
-        f"{_pct(lat.load(cpu.db_s)):>6} {_us(lat.per_request_us(cpu.db_s)):>9} "
-        f"{_pct(lat.load(cpu.client_s)):>7} {_pct(lat.load(cpu.other_s)):>6}"
+        f"{lat.percentile_ms(99):>7.2f} {result.errors:>6} {pct(lat.load(cpu.server_s)):>7} "
+        f"{us(lat.per_request_us(cpu.server_s)):>6} "
+        f"{pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
+        f"{pct(lat.load(cpu.db_s)):>6} {us(lat.per_request_us(cpu.db_s)):>9} "
+        f"{pct(lat.load(cpu.client_s)):>7} {pct(lat.load(cpu.other_s)):>6}"
     )
     if (lat.load(cpu.other_s) or 0) > OTHER_LOAD_WARNING:
         print("note: other load on the machine during the storm disturbed it (see 'other').")
@@ -1171,27 +895,6 @@ def report_storm(result: StormResult, concurrency: int) -> tuple[bool, bool]:
 # Orchestration
 
 
-@dataclass
-class Bench:
-    """Everything the run started, to clean up."""
-
-    workdir: Path
-    args: argparse.Namespace
-    servers: list[Server] = field(default_factory=list)
-    server_cpus: set[int] | None = None
-
-    def start(self, name: str, command: Sequence[str], port: int, env: dict[str, str]) -> Server:
-        """Start a server process and remember it."""
-        server = start_process(name, command, port, self.workdir, env, self.server_cpus)
-        self.servers.append(server)
-        print(f"{name} pid {server.proc.pid} on {server.url}")
-        return server
-
-    def stop(self, server: Server) -> None:
-        """Stop one server now."""
-        stop_process(server)
-
-
 def phase_hooks(
     args: argparse.Namespace, site: Site, name: str, admin_url: str, database: str
 ) -> tuple[list[Hook], Profiler | None, PgStats | None]:
@@ -1209,32 +912,28 @@ def phase_hooks(
     return hooks, profiler, stats
 
 
-async def run(bench: Bench, pg: Any) -> int:
+async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
     """Set up, run (a) and (b), print the report; return the exit code."""
-    import asyncpg
     from cryptography.fernet import Fernet
 
     from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
     from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
     from shared import jose
     from shared.embedded_pg import free_port
-    from shared.migrations import apply_migrations
 
-    args = bench.args
     databases = {"lbs": "bench_lbs", "qrs_a": "bench_qrs_a", "qrs_b": "bench_qrs_b"}
-    admin_conn = await asyncpg.connect(pg.url)
-    try:
-        for name in databases.values():
-            await admin_conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin_conn.close()
-    await apply_migrations(pg.url_for(databases["lbs"]), LBS_MIGRATIONS)
-    for key in ("qrs_a", "qrs_b"):
-        await apply_migrations(pg.url_for(databases[key]), QRS_MIGRATIONS)
+    await create_databases(
+        pg,
+        {
+            databases["lbs"]: LBS_MIGRATIONS,
+            databases["qrs_a"]: QRS_MIGRATIONS,
+            databases["qrs_b"]: QRS_MIGRATIONS,
+        },
+    )
 
     issuer_key = jose.generate_private_key()
     jwks_file = bench.workdir / "callers.jwks.json"
-    jwks_file.write_text(json.dumps(jose.jwks([issuer_key.public_key()])))
+    write_callers_jwks(jwks_file, issuer_key)
 
     def token(identity: tuple[str, str]) -> str:
         now = int(time.time())
@@ -1263,17 +962,7 @@ async def run(bench: Bench, pg: Any) -> int:
     }
     # The sites trust the backend's root key, written before either starts.
     trust_root = bench.workdir / "lbs-trust-root.json"
-    made = await asyncio.create_subprocess_exec(
-        executable("license-backend"),
-        "keys",
-        "root",
-        "--file",
-        str(trust_root),
-        env={**os.environ, **lbs_env},
-        stdout=subprocess.DEVNULL,
-    )
-    if await made.wait() != 0:
-        raise RuntimeError("license-backend keys root failed")
+    await make_trust_root([executable("license-backend")], trust_root, lbs_env)
     lbs = bench.start(
         "license-backend",
         [executable("license-backend"), "serve", "--no-migrate"],
@@ -1411,9 +1100,7 @@ async def run(bench: Bench, pg: Any) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of (a)")
-    parser.add_argument("--concurrency", type=int, default=64, help="keep-alive clients")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds of (a)")
+    add_load_arguments(parser, 64, "seconds of (a)", "warm-up seconds of (a)")
     parser.add_argument(
         "--rounds",
         type=int,
@@ -1424,11 +1111,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seats-a", type=int, default=100_000, help="(a) professional seats")
     parser.add_argument("--storm-users", type=int, default=1500, help="(b) new users, N")
     parser.add_argument("--storm-seats", type=int, default=1000, help="(b) seats, M")
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="pin the load generator to CPU 0 and the servers to CPU 1 (Linux, >= 2 CPUs)",
-    )
+    add_pin_argument(parser)
     parser.add_argument(
         "--profile", action="store_true", help="record the QRS with py-spy during (a) and (b)"
     )
@@ -1455,11 +1138,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment of both QRS processes (e.g. QRS_DB_POOL_MAX_SIZE=30)",
     )
-    parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    add_baseline_argument(parser)
     args = parser.parse_args(argv)
     if args.serve_baseline is None:
-        if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
-            parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
+        check_load_arguments(parser, args)
         if not 1 <= args.concurrency <= 1024:
             parser.error("--concurrency must be in [1, 1024]")
         if not 1 <= args.users <= args.seats_a or args.seats_a > 1_000_000:
@@ -1471,33 +1153,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-T = TypeVar("T")
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run `coro` on the services' event loop, where SIGTERM cancels the coroutine (as
-    Ctrl-C does) instead of raising inside whatever task happens to run."""
-
-    async def guarded() -> T:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        try:
-            return await coro
-        finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-
-    try:
-        return run_service(guarded())
-    finally:
-        signal.signal(signal.SIGTERM, _raise_exit)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables."""
     args = parse_args(argv)
@@ -1505,57 +1160,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_baseline(args.serve_baseline)
         return 0
 
-    import structlog
-
     from shared.embedded_pg import EmbeddedPostgres
 
-    # The migration runner logs through structlog; keep this process's output to the tables.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    signal.signal(signal.SIGTERM, _raise_exit)
-
-    server_cpus = None
-    if args.pin:
-        if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
-            print("--pin needs Linux and at least 2 CPUs", file=sys.stderr)
-            return 2
-        server_cpus = {1}
-        os.sched_setaffinity(0, {0})
+    server_cpus = prepare_load_generator(args.pin)
     if args.profile and not shutil.which(executable("py-spy")):
         print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="access-bench-"))
-    pg = EmbeddedPostgres(workdir / "pg")
-    bench = Bench(workdir, args, server_cpus=server_cpus)
-    print(
-        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
-        f"(as the services), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
-        f"concurrency {args.concurrency}, warm-up {args.warmup:g}s, duration {args.duration:g}s"
-    )
-    try:
-        pg.start()
+    def body(bench: Bench, pg: EmbeddedPostgres) -> int:
         if args.pg_stats:
             run_async(enable_pg_stats(pg.url))
             pg.stop()
             pg.start()
-        return run_async(run(bench, pg))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except (RuntimeError, TimeoutError, OSError) as exc:
+        return run_async(run(args, bench, pg))
+
+    def on_error(exc: Exception, bench: Bench) -> None:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         for server in bench.servers:
             tail = server.stderr_tail(10)
             if tail and server.proc.poll() is not None:
                 print(f"--- {server.name} stderr:\n{tail}", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the clean-up finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for server in reversed(bench.servers):
-            stop_process(server)
-        pg.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_bench(
+        "access-bench-", args, server_cpus, body, (RuntimeError, TimeoutError, OSError), on_error
+    )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 from cryptography.fernet import Fernet
+from harness import create_databases, make_trust_root, postmaster_pid, write_callers_jwks
 
 from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
 from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
 from shared import jose
 from shared.embedded_pg import EmbeddedPostgres, free_port
-from shared.migrations import apply_migrations
 
 XRFKEY = "soak0123456789ab"
 ADMIN_TOKEN = "soak-admin-token"
@@ -99,14 +98,9 @@ class Stack:
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Start everything and wait until every service answers."""
         await asyncio.to_thread(self.pg.start)
-        conn = await asyncpg.connect(self.pg.url)
-        await conn.execute("CREATE DATABASE lbs")
-        await conn.execute("CREATE DATABASE qrs")
-        await conn.close()
-        await apply_migrations(self.pg.url_for("lbs"), LBS_MIGRATIONS)
-        await apply_migrations(self.pg.url_for("qrs"), QRS_MIGRATIONS)
+        await create_databases(self.pg, {"lbs": LBS_MIGRATIONS, "qrs": QRS_MIGRATIONS})
         jwks = self.folder / "callers.jwks.json"
-        jwks.write_text(json.dumps(jose.jwks([self.issuer.public_key()])))
+        write_callers_jwks(jwks, self.issuer)
         port = free_port()
         self.lbs_url = f"http://127.0.0.1:{port}"
         lbs_env = {
@@ -119,19 +113,7 @@ class Stack:
         }
         # The sites trust the backend's root key, written before either starts.
         trust_root = self.folder / "lbs-trust-root.json"
-        made = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "license_backend.cli",
-            "keys",
-            "root",
-            "--file",
-            str(trust_root),
-            env={**os.environ, **lbs_env},
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        if await made.wait() != 0:
-            raise RuntimeError("license-backend keys root failed")
+        await make_trust_root([sys.executable, "-m", "license_backend.cli"], trust_root, lbs_env)
         await self._spawn("license_backend.cli", lbs_env)
         for n in range(self.replicas):
             port = free_port()
@@ -161,10 +143,6 @@ class Stack:
                     except aiohttp.ClientError:
                         pass
                     await asyncio.sleep(0.2)
-
-    def pg_pid(self) -> int:
-        """Return the Postgres server's (postmaster's) process id."""
-        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
 
     async def stop(self) -> None:
         """Stop every process and remove the database."""
@@ -307,10 +285,13 @@ async def run(args: argparse.Namespace) -> int:
             await stack.start(http)
             await license_site(stack, http)
             await drive(stack, http, min(10.0, args.duration / 10), args.concurrency)  # warm up
+            pg_pid = postmaster_pid(stack.pg.data_dir)
+            if pg_pid is None:
+                raise RuntimeError("Postgres is not running")
             pids = {
                 "lbs": stack.procs[0].pid,
                 **{f"qrs-{n + 1}": p.pid for n, p in enumerate(stack.procs[1:])},
-                "postgres": stack.pg_pid(),
+                "postgres": pg_pid,
             }
             rss_start = {name: rss_mib(pid) for name, pid in pids.items()}
             started = time.monotonic()

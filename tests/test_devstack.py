@@ -25,7 +25,7 @@ async def start_stack(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.devstack",
+        "licensing.devstack",
         "up",
         "--data-dir",
         str(data_dir),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.settings_doc import block
+from licensing.settings_doc import block
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_configuration_tables_are_generated_from_the_settings() -> None:
     readme = (ROOT / "README.md").read_text()
     assert block() in readme, (
-        "README is stale: run `python -m shared.settings_doc --write README.md`"
+        "README is stale: run `python -m licensing.settings_doc --write README.md`"
     )
 
 
