@@ -1246,7 +1246,7 @@ async def run(bench: Bench, pg: Any) -> int:
             "userDirectory": identity[0],
             "userId": identity[1],
         }
-        return jose.sign(claims, issuer_key, typ="JWT")
+        return jose.sign(claims, issuer_key, typ=jose.CALLER_TYP)
 
     lbs_admin = "bench-admin-" + uuid.uuid4().hex
     lbs_port = free_port()

@@ -468,7 +468,7 @@ def test_lef_line_swapped_dropped_or_repeated_is_refused(data: st.DataObject) ->
 
 
 NOW = 1_700_000_000
-TYP = "license-key+jwt"
+TYP = jose.LICENSE_KEY_TYP
 TOKEN_CLAIMS = {"iss": "http://lbs.test", "license": "1234567890123456", "iat": NOW}
 TOKEN = jose.sign(TOKEN_CLAIMS, KEY, typ=TYP)
 TOKEN_KEYS = {KID: KEY.public_key()}
@@ -569,11 +569,11 @@ def test_any_definition_the_backend_signs_is_usable_by_a_site(
         row, issuer="http://lbs.test", issued_at=issued_at, ttl_seconds=ttl, jti=uuid.uuid4()
     )
     assert claims["iat"] <= claims["exp"] <= dates.MAX_TIMESTAMP
-    token = jose.sign(claims, KEY, typ="license-definition+jwt")
+    token = jose.sign(claims, KEY, typ=jose.DEFINITION_TYP)
     verified = jose.verify(
         token,
         TOKEN_KEYS,
-        typ="license-definition+jwt",
+        typ=jose.DEFINITION_TYP,
         issuer="http://lbs.test",
         audience=row["number"],
         now=claims["iat"],

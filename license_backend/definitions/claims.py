@@ -11,9 +11,6 @@ import asyncpg
 from shared.dates import MAX_TIMESTAMP
 from shared.license_claims import Allotment, LicenseClaim, OverageClaim
 
-DEFINITION_TYP = "license-definition+jwt"
-LICENSE_KEY_TYP = "license-key+jwt"
-
 
 def license_claims(row: asyncpg.Record) -> dict[str, Any]:
     """Return the `license` object of a definition, in the shape sites read it with."""

@@ -12,9 +12,6 @@ from shared import jose
 from shared.dates import from_timestamp
 from shared.license_claims import LicenseClaim
 
-DEFINITION_TYP = "license-definition+jwt"
-LICENSE_KEY_TYP = "license-key+jwt"
-
 
 class DefinitionRejected(Exception):
     """A definition that must not be stored: bad signature, wrong license, rollback."""
@@ -49,7 +46,7 @@ async def verify_license_key(lbs: LbsClient, key: str, issuer: str) -> str:
     claims = await verify_signed(
         lbs,
         key,
-        typ=LICENSE_KEY_TYP,
+        typ=jose.LICENSE_KEY_TYP,
         issuer=issuer,
         audience=None,
         required=("jti", "license", "iat"),
@@ -67,7 +64,7 @@ async def verify_definition(
     claims = await verify_signed(
         lbs,
         token,
-        typ=DEFINITION_TYP,
+        typ=jose.DEFINITION_TYP,
         issuer=issuer,
         audience=number,
         required=("sub", "iat", "nbf", "exp", "jti", "ver", "license"),
