@@ -189,7 +189,7 @@ async def ensure_definition(
             return definition
     jti = uuid.uuid4()
     claims = definition_claims(row, issuer=issuer, issued_at=now, ttl_seconds=ttl, jti=jti)
-    token = keyring.sign(claims, jose.DEFINITION_TYP)
+    token = keyring.sign(claims.payload(), jose.DEFINITION_TYP)
     await conn.execute(
         q.upsert_definition,
         number,
@@ -198,7 +198,7 @@ async def ensure_definition(
         keyring.current_kid,
         token,
         now,
-        from_timestamp(claims["exp"]),
+        from_timestamp(claims.exp),
     )
     return Definition(token=token, ver=row["ver"], jti=jti, issued_at=now)
 

@@ -7,8 +7,8 @@ from datetime import date, datetime
 from typing import Any
 
 from shared.dates import end_of_day
+from shared.definition import DefinitionClaims
 from shared.lef import LefContent
-from shared.license_claims import LicenseClaim
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ class Entitlements:
         return end is not None and now >= end
 
 
-def from_definition(claims: dict[str, Any]) -> Entitlements:
+def from_definition(claims: DefinitionClaims) -> Entitlements:
     """Read entitlements from verified definition claims."""
-    lic = LicenseClaim.model_validate(claims["license"])
+    lic = claims.license
     return Entitlements(
         number=lic.number,
         owner=lic.owner,

@@ -44,6 +44,7 @@ from repository_service.users import repository as users
 from shared import jose, lef
 from shared.coalesce import Coalesced
 from shared.db import Conn, one
+from shared.definition import DefinitionClaims
 from shared.sql import Queries
 from shared.web.errors import Forbidden
 
@@ -79,7 +80,7 @@ class Applied:
 
     number: str
     token: str
-    claims: dict[str, Any]
+    claims: DefinitionClaims
     etag: str | None
 
 
@@ -522,7 +523,7 @@ class SiteLicenseService:
         conn: Conn,
         row: asyncpg.Record,
         token: str,
-        claims: dict[str, Any],
+        claims: DefinitionClaims,
         etag: str | None,
         now: datetime,
     ) -> asyncpg.Record:
@@ -532,8 +533,8 @@ class SiteLicenseService:
             q.store_definition,
             row["id"],
             token,
-            claims,
-            claims["ver"],
+            claims.payload(),
+            claims.ver,
             iat,
             exp,
             etag,
@@ -542,7 +543,9 @@ class SiteLicenseService:
         )
         return stored
 
-    async def accept_definition(self, token: str, claims: dict[str, Any], etag: str | None) -> bool:
+    async def accept_definition(
+        self, token: str, claims: DefinitionClaims, etag: str | None
+    ) -> bool:
         """Store a polled definition unless it is a rollback; True when it was stored."""
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -561,7 +564,7 @@ class SiteLicenseService:
                 entity_type="License",
                 entity_id=row["id"],
                 before={"version": row["definition_ver"]},
-                after={"version": claims["ver"]},
+                after={"version": claims.ver},
             )
         self.notify_changed()
         return True
