@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from shared.dates import end_of_day
 from shared.definition import DefinitionClaims
 from shared.lef import LefContent
+
+# The seat pools a license grants units in (token: login passes and user access).
+Pool = Literal["professional", "analyzer", "token"]
+POOLS: tuple[Pool, ...] = ("professional", "analyzer", "token")
 
 
 @dataclass(frozen=True)
