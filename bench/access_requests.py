@@ -945,7 +945,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
             "userDirectory": identity[0],
             "userId": identity[1],
         }
-        return jose.sign(claims, issuer_key, typ="JWT")
+        return jose.sign(claims, issuer_key, typ=jose.CALLER_TYP)
 
     lbs_admin = "bench-admin-" + uuid.uuid4().hex
     lbs_port = free_port()

@@ -80,7 +80,7 @@ class Stack:
             "userDirectory": who[0],
             "userId": who[1],
         }
-        return jose.sign(claims, self.issuer, typ="JWT")
+        return jose.sign(claims, self.issuer, typ=jose.CALLER_TYP)
 
     async def _spawn(self, module: str, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(

@@ -184,7 +184,7 @@ class DevStack:
                 "userId": "admin",
             },
             issuer_key,
-            typ="JWT",
+            typ=jose.CALLER_TYP,
         )
         qrs_url = f"{'https' if self.args.tls else 'http'}://{host}:{self.args.qrs_port}"
         demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)

@@ -25,7 +25,7 @@ from shared.web.requests import AmbiguousParameter, bearer_token, query_param
 
 _XRFKEY = re.compile(r"^[0-9A-Za-z]{16}$")
 XRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
-CALLER_TYP = frozenset({None, "JWT"})
+CALLER_TYPS = frozenset({None, jose.CALLER_TYP})
 # Roles are re-read this often at most, so the hot path does not query for every request.
 CALLER_CACHE_SECONDS = 2.0
 MAX_CACHED = 20_000
@@ -111,7 +111,7 @@ class CallerDirectory:
             claims = jose.verify(
                 token,
                 self._keys,
-                typ=CALLER_TYP,
+                typ=CALLER_TYPS,
                 audience=self._audience,
                 required=("iss", "aud", "exp", "userDirectory", "userId"),
             )

@@ -72,7 +72,7 @@ def mint_token(settings: QrsSettings, identity: str, ttl: int) -> str:
         "userDirectory": directory,
         "userId": user_id,
     }
-    return jose.sign(claims, key, typ="JWT")
+    return jose.sign(claims, key, typ=jose.CALLER_TYP)
 
 
 def trust_problem(settings: QrsSettings) -> str | None:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from repository_service.access import seats
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
 from repository_service.license import entitlements as ent
+from repository_service.license import repository as site_license
 from repository_service.license.definition import DefinitionRejected, verify_definition
 from repository_service.license.service import SiteLicenseService, q
 from repository_service.settings import QrsSettings
@@ -110,11 +111,11 @@ class Poller:
             try:
                 await self._hold_leadership()
                 sync = await one(self.pool, q.get_sync)
-                row = await self.pool.fetchrow(q.get_license)
-                self._remember(sync, row)
+                lic = await site_license.read(self.pool)
+                self._remember(sync, lic)
                 if self.is_leader:
                     # A LEF site re-checks its LEF when a process starts leading, too.
-                    lef_pending = row is not None and row["mode"] == "lef" and not self._lef_checked
+                    lef_pending = lic is not None and lic.mode == "lef" and not self._lef_checked
                     wait = await self._lead(sync, poll_now=lef_pending)
             except Exception as exc:  # the loop must outlive any one round
                 if database_unavailable(exc) or isinstance(exc, asyncpg.PostgresError):
@@ -154,9 +155,9 @@ class Poller:
         """Release leadership (so another replica takes over without waiting)."""
         await self._lose_leadership()
 
-    def _remember(self, sync: asyncpg.Record | None, row: asyncpg.Record | None) -> None:
+    def _remember(self, sync: asyncpg.Record | None, lic: site_license.SiteLicense | None) -> None:
         self._last_success = sync["last_success_at"] if sync else None
-        self._definition_exp = row["definition_exp"] if row else None
+        self._definition_exp = lic.definition_exp if lic else None
 
     # ---- leadership ----------------------------------------------------------------------
 

@@ -29,6 +29,13 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Registered claims whose value must be a JSON string when present (RFC 7519 section 4.1).
 STRING_CLAIMS = ("iss", "sub", "jti")
 
+# The `typ` header of every token the project signs or accepts, spelled here and nowhere else.
+LICENSE_KEY_TYP = "license-key+jwt"
+DEFINITION_TYP = "license-definition+jwt"
+SIGNING_KEY_CERT_TYP = "license-signing-key+jwt"
+ROOT_CERT_TYP = "license-root+jwt"
+CALLER_TYP = "JWT"
+
 Typ = str | None | frozenset[str | None]
 
 

@@ -17,8 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from shared import jose
 
-SIGNING_KEY_CERT_TYP = "license-signing-key+jwt"
-ROOT_CERT_TYP = "license-root+jwt"
 _CERT_CLAIMS = ("iss", "sub", "jwk", "iat")
 
 Keys = Mapping[str, Ed25519PublicKey]
@@ -84,7 +82,7 @@ def extend_roots(roots: Keys, chain: Sequence[Any]) -> dict[str, Ed25519PublicKe
             if not isinstance(link, str):
                 continue
             try:
-                kid, key = certified_key(link, trusted, typ=ROOT_CERT_TYP)
+                kid, key = certified_key(link, trusted, typ=jose.ROOT_CERT_TYP)
             except UntrustedKey:
                 continue
             if kid not in trusted:
@@ -128,7 +126,7 @@ def trusted_keys(
             refused[kid] = "it has no certificate"
             continue
         try:
-            trusted[kid] = certified_key(cert, roots, typ=SIGNING_KEY_CERT_TYP, kid=kid)[1]
+            trusted[kid] = certified_key(cert, roots, typ=jose.SIGNING_KEY_CERT_TYP, kid=kid)[1]
         except UntrustedKey as exc:
             refused[kid] = exc.reason
     # A kid listed twice, once certified, is trusted: a bad twin may not hide a good key.

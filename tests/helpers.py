@@ -161,7 +161,7 @@ class QrsHandle:
             "userDirectory": directory,
             "userId": user_id,
         }
-        return jose.sign(claims, self.issuer_key, typ="JWT")
+        return jose.sign(claims, self.issuer_key, typ=jose.CALLER_TYP)
 
     def headers(self, user: str = "CORP\\admin") -> dict[str, str]:
         """Return the xrfkey and bearer headers for `user`."""

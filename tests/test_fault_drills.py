@@ -37,7 +37,6 @@ from tests.processes import ServiceProcess, make_replicas, replica_env
 
 PROXY = "INTERNAL\\proxy"
 DEFINITION_PATH = "/v1/definitions/current"
-DEFINITION_TYP = "license-definition+jwt"
 
 
 # ---- a real HTTP peer in front of the real license backend -----------------------------------
@@ -597,7 +596,7 @@ async def test_definitions_from_the_future_are_refused(lbs: LbsHandle, make_qrs:
     kid, key = lbs.app_keyring().current_key()
 
     def resign(token: str, **changes: Any) -> str:
-        return jose.sign({**claims_of(token), **changes}, key, typ=DEFINITION_TYP, kid=kid)
+        return jose.sign({**claims_of(token), **changes}, key, typ=jose.DEFINITION_TYP, kid=kid)
 
     def iat_far_ahead(token: str) -> str:
         return resign(token, ver=claims_of(token)["ver"] + 10, iat=int(time.time()) + 3600)

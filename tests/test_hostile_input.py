@@ -19,8 +19,6 @@ from tests.conftest import ADMIN_TOKEN, DatabaseFactory
 from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve_lbs, site_headers
 
 ROOT = "CORP\\admin"
-DEFINITION_TYP = "license-definition+jwt"
-KEY_TYP = "license-key+jwt"
 
 
 async def raw_request(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
@@ -283,7 +281,7 @@ async def test_caller_tokens_with_claims_of_wrong_types_are_refused(
                 "userId": "alice",
                 **changed,
             }
-            token = forge(claims, issuer_key, typ="JWT")
+            token = forge(claims, issuer_key, typ=jose.CALLER_TYP)
             headers = {"Authorization": f"Bearer {token}"}
             status, body = await qrs.call("GET", "/qrs/license", headers=headers)
             assert status == 401, (changed, body)
@@ -308,7 +306,7 @@ async def test_license_keys_with_claims_of_wrong_types_are_refused(
         **changed,
     }
     kid, key = lbs.app_keyring().current_key()
-    token = forge(claims, key, typ=KEY_TYP, kid=kid)
+    token = forge(claims, key, typ=jose.LICENSE_KEY_TYP, kid=kid)
     async with lbs.session.get(
         f"{lbs.url}/v1/definitions/current", headers=site_headers(token)
     ) as resp:
@@ -351,7 +349,7 @@ async def test_definitions_with_claims_of_wrong_types_are_refused(
         token = await pool.fetchval(
             "SELECT token FROM definitions WHERE license_number = $1", number
         )
-        claims = jose.verify(token, lbs.app_keyring().public_keys(), typ=DEFINITION_TYP)
+        claims = jose.verify(token, lbs.app_keyring().public_keys(), typ=jose.DEFINITION_TYP)
         forged = {**claims, **changed}
         if isinstance(changed.get("license"), dict):
             forged["license"] = {**claims["license"], **changed["license"]}
@@ -359,7 +357,7 @@ async def test_definitions_with_claims_of_wrong_types_are_refused(
         await pool.execute(
             "UPDATE definitions SET token = $2, jti = $3 WHERE license_number = $1",
             number,
-            forge(forged, key, typ=DEFINITION_TYP, kid=kid),
+            forge(forged, key, typ=jose.DEFINITION_TYP, kid=kid),
             uuid.UUID(forged["jti"]),
         )
         lbs.app_sites().invalidate()
@@ -401,7 +399,7 @@ async def test_applying_a_key_with_claims_of_wrong_types_is_apply_failed(
     }
     kid, key = lbs.app_keyring().current_key()
     async with make_qrs(lbs, run_poller=False) as qrs:
-        token = forge(claims, key, typ=KEY_TYP, kid=kid)
+        token = forge(claims, key, typ=jose.LICENSE_KEY_TYP, kid=kid)
         status, body = await must_answer(qrs, "POST", "/qrs/license", json={"key": token})
         assert status == 400 and body["error"]["code"] == "ApplyFailed", body
         assert await qrs.pool().fetchval("SELECT count(*) FROM site_license") == 0

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from shared import jose
 
 NOW = 1_700_000_000
-TYP = "license-key+jwt"
+TYP = jose.LICENSE_KEY_TYP
 
 
 def b64(data: bytes) -> str:
@@ -67,18 +67,18 @@ def test_round_trip(key: Ed25519PrivateKey, keys: dict[str, Ed25519PublicKey]) -
 
 def test_typ_none_and_frozenset(key: Ed25519PrivateKey, keys: dict[str, Ed25519PublicKey]) -> None:
     untyped = jose.sign({"a": 1}, key, typ=None)
-    typed = jose.sign({"a": 1}, key, typ="JWT")
+    typed = jose.sign({"a": 1}, key, typ=jose.CALLER_TYP)
     assert "typ" not in jose.header_of(untyped)
-    either = frozenset({None, "JWT"})
+    either = frozenset({None, jose.CALLER_TYP})
     assert check(untyped, keys, typ=either) == check(typed, keys, typ=either) == {"a": 1}
     assert check(untyped, keys, typ=None) == {"a": 1}
     assert refused(typed, keys, typ=None) == "wrong typ"
-    assert refused(untyped, keys, typ="JWT") == "wrong typ"
+    assert refused(untyped, keys, typ=jose.CALLER_TYP) == "wrong typ"
     assert refused(typed, keys, typ=frozenset({"other"})) == "wrong typ"
 
 
 def test_wrong_typ(key: Ed25519PrivateKey, keys: dict[str, Ed25519PublicKey]) -> None:
-    token = jose.sign({"a": 1}, key, typ="license-definition+jwt")
+    token = jose.sign({"a": 1}, key, typ=jose.DEFINITION_TYP)
     assert refused(token, keys) == "wrong typ"
 
 

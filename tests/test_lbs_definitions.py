@@ -22,7 +22,7 @@ async def verified(lbs: LbsHandle, token: str, number: str) -> dict[str, Any]:
     async with lbs.session.get(f"{lbs.url}/.well-known/jwks.json") as resp:
         keys = jose.keys_from_jwks(await resp.json())
     return jose.verify(
-        token, keys, typ="license-definition+jwt", issuer="http://lbs.test", audience=number
+        token, keys, typ=jose.DEFINITION_TYP, issuer="http://lbs.test", audience=number
     )
 
 

@@ -58,16 +58,18 @@ def forgeries(key: str, keys: dict[str, Any]) -> dict[str, str]:
     attacker = Ed25519PrivateKey.generate()
     tampered_claims = {**claims, "license": "9" * 16}
     return {
-        "alg_none": b64(json.dumps({"alg": "none", "typ": "license-key+jwt", "kid": kid}).encode())
+        "alg_none": b64(
+            json.dumps({"alg": "none", "typ": jose.LICENSE_KEY_TYP, "kid": kid}).encode()
+        )
         + "."
         + b64(json.dumps(claims).encode())
         + ".",
         # Classic key confusion: HMAC with the public key bytes as the secret.
         "hs256_public_key": jwt.encode(
-            claims, public_raw, algorithm="HS256", headers={"kid": kid, "typ": "license-key+jwt"}
+            claims, public_raw, algorithm="HS256", headers={"kid": kid, "typ": jose.LICENSE_KEY_TYP}
         ),
-        "unknown_kid": jose.sign(claims, attacker, typ="license-key+jwt"),
-        "attacker_key_claiming_kid": jose.sign(claims, attacker, typ="license-key+jwt", kid=kid),
+        "unknown_kid": jose.sign(claims, attacker, typ=jose.LICENSE_KEY_TYP),
+        "attacker_key_claiming_kid": jose.sign(claims, attacker, typ=jose.LICENSE_KEY_TYP, kid=kid),
         "tampered_payload": key.split(".")[0]
         + "."
         + b64(json.dumps(tampered_claims).encode())
@@ -77,7 +79,7 @@ def forgeries(key: str, keys: dict[str, Any]) -> dict[str, str]:
             claims,
             attacker,
             algorithm="EdDSA",
-            headers={"kid": kid, "typ": "license-key+jwt", "jku": "http://evil.test/jwks"},
+            headers={"kid": kid, "typ": jose.LICENSE_KEY_TYP, "jku": "http://evil.test/jwks"},
         ),
         "garbage": "not-a-token",
     }
@@ -97,12 +99,12 @@ async def test_wrong_typ_and_expired_keys_are_refused(lbs: LbsHandle) -> None:
     keyring = lbs.app_keyring()
     kid, private = keyring.current_key()
     _, claims, _ = segments(lic["key"])
-    wrong_typ = jose.sign(claims, private, typ="license-definition+jwt", kid=kid)
+    wrong_typ = jose.sign(claims, private, typ=jose.DEFINITION_TYP, kid=kid)
     expired = jose.sign(
-        {**claims, "exp": int(time.time()) - 3600}, private, typ="license-key+jwt", kid=kid
+        {**claims, "exp": int(time.time()) - 3600}, private, typ=jose.LICENSE_KEY_TYP, kid=kid
     )
     wrong_issuer = jose.sign(
-        {**claims, "iss": "http://other.test"}, private, typ="license-key+jwt", kid=kid
+        {**claims, "iss": "http://other.test"}, private, typ=jose.LICENSE_KEY_TYP, kid=kid
     )
     for token in (wrong_typ, expired, wrong_issuer):
         status, body = await definition_status(lbs, token)
@@ -168,7 +170,7 @@ async def test_rotation_keeps_old_keys_valid_and_new_definitions_use_new_kid(
     verified = jose.verify(
         body["definition"],
         published,
-        typ="license-definition+jwt",
+        typ=jose.DEFINITION_TYP,
         issuer="http://lbs.test",
         audience=lic["number"],
     )

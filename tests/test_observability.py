@@ -97,7 +97,7 @@ async def test_one_json_log_line_per_request_and_poll(
             "userId": "watcher",
         },
         issuer_key,
-        typ="JWT",
+        typ=jose.CALLER_TYP,
     )
     try:
         async with aiohttp.ClientSession() as http:

@@ -34,6 +34,7 @@ from repository_service.qrs.filters import (
     parse_filter,
 )
 from shared import dates, jose, lef
+from shared.definition import DefinitionClaims
 
 FIELDS = frozenset({"name", "userId", "count", "createdDate", "flag", "tags"})
 OPS = ("eq", "ne", "gt", "ge", "lt", "le", "so", "sw", "ew")
@@ -468,7 +469,7 @@ def test_lef_line_swapped_dropped_or_repeated_is_refused(data: st.DataObject) ->
 
 
 NOW = 1_700_000_000
-TYP = "license-key+jwt"
+TYP = jose.LICENSE_KEY_TYP
 TOKEN_CLAIMS = {"iss": "http://lbs.test", "license": "1234567890123456", "iat": NOW}
 TOKEN = jose.sign(TOKEN_CLAIMS, KEY, typ=TYP)
 TOKEN_KEYS = {KID: KEY.public_key()}
@@ -568,19 +569,21 @@ def test_any_definition_the_backend_signs_is_usable_by_a_site(
     claims = definition_claims(
         row, issuer="http://lbs.test", issued_at=issued_at, ttl_seconds=ttl, jti=uuid.uuid4()
     )
-    assert claims["iat"] <= claims["exp"] <= dates.MAX_TIMESTAMP
-    token = jose.sign(claims, KEY, typ="license-definition+jwt")
+    assert claims.iat <= claims.exp <= dates.MAX_TIMESTAMP
+    token = jose.sign(claims.payload(), KEY, typ=jose.DEFINITION_TYP)
     verified = jose.verify(
         token,
         TOKEN_KEYS,
-        typ="license-definition+jwt",
+        typ=jose.DEFINITION_TYP,
         issuer="http://lbs.test",
         audience=row["number"],
-        now=claims["iat"],
+        now=claims.iat,
     )
-    iat, exp = claim_times(verified)
+    definition = DefinitionClaims.model_validate(verified)
+    assert definition == claims
+    iat, exp = claim_times(definition)
     assert iat <= exp
-    e = entitlements.Entitlements.from_json(entitlements.from_definition(verified).to_json())
+    e = entitlements.Entitlements.from_json(entitlements.from_definition(definition).to_json())
     assert e.valid_to == (valid_to.isoformat() if valid_to else None)
     end = e.expired_at()
     assert end is None or end > datetime.combine(valid_to or date.min, time(0), tzinfo=UTC)
@@ -624,7 +627,7 @@ def test_any_time_claim_is_verified_or_token_invalid(name: str, value: Any) -> N
     verified = token_outcome(token)
     if verified is not None:
         assert 0 <= verified[name] <= dates.MAX_TIMESTAMP
-        claim_times({"iat": verified.get("iat", 0), "exp": verified.get("exp", 0)})
+        dates.from_timestamp(verified[name])
 
 
 @settings(max_examples=100, deadline=None)

@@ -375,7 +375,7 @@ def _token(qrs: QrsHandle, identity: dict[str, Any]) -> str:
         "exp": now + 60,
         **identity,
     }
-    return jose.sign(claims, qrs.issuer_key, typ="JWT")
+    return jose.sign(claims, qrs.issuer_key, typ=jose.CALLER_TYP)
 
 
 async def test_deeply_nested_json_is_400(make_qrs: Any) -> None:

@@ -173,7 +173,7 @@ async def test_refused_definitions_keep_the_stored_one(lbs: LbsHandle, make_qrs:
         return jose.sign(
             {**claims, "ver": 1, "iat": claims["iat"] + 1},
             key,
-            typ="license-definition+jwt",
+            typ=jose.DEFINITION_TYP,
             kid=kid,
         )
 
@@ -182,7 +182,7 @@ async def test_refused_definitions_keep_the_stored_one(lbs: LbsHandle, make_qrs:
         return jose.sign(
             {**claims, "sub": other["number"], "ver": 99},
             key,
-            typ="license-definition+jwt",
+            typ=jose.DEFINITION_TYP,
             kid=kid,
         )
 
@@ -191,14 +191,14 @@ async def test_refused_definitions_keep_the_stored_one(lbs: LbsHandle, make_qrs:
         return jose.sign(
             {**claims, "ver": 50, "nbf": int(time.time()) + 3600},
             key,
-            typ="license-definition+jwt",
+            typ=jose.DEFINITION_TYP,
             kid=kid,
         )
 
     def unknown_key(token: str) -> str:
         claims = claims_of(token)
         return jose.sign(
-            {**claims, "ver": 51}, jose.generate_private_key(), typ="license-definition+jwt"
+            {**claims, "ver": 51}, jose.generate_private_key(), typ=jose.DEFINITION_TYP
         )
 
     async with (

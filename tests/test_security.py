@@ -183,7 +183,7 @@ async def test_no_secret_ever_reaches_a_log_line(
                     "userId": "root",
                 },
                 issuer_key,
-                typ="JWT",
+                typ=jose.CALLER_TYP,
             )
             secrets += [lic["key"], caller]
             headers = {"Authorization": f"Bearer {caller}", "X-Qlik-Xrfkey": XRFKEY}

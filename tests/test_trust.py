@@ -22,11 +22,11 @@ def roots_of(*keys: Ed25519PrivateKey) -> dict[str, Any]:
 
 
 def signing_cert(root: Ed25519PrivateKey, key: Ed25519PrivateKey, **kw: Any) -> str:
-    return trust.certify(root, key.public_key(), typ=trust.SIGNING_KEY_CERT_TYP, issuer=ISS, **kw)
+    return trust.certify(root, key.public_key(), typ=jose.SIGNING_KEY_CERT_TYP, issuer=ISS, **kw)
 
 
 def root_cert(previous: Ed25519PrivateKey, new: Ed25519PrivateKey) -> str:
-    return trust.certify(previous, new.public_key(), typ=trust.ROOT_CERT_TYP, issuer=ISS)
+    return trust.certify(previous, new.public_key(), typ=jose.ROOT_CERT_TYP, issuer=ISS)
 
 
 def published(key: Ed25519PrivateKey, cert: str | None) -> dict[str, Any]:
@@ -41,13 +41,13 @@ def test_a_certificate_names_its_root_and_carries_the_key() -> None:
     cert = signing_cert(root, key)
     assert jose.header_of(cert) == {
         "alg": "EdDSA",
-        "typ": "license-signing-key+jwt",
+        "typ": jose.SIGNING_KEY_CERT_TYP,
         "kid": kid(root),
     }
-    claims = jose.verify(cert, roots_of(root), typ=trust.SIGNING_KEY_CERT_TYP)
+    claims = jose.verify(cert, roots_of(root), typ=jose.SIGNING_KEY_CERT_TYP)
     assert claims["iss"] == ISS and claims["sub"] == kid(key)
     assert claims["jwk"] == jose.public_jwk(key.public_key())
-    assert trust.certified_key(cert, roots_of(root), typ=trust.SIGNING_KEY_CERT_TYP) == (
+    assert trust.certified_key(cert, roots_of(root), typ=jose.SIGNING_KEY_CERT_TYP) == (
         kid(key),
         key.public_key(),
     )
@@ -97,15 +97,15 @@ def test_a_certificate_whose_jwk_is_not_its_subject_is_refused() -> None:
         "jwk": jose.public_jwk(other.public_key()),
         "iat": int(time.time()),
     }
-    cert = jose.sign(claims, root, typ=trust.SIGNING_KEY_CERT_TYP)
+    cert = jose.sign(claims, root, typ=jose.SIGNING_KEY_CERT_TYP)
     with pytest.raises(trust.UntrustedKey, match="subject is not the thumbprint"):
-        trust.certified_key(cert, roots_of(root), typ=trust.SIGNING_KEY_CERT_TYP, kid=kid(key))
+        trust.certified_key(cert, roots_of(root), typ=jose.SIGNING_KEY_CERT_TYP, kid=kid(key))
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"typ": trust.ROOT_CERT_TYP}, "wrong typ"),
+        ({"typ": jose.ROOT_CERT_TYP}, "wrong typ"),
         ({"claims": {"jwk": "not a jwk"}}, "no usable key"),
         ({"claims": {"jwk": {"kty": "RSA", "n": "x", "e": "AQAB"}}}, "no usable key"),
         ({"claims": {"iat": int(time.time()) + 3600}}, "issued in the future"),
@@ -123,9 +123,9 @@ def test_malformed_certificates_are_refused(change: dict[str, Any], reason: str)
         **change.get("claims", {}),
     }
     claims.pop(change.get("drop", ""), None)
-    cert = jose.sign(claims, root, typ=change.get("typ", trust.SIGNING_KEY_CERT_TYP))
+    cert = jose.sign(claims, root, typ=change.get("typ", jose.SIGNING_KEY_CERT_TYP))
     with pytest.raises(trust.UntrustedKey, match=reason):
-        trust.certified_key(cert, roots_of(root), typ=trust.SIGNING_KEY_CERT_TYP)
+        trust.certified_key(cert, roots_of(root), typ=jose.SIGNING_KEY_CERT_TYP)
 
 
 def test_a_tampered_certificate_is_refused() -> None:
@@ -136,7 +136,7 @@ def test_a_tampered_certificate_is_refused() -> None:
         trust.certified_key(
             f"{header}.{forged_claims}.{signature}",
             roots_of(root),
-            typ=trust.SIGNING_KEY_CERT_TYP,
+            typ=jose.SIGNING_KEY_CERT_TYP,
         )
 
 
@@ -161,7 +161,7 @@ def test_a_chain_never_adds_a_root_no_trusted_root_certified() -> None:
         root_cert(stranger, stranger),  # self-signed: proves nothing
         root_cert(stranger, successor),
         # A signing-key certificate is not a root certificate.
-        trust.certify(first, stranger.public_key(), typ=trust.SIGNING_KEY_CERT_TYP, issuer=ISS),
+        trust.certify(first, stranger.public_key(), typ=jose.SIGNING_KEY_CERT_TYP, issuer=ISS),
     ]
     assert set(trust.extend_roots(roots_of(first), chain)) == {kid(first)}
 

@@ -75,7 +75,7 @@ class ManInTheMiddle:
             {**a, "units": FORGED_SEATS} if a["name"] == "professional" else a
             for a in claims["license"]["allotments"]
         ]
-        return jose.sign(claims, self.signer, typ="license-definition+jwt", kid=self.signer_kid)
+        return jose.sign(claims, self.signer, typ=jose.DEFINITION_TYP, kid=self.signer_kid)
 
     def forge_lef(self, text: str, control: str) -> str:
         assert self.signer is not None
@@ -166,7 +166,7 @@ async def admin_post(lbs: LbsHandle, path: str) -> dict[str, Any]:
 
 def certify(root: Ed25519PrivateKey, key: Ed25519PrivateKey) -> str:
     return trust.certify(
-        root, key.public_key(), typ=trust.SIGNING_KEY_CERT_TYP, issuer="http://lbs.test"
+        root, key.public_key(), typ=jose.SIGNING_KEY_CERT_TYP, issuer="http://lbs.test"
     )
 
 
@@ -195,7 +195,7 @@ async def test_every_published_key_is_certified_by_the_root_in_the_chain(lbs: Lb
     for published in doc["keys"]:
         assert jose.header_of(published["cert"]) == {
             "alg": "EdDSA",
-            "typ": "license-signing-key+jwt",
+            "typ": jose.SIGNING_KEY_CERT_TYP,
             "kid": root["kid"],
         }
         claims = unverified(published["cert"])
@@ -273,7 +273,7 @@ async def test_a_foreign_key_set_is_refused_at_poll_and_genuine_definitions_stil
     # The stranger's root, vouched for by itself, on top of the genuine chain.
     genuine_chain = (await get_json(lbs, "/.well-known/license-roots.json"))["chain"]
     self_signed = trust.certify(
-        stranger, stranger.public_key(), typ=trust.ROOT_CERT_TYP, issuer="http://lbs.test"
+        stranger, stranger.public_key(), typ=jose.ROOT_CERT_TYP, issuer="http://lbs.test"
     )
     foreign_roots = {"chain": [*genuine_chain, self_signed]}
     async with (
@@ -308,7 +308,7 @@ async def test_a_foreign_key_set_is_refused_on_apply(lbs: LbsHandle, make_qrs: A
     foreign = jose.generate_private_key()
     genuine = await get_json(lbs, "/.well-known/jwks.json")
     foreign_jwks = {"keys": [*genuine["keys"], entry(foreign, None)]}
-    forged_key = jose.sign(unverified(lic["key"]), foreign, typ="license-key+jwt")
+    forged_key = jose.sign(unverified(lic["key"]), foreign, typ=jose.LICENSE_KEY_TYP)
     kid = jose.kid_for(foreign.public_key())
     async with (
         man_in_the_middle(lbs) as (mitm, url),

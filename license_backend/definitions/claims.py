@@ -9,15 +9,12 @@ from typing import Any
 import asyncpg
 
 from shared.dates import MAX_TIMESTAMP
-from shared.license_claims import Allotment, LicenseClaim, OverageClaim
-
-DEFINITION_TYP = "license-definition+jwt"
-LICENSE_KEY_TYP = "license-key+jwt"
+from shared.definition import Allotment, DefinitionClaims, LicenseClaim, OverageClaim
 
 
-def license_claims(row: asyncpg.Record) -> dict[str, Any]:
-    """Return the `license` object of a definition, in the shape sites read it with."""
-    claim = LicenseClaim(
+def license_claim(row: asyncpg.Record) -> LicenseClaim:
+    """Return the `license` member of a definition."""
+    return LicenseClaim(
         number=row["number"],
         owner=row["owner"],
         organization=row["organization"],
@@ -40,26 +37,25 @@ def license_claims(row: asyncpg.Record) -> dict[str, Any]:
             Allotment(name="analyzer_time", units=row["analyzer_minutes"]),
         ],
     )
-    return claim.model_dump(mode="json", by_alias=True)
 
 
 def definition_claims(
     row: asyncpg.Record, *, issuer: str, issued_at: datetime, ttl_seconds: int, jti: uuid.UUID
-) -> dict[str, Any]:
+) -> DefinitionClaims:
     """Return the full claim set of a definition issued at `issued_at`."""
     iat = int(issued_at.timestamp())
-    return {
-        "iss": issuer,
-        "sub": row["number"],
-        "aud": row["number"],
-        "iat": iat,
-        "nbf": iat,
+    return DefinitionClaims(
+        iss=issuer,
+        sub=row["number"],
+        aud=row["number"],
+        iat=iat,
+        nbf=iat,
         # A site cannot hold a time past 9999-12-31: a longer TTL ends there instead.
-        "exp": min(iat + ttl_seconds, MAX_TIMESTAMP),
-        "jti": str(jti),
-        "ver": row["ver"],
-        "license": license_claims(row),
-    }
+        exp=min(iat + ttl_seconds, MAX_TIMESTAMP),
+        jti=str(jti),
+        ver=row["ver"],
+        license=license_claim(row),
+    )
 
 
 def license_key_claims(

@@ -14,8 +14,6 @@ import asyncpg
 
 from license_backend.catalog import repository as catalog
 from license_backend.definitions.claims import (
-    DEFINITION_TYP,
-    LICENSE_KEY_TYP,
     definition_claims,
     license_key_claims,
 )
@@ -108,7 +106,7 @@ class SiteDirectory:
             claims = jose.verify(
                 token,
                 self._keyring.public_keys(),
-                typ=LICENSE_KEY_TYP,
+                typ=jose.LICENSE_KEY_TYP,
                 issuer=self._issuer,
                 required=("jti", "license", "iat"),
             )
@@ -191,7 +189,7 @@ async def ensure_definition(
             return definition
     jti = uuid.uuid4()
     claims = definition_claims(row, issuer=issuer, issued_at=now, ttl_seconds=ttl, jti=jti)
-    token = keyring.sign(claims, DEFINITION_TYP)
+    token = keyring.sign(claims.payload(), jose.DEFINITION_TYP)
     await conn.execute(
         q.upsert_definition,
         number,
@@ -200,7 +198,7 @@ async def ensure_definition(
         keyring.current_kid,
         token,
         now,
-        from_timestamp(claims["exp"]),
+        from_timestamp(claims.exp),
     )
     return Definition(token=token, ver=row["ver"], jti=jti, issued_at=now)
 
@@ -209,4 +207,4 @@ def issue_license_key(keyring: KeyRing, number: str, issuer: str) -> tuple[str, 
     """Sign a new license key for `number`; the caller records its jti."""
     jti = uuid.uuid4()
     claims = license_key_claims(number, issuer=issuer, jti=jti, issued_at=int(time.time()))
-    return keyring.sign(claims, LICENSE_KEY_TYP), jti
+    return keyring.sign(claims, jose.LICENSE_KEY_TYP), jti

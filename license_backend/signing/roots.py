@@ -44,7 +44,7 @@ async def ensure_root(conn: Conn, fernet: Fernet, issuer: str) -> Ed25519Private
     key = jose.generate_private_key()
     # The first root vouches for itself: its link opens the published chain, so the chain
     # always names the current root, and a site configured with it verifies the link.
-    cert = trust.certify(key, key.public_key(), typ=trust.ROOT_CERT_TYP, issuer=issuer)
+    cert = trust.certify(key, key.public_key(), typ=jose.ROOT_CERT_TYP, issuer=issuer)
     await _insert_root(conn, fernet, 1, key, cert)
     return key
 
@@ -54,7 +54,7 @@ async def rotate_root(conn: Conn, fernet: Fernet, issuer: str) -> Ed25519Private
     previous = await ensure_root(conn, fernet, issuer)
     generation = await conn.fetchval("SELECT max(generation) FROM root_keys")
     key = jose.generate_private_key()
-    cert = trust.certify(previous, key.public_key(), typ=trust.ROOT_CERT_TYP, issuer=issuer)
+    cert = trust.certify(previous, key.public_key(), typ=jose.ROOT_CERT_TYP, issuer=issuer)
     await conn.execute(q.clear_current_root)
     await _insert_root(conn, fernet, generation + 1, key, cert)
     return key
@@ -63,7 +63,7 @@ async def rotate_root(conn: Conn, fernet: Fernet, issuer: str) -> Ed25519Private
 def certify_signing_key(root: Ed25519PrivateKey, public_raw: bytes, issuer: str) -> str:
     """Return the root's certificate of the signing key with raw public bytes `public_raw`."""
     public = Ed25519PublicKey.from_public_bytes(public_raw)
-    return trust.certify(root, public, typ=trust.SIGNING_KEY_CERT_TYP, issuer=issuer)
+    return trust.certify(root, public, typ=jose.SIGNING_KEY_CERT_TYP, issuer=issuer)
 
 
 async def certify_keys(

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Literal
 
+from repository_service.license import repository as site_license
+from repository_service.license.entitlements import POOLS as POOLS
+from repository_service.license.entitlements import Pool as Pool
 from shared.db import Conn
 
-Pool = Literal["professional", "analyzer", "token"]
-POOLS: tuple[Pool, ...] = ("professional", "analyzer", "token")
 # Seat takers share this lock; re-seating a pool takes it exclusively (see `sync`).
 _LOCK_BASE = 0x5EA7_5000
 LOCK_IDS = {pool: _LOCK_BASE + n for n, pool in enumerate(POOLS)}
@@ -136,17 +136,12 @@ async def settle(conn: Conn, pool: Pool, total: int) -> None:
 
 async def totals_in(conn: Conn) -> dict[Pool, int]:
     """Return the pools' totals of the stored license (all 0 without a license)."""
-    row = await conn.fetchrow("SELECT entitlements FROM site_license LIMIT 1")
-    e = row["entitlements"] if row is not None else {}
-    return {
-        "professional": int(e.get("professional", 0)),
-        "analyzer": int(e.get("analyzer", 0)),
-        "token": int(e.get("tokens", 0)),
-    }
+    lic = await site_license.read(conn)
+    return lic.totals if lic is not None else dict.fromkeys(POOLS, 0)
 
 
 async def sync_from_license(conn: Conn) -> None:
     """Match the pools to the totals of the stored license (no license: nothing changes)."""
-    if await conn.fetchval("SELECT count(*) FROM site_license") == 0:
-        return
-    await sync(conn, await totals_in(conn))
+    lic = await site_license.read(conn)
+    if lic is not None:
+        await sync(conn, lic.totals)

@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from repository_service.access.seats import Pool
-from repository_service.license import entitlements as ent
-from repository_service.license.service import validity
+from repository_service.license import repository as site_license
+from repository_service.license.entitlements import Pool
 from shared.db import Db
 
 # Other replicas' license changes reach this process within this many seconds.
@@ -28,27 +27,16 @@ class SiteState:
 
 async def read_state(db: Db) -> SiteState:
     """Read the license and derive the totals in force."""
-    row = await db.fetchrow("SELECT * FROM site_license LIMIT 1")
-    if row is None:
+    lic = await site_license.read(db)
+    if lic is None:
         return SiteState(False, "the site has no license", read_at=time.monotonic())
-    sync = await db.fetchrow("SELECT * FROM sync_state")
-    e = ent.Entitlements.from_json(row["entitlements"])
-    expired, invalid, reason = validity(row, sync, datetime.now(UTC))
-    blacklisted = row["is_blacklisted"] or e.blacklisted
-    usable = not (expired or invalid or blacklisted)
-    if blacklisted:
-        reason = "the license is blacklisted"
-    totals: dict[Pool, int] = {
-        "professional": e.professional,
-        "analyzer": e.analyzer,
-        "token": e.tokens,
-    }
-    return SiteState(usable, reason, totals, e.analyzer_minutes, time.monotonic())
-
-
-def totals_of(e: ent.Entitlements) -> dict[Pool, int]:
-    """Return the seat totals of entitlements."""
-    return {"professional": e.professional, "analyzer": e.analyzer, "token": e.tokens}
+    last_success = await db.fetchval("SELECT last_success_at FROM sync_state")
+    validity = lic.validity(last_success, datetime.now(UTC))
+    usable = not (validity.expired or validity.invalid or lic.blacklisted)
+    reason = "the license is blacklisted" if lic.blacklisted else validity.reason
+    return SiteState(
+        usable, reason, lic.totals, lic.entitlements.analyzer_minutes, time.monotonic()
+    )
 
 
 class StateCache:

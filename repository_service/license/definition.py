@@ -6,14 +6,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from repository_service.lbs.client import LbsClient
 from shared import jose
 from shared.dates import from_timestamp
-from shared.license_claims import LicenseClaim
-
-DEFINITION_TYP = "license-definition+jwt"
-LICENSE_KEY_TYP = "license-key+jwt"
+from shared.definition import DefinitionClaims
 
 
 class DefinitionRejected(Exception):
@@ -49,7 +47,7 @@ async def verify_license_key(lbs: LbsClient, key: str, issuer: str) -> str:
     claims = await verify_signed(
         lbs,
         key,
-        typ=LICENSE_KEY_TYP,
+        typ=jose.LICENSE_KEY_TYP,
         issuer=issuer,
         audience=None,
         required=("jti", "license", "iat"),
@@ -62,43 +60,54 @@ async def verify_license_key(lbs: LbsClient, key: str, issuer: str) -> str:
 
 async def verify_definition(
     lbs: LbsClient, token: str, *, issuer: str, number: str
-) -> dict[str, Any]:
-    """Verify a definition for license `number` and check its shape."""
+) -> DefinitionClaims:
+    """Verify a definition for license `number` and read it into the claims model."""
     claims = await verify_signed(
         lbs,
         token,
-        typ=DEFINITION_TYP,
+        typ=jose.DEFINITION_TYP,
         issuer=issuer,
         audience=number,
         required=("sub", "iat", "nbf", "exp", "jti", "ver", "license"),
     )
-    ver = claims.get("ver")
-    if isinstance(ver, bool) or not isinstance(ver, int) or not 0 <= ver < 2**31:
-        raise DefinitionRejected("the definition is malformed: ver must be an integer")
     try:
-        lic = LicenseClaim.model_validate(claims.get("license"))
+        definition = DefinitionClaims.model_validate(claims)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "license" for e in exc.errors()})
-        raise DefinitionRejected(
-            f"the definition is malformed: license {', '.join(fields)}"
-        ) from None
-    if claims.get("sub") != number or lic.number != number:
+        raise DefinitionRejected(_malformed(exc.errors())) from None
+    if definition.sub != number or definition.license.number != number:
         raise DefinitionRejected("the definition is for another license")
-    return claims
+    return definition
+
+
+def _malformed(errors: list[ErrorDetails]) -> str:
+    """Say which claims of a verified definition have the wrong type or value."""
+    if any(e["loc"][:1] == ("ver",) for e in errors):
+        return "the definition is malformed: ver must be an integer"
+    fields = sorted(
+        {
+            ".".join(str(p) for p in e["loc"][1:]) or "license"
+            for e in errors
+            if e["loc"][:1] == ("license",)
+        }
+    )
+    if fields:
+        return f"the definition is malformed: license {', '.join(fields)}"
+    named = sorted({".".join(str(p) for p in e["loc"]) for e in errors})
+    return f"the definition is malformed: {', '.join(named)}"
 
 
 def check_not_rollback(
-    claims: dict[str, Any], stored_ver: int | None, stored_iat: datetime | None
+    claims: DefinitionClaims, stored_ver: int | None, stored_iat: datetime | None
 ) -> None:
     """Accept a higher `ver`, or the same `ver` with a newer `iat` (a renewal)."""
     if stored_ver is None:
         return
-    ver, iat = claims["ver"], from_timestamp(claims["iat"])
+    ver, iat = claims.ver, from_timestamp(claims.iat)
     if ver > stored_ver or (ver == stored_ver and stored_iat is not None and iat > stored_iat):
         return
     raise DefinitionRejected(f"rollback refused: version {ver} is not newer than {stored_ver}")
 
 
-def claim_times(claims: dict[str, Any]) -> tuple[datetime, datetime]:
+def claim_times(claims: DefinitionClaims) -> tuple[datetime, datetime]:
     """Return (iat, exp) of a definition as datetimes."""
-    return from_timestamp(claims["iat"]), from_timestamp(claims["exp"])
+    return from_timestamp(claims.iat), from_timestamp(claims.exp)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from shared.dates import end_of_day
+from shared.definition import DefinitionClaims
 from shared.lef import LefContent
-from shared.license_claims import LicenseClaim
+
+# The seat pools a license grants units in (token: login passes and user access).
+Pool = Literal["professional", "analyzer", "token"]
+POOLS: tuple[Pool, ...] = ("professional", "analyzer", "token")
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,9 @@ class Entitlements:
         return end is not None and now >= end
 
 
-def from_definition(claims: dict[str, Any]) -> Entitlements:
+def from_definition(claims: DefinitionClaims) -> Entitlements:
     """Read entitlements from verified definition claims."""
-    lic = LicenseClaim.model_validate(claims["license"])
+    lic = claims.license
     return Entitlements(
         number=lic.number,
         owner=lic.owner,

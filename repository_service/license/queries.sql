@@ -1,6 +1,11 @@
 -- name: get_license
 SELECT * FROM site_license LIMIT 1;
 
+-- name: read_license
+-- What the license grants and how long it holds (repository.py is its only reader).
+SELECT id, mode, entitlements, is_blacklisted, definition_ver, definition_exp
+FROM site_license LIMIT 1;
+
 -- name: get_license_for_update
 SELECT * FROM site_license LIMIT 1 FOR UPDATE;
 

@@ -20,6 +20,7 @@ from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, WRITE_ROLES, Caller
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
 from repository_service.license import entitlements as ent
+from repository_service.license import repository as site_license
 from repository_service.license.definition import (
     DefinitionRejected,
     check_not_rollback,
@@ -44,6 +45,7 @@ from repository_service.users import repository as users
 from shared import jose, lef
 from shared.coalesce import Coalesced
 from shared.db import Conn, one
+from shared.definition import DefinitionClaims
 from shared.sql import Queries
 from shared.web.errors import Forbidden
 
@@ -79,7 +81,7 @@ class Applied:
 
     number: str
     token: str
-    claims: dict[str, Any]
+    claims: DefinitionClaims
     etag: str | None
 
 
@@ -104,6 +106,10 @@ class SiteLicenseService:
             listener()
 
     # ---- reading -------------------------------------------------------------------------
+
+    async def current(self) -> site_license.SiteLicense | None:
+        """Return what the stored license grants, if there is one."""
+        return await site_license.read(self.pool)
 
     async def row(self) -> asyncpg.Record | None:
         """Return the stored license row, if any."""
@@ -487,12 +493,13 @@ class SiteLicenseService:
         row = await self.row()
         if row is None:
             raise NotLicensed()
-        if row["mode"] != "signedKey":
+        lic = site_license.from_row(row)
+        if lic.mode != "signedKey":
             raise NotSignedKey()
         if await self.lease_held():
             raise KeyEditInProgress()
         now = datetime.now(UTC)
-        e = ent.Entitlements.from_json(row["entitlements"])
+        e = lic.entitlements
         if e.is_expired(now):
             raise LicenseExpired(details={"validTo": e.valid_to})
         try:
@@ -522,7 +529,7 @@ class SiteLicenseService:
         conn: Conn,
         row: asyncpg.Record,
         token: str,
-        claims: dict[str, Any],
+        claims: DefinitionClaims,
         etag: str | None,
         now: datetime,
     ) -> asyncpg.Record:
@@ -532,8 +539,8 @@ class SiteLicenseService:
             q.store_definition,
             row["id"],
             token,
-            claims,
-            claims["ver"],
+            claims.payload(),
+            claims.ver,
             iat,
             exp,
             etag,
@@ -542,7 +549,9 @@ class SiteLicenseService:
         )
         return stored
 
-    async def accept_definition(self, token: str, claims: dict[str, Any], etag: str | None) -> bool:
+    async def accept_definition(
+        self, token: str, claims: DefinitionClaims, etag: str | None
+    ) -> bool:
         """Store a polled definition unless it is a rollback; True when it was stored."""
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -561,7 +570,7 @@ class SiteLicenseService:
                 entity_type="License",
                 entity_id=row["id"],
                 before={"version": row["definition_ver"]},
-                after={"version": claims["ver"]},
+                after={"version": claims.ver},
             )
         self.notify_changed()
         return True
@@ -600,34 +609,13 @@ def _same_serial(given: Any, stored: str) -> bool:
         return False
 
 
-def validity(
-    row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime
-) -> tuple[bool, bool, str]:
-    """Return (isExpired, isInvalid, expiredReason) of the stored license."""
-    e = ent.Entitlements.from_json(row["entitlements"])
-    if e.is_expired(now):
-        return True, False, f"The license expired at the end of {e.valid_to}."
-    exp = row["definition_exp"]
-    if row["mode"] == "signedKey" and (exp is None or now >= exp):
-        last = sync["last_success_at"] if sync is not None else None
-        since = _iso(last) if last else "the key was applied"
-        return (
-            False,
-            True,
-            (
-                f"The license definition expired at {_iso(exp)}: the license backend has not "
-                f"been reached since {since}."
-            ),
-        )
-    return False, False, ""
-
-
 def license_entity(
     row: asyncpg.Record, sync: asyncpg.Record | None, now: datetime, check: str
 ) -> dict[str, Any]:
     """Return the QRS JSON of a license row; `check` is the control number's fingerprint."""
-    e = ent.Entitlements.from_json(row["entitlements"])
-    expired, invalid, reason = validity(row, sync, now)
+    lic = site_license.from_row(row)
+    e = lic.entitlements
+    validity = lic.validity(sync["last_success_at"] if sync is not None else None, now)
     return {
         "id": str(row["id"]),
         "createdDate": _iso(row["created_date"]),
@@ -639,13 +627,13 @@ def license_entity(
         "organization": row["organization"],
         "lef": row["lef"],
         "key": row["license_key"],
-        "keyDetails": ent.key_details(e) if row["mode"] == "signedKey" else "",
+        "keyDetails": ent.key_details(e) if lic.mode == "signedKey" else "",
         "product": e.product,
         "numberOfCores": -1,
-        "isExpired": expired,
-        "expiredReason": reason,
-        "isBlacklisted": row["is_blacklisted"] or e.blacklisted,
-        "isInvalid": invalid,
+        "isExpired": validity.expired,
+        "expiredReason": validity.reason,
+        "isBlacklisted": lic.blacklisted,
+        "isInvalid": validity.invalid,
         "isSubscription": e.subscription,
         "isCloudServices": e.cloud_services,
         "isElastic": e.elastic,

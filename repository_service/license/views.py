@@ -156,10 +156,10 @@ async def sync_status(request: web.Request) -> web.Response:
     """Return the poller's shared state."""
     require_roles(request, READ_ROLES)
     site = request.app[SITE]
-    row, sync = await site.row(), await site.sync_row()
+    lic, sync = await site.current(), await site.sync_row()
     installation = request.app[LBS].installation_id
     status = SyncStatus(
-        mode=row["mode"] if row else "none",
+        mode=lic.mode if lic else "none",
         installationId=str(installation) if installation else None,
         leader=sync["leader"],
         lastAttemptAt=iso_ms(sync["last_attempt_at"]),
@@ -167,8 +167,8 @@ async def sync_status(request: web.Request) -> web.Response:
         lastError=sync["last_error"],
         consecutiveFailures=sync["consecutive_failures"],
         nextPollAt=iso_ms(sync["next_poll_at"]),
-        definitionVersion=row["definition_ver"] if row else None,
-        definitionExpiresAt=iso_ms(row["definition_exp"]) if row else None,
+        definitionVersion=lic.definition_ver if lic else None,
+        definitionExpiresAt=iso_ms(lic.definition_exp) if lic else None,
         refreshRequestedAt=iso_ms(sync["refresh_requested_at"]),
     )
     return web.json_response(status.dump())
