@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from shared.web.endpoints import ENDPOINTS_KEY, Endpoint
+from shared.web.endpoints import ENDPOINTS_KEY, Endpoint, NoBody
 from shared.web.requests import query_param
 
 # The QRS API level this service reproduces (the platform's repository API 38.35): clients
@@ -104,9 +104,11 @@ async def api_description(request: web.Request) -> web.Response:
 
 def _extended(ep: Endpoint) -> str:
     body = ep.body.__name__ if ep.body is not None else "Void"
-    returns = ep.response.__name__ if ep.response is not None else "Void"
+    returns = "Void"
     if ep.response is None and ep.status != 204 and ep.response_media_type == "application/json":
         returns = "Object"
+    elif ep.response is not None and ep.response is not NoBody:
+        returns = ep.response.__name__
     return f"[resource=manual, bodytype={body}, returntype={returns}]"
 
 

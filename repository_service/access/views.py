@@ -29,7 +29,7 @@ from repository_service.auth import PROXY_ROLES, READ_ROLES, WRITE_ROLES, requir
 from repository_service.keys import POOL
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, validate
 
 ADMIN = web.AppKey("access_admin", AccessAdmin)
@@ -367,6 +367,7 @@ def _collection(
             f"{base}/{{id}}",
             handlers["delete"],
             f"Delete {name}",
+            response=NoBody,
             status=204,
             auth="caller",
             errors=(403, 404),
@@ -434,6 +435,7 @@ ENDPOINTS = [
         session_end,
         "End a session",
         body=SessionRef,
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

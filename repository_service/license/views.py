@@ -31,7 +31,7 @@ from repository_service.license.models import (
 from repository_service.license.service import visible_to
 from repository_service.qrs.entities import check_same_id, iso_ms
 from repository_service.qrs.idempotency import idempotent
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, read_query, validate
 
 TAGS = ("license",)
@@ -256,6 +256,7 @@ ENDPOINTS = [
         "/qrs/license/keyedit",
         end_key_edit,
         "Stop editing the signed key",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403,),
@@ -269,7 +270,8 @@ ENDPOINTS = [
         response=RefreshAnswer,
         status=202,
         auth="caller",
-        errors=(200, 403, 404, 409, 502),
+        errors=(403, 404, 409, 502),
+        other_successes=((200, LicenseOut),),
         tags=TAGS,
     ),
     Endpoint(
@@ -289,6 +291,7 @@ ENDPOINTS = [
         "/qrs/license/{id}",
         delete_license,
         "Remove the site license",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

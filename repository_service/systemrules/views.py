@@ -21,7 +21,7 @@ from repository_service.systemrules.service import (
     RuleNotFound,
     parse_rule_id,
 )
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.errors import ValidationFailed
 from shared.web.requests import read_json, validate
 
@@ -133,6 +133,7 @@ ENDPOINTS = [
         "/qrs/systemrule/{id}",
         delete_rule,
         "Remove a license rule",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

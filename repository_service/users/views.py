@@ -11,7 +11,7 @@ from repository_service.qrs.idempotency import idempotent
 from repository_service.users import repository as repo
 from repository_service.users import service
 from repository_service.users.models import UserCreate, UserUpdate
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, validate
 
 CONDENSED = ("id", "userDirectory", "userId", "name")
@@ -132,6 +132,7 @@ ENDPOINTS = [
         "/qrs/user/{id}",
         delete_user,
         "Delete a user",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),
