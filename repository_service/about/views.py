@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from repository_service.about.models import About, ApiDescription, ApiEnums, Ping
 from shared.web.endpoints import ENDPOINTS_KEY, Endpoint, NoBody
 from shared.web.requests import query_param
 
@@ -129,17 +130,40 @@ async def ssl_ping(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/qrs/about", about, "About this repository", auth="caller", tags=TAGS),
+    Endpoint(
+        "GET",
+        "/qrs/about",
+        about,
+        "About this repository",
+        response=About,
+        auth="caller",
+        tags=TAGS,
+    ),
     Endpoint(
         "GET",
         "/qrs/about/api/description",
         api_description,
         "List the QRS API routes",
+        response=ApiDescription,
         auth="caller",
         tags=TAGS,
     ),
     Endpoint(
-        "GET", "/qrs/about/api/enums", api_enums, "List the QRS API enums", auth="caller", tags=TAGS
+        "GET",
+        "/qrs/about/api/enums",
+        api_enums,
+        "List the QRS API enums",
+        response=ApiEnums,
+        auth="caller",
+        tags=TAGS,
     ),
-    Endpoint("GET", "/qrs/ssl/ping", ssl_ping, "Check the connection", auth="caller", tags=TAGS),
+    Endpoint(
+        "GET",
+        "/qrs/ssl/ping",
+        ssl_ping,
+        "Check the connection",
+        response=Ping,
+        auth="caller",
+        tags=TAGS,
+    ),
 ]
