@@ -42,7 +42,7 @@ async def test_about_describes_the_repository(make_qrs: Any) -> None:
         entries = [json.loads(r) for r in routes]
         assert {e["method"] for e in entries} == {"PUT"}
         put_user = next(e for e in entries if e["path"] == "/qrs/user/{id}")
-        assert put_user["extended"] == "[resource=manual, bodytype=UserUpdate, returntype=Object]"
+        assert put_user["extended"] == "[resource=manual, bodytype=UserUpdate, returntype=User]"
         status, routes = await qrs.call(
             "GET", "/qrs/about/api/description", params={"format": "JSON"}
         )

@@ -11,7 +11,7 @@ from license_backend.activations.service import ActivationNotFound
 from license_backend.auth import require_admin
 from license_backend.catalog.models import ListQuery
 from license_backend.keys import ACTIVATIONS
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.errors import ValidationFailed
 from shared.web.requests import read_query
 
@@ -56,6 +56,7 @@ ENDPOINTS = [
         "/v1/admin/licenses/{number}/activations/{installationId}",
         delete_activation,
         "Free an installation's activation slot",
+        response=NoBody,
         status=204,
         auth="admin",
         errors=(404,),

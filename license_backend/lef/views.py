@@ -14,6 +14,7 @@ from pydantic import Field
 from license_backend.auth import INSTALLATION_PARAM, admit, installation_of
 from license_backend.catalog import repository as catalog
 from license_backend.keys import KEYRING, POOL, SETTINGS
+from license_backend.lef.models import LefText
 from shared import lef
 from shared.models import ApiModel
 from shared.sql import Queries
@@ -110,6 +111,7 @@ ENDPOINTS = [
         get_lef,
         "Download the LEF of a license",
         query=LefQuery,
+        response=LefText,
         errors=(400, 403, 404, 429),
         response_media_type="text/plain",
         tags=("public",),

@@ -6,6 +6,13 @@ from aiohttp import web
 
 from license_backend.auth import require_admin
 from license_backend.keys import KEYRING, POOL
+from license_backend.signing.models import (
+    KeySet,
+    RootChain,
+    RootRotation,
+    SigningKeyPage,
+    SigningKeyRotation,
+)
 from shared.web.endpoints import Endpoint
 
 
@@ -53,12 +60,20 @@ async def rotate_root(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/.well-known/jwks.json", jwks, "The backend's public keys", tags=("public",)),
+    Endpoint(
+        "GET",
+        "/.well-known/jwks.json",
+        jwks,
+        "The backend's public keys",
+        response=KeySet,
+        tags=("public",),
+    ),
     Endpoint(
         "GET",
         "/.well-known/license-roots.json",
         root_chain,
         "The chain of root-key certificates, oldest first",
+        response=RootChain,
         tags=("public",),
     ),
     Endpoint(
@@ -66,6 +81,7 @@ ENDPOINTS = [
         "/v1/admin/signing-keys",
         list_keys,
         "List signing keys",
+        response=SigningKeyPage,
         auth="admin",
         tags=("admin",),
     ),
@@ -74,6 +90,7 @@ ENDPOINTS = [
         "/v1/admin/signing-keys/rotate",
         rotate_keys,
         "Rotate the signing key",
+        response=SigningKeyRotation,
         status=201,
         auth="admin",
         tags=("admin",),
@@ -83,6 +100,7 @@ ENDPOINTS = [
         "/v1/admin/root-keys/rotate",
         rotate_root,
         "Rotate the root key",
+        response=RootRotation,
         status=201,
         auth="admin",
         tags=("admin",),

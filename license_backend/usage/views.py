@@ -114,7 +114,8 @@ ENDPOINTS = [
         response=UsageReceipt,
         status=202,
         auth="licenseKey",
-        errors=(200, 403, 409),  # 200: the answer to a replayed reportId
+        errors=(403, 409),
+        other_successes=((200, UsageReceipt),),  # the answer to a replayed reportId
         tags=("site",),
         header_params=(INSTALLATION_PARAM,),
     ),

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from shared.web.endpoints import ENDPOINTS_KEY, Endpoint
+from repository_service.about.models import About, ApiDescription, ApiEnums, Ping
+from shared.web.endpoints import ENDPOINTS_KEY, Endpoint, NoBody
 from shared.web.requests import query_param
 
 # The QRS API level this service reproduces (the platform's repository API 38.35): clients
@@ -104,9 +105,11 @@ async def api_description(request: web.Request) -> web.Response:
 
 def _extended(ep: Endpoint) -> str:
     body = ep.body.__name__ if ep.body is not None else "Void"
-    returns = ep.response.__name__ if ep.response is not None else "Void"
+    returns = "Void"
     if ep.response is None and ep.status != 204 and ep.response_media_type == "application/json":
         returns = "Object"
+    elif ep.response is not None and ep.response is not NoBody:
+        returns = ep.response.__name__
     return f"[resource=manual, bodytype={body}, returntype={returns}]"
 
 
@@ -127,17 +130,40 @@ async def ssl_ping(request: web.Request) -> web.Response:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/qrs/about", about, "About this repository", auth="caller", tags=TAGS),
+    Endpoint(
+        "GET",
+        "/qrs/about",
+        about,
+        "About this repository",
+        response=About,
+        auth="caller",
+        tags=TAGS,
+    ),
     Endpoint(
         "GET",
         "/qrs/about/api/description",
         api_description,
         "List the QRS API routes",
+        response=ApiDescription,
         auth="caller",
         tags=TAGS,
     ),
     Endpoint(
-        "GET", "/qrs/about/api/enums", api_enums, "List the QRS API enums", auth="caller", tags=TAGS
+        "GET",
+        "/qrs/about/api/enums",
+        api_enums,
+        "List the QRS API enums",
+        response=ApiEnums,
+        auth="caller",
+        tags=TAGS,
     ),
-    Endpoint("GET", "/qrs/ssl/ping", ssl_ping, "Check the connection", auth="caller", tags=TAGS),
+    Endpoint(
+        "GET",
+        "/qrs/ssl/ping",
+        ssl_ping,
+        "Check the connection",
+        response=Ping,
+        auth="caller",
+        tags=TAGS,
+    ),
 ]

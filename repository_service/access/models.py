@@ -1,13 +1,14 @@
-"""Bodies of the access-type endpoints."""
+"""Bodies and answers of the access-type endpoints."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, RootModel, StringConstraints
 
-from shared.models import ApiModel, Name
+from repository_service.qrs.models import QrsEntity
+from shared.models import ApiModel, Name, OutModel
 
 RuleText = Annotated[str, StringConstraints(max_length=4000)]
 Identity = Annotated[
@@ -122,3 +123,220 @@ class SessionRef(ApiModel):
     session_id: Annotated[
         str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
     ]
+
+
+# ---- answers -------------------------------------------------------------------------------
+
+
+class AllocatedUser(OutModel):
+    """The user an allocation belongs to."""
+
+    id: str
+    user_directory: str
+    user_id: str
+    name: str
+
+
+class Allocation(QrsEntity):
+    """A professional, analyzer or user access allocation."""
+
+    user: AllocatedUser | None
+    last_used: str | None
+    quarantined: bool
+    quarantine_end: str | None
+    deleted_user_id: str | None
+    deleted_user_directory: str | None
+    excess: bool
+
+
+class ProfessionalAccessType(Allocation):
+    """A professional access allocation."""
+
+
+class AnalyzerAccessType(Allocation):
+    """An analyzer access allocation."""
+
+
+class UserAccessType(Allocation):
+    """A user access allocation (one token)."""
+
+
+class ProfessionalAccessTypeList(RootModel[list[ProfessionalAccessType]]):
+    """The professional access allocations."""
+
+
+class AnalyzerAccessTypeList(RootModel[list[AnalyzerAccessType]]):
+    """The analyzer access allocations."""
+
+
+class UserAccessTypeList(RootModel[list[UserAccessType]]):
+    """The user access allocations."""
+
+
+class AccessGroup(QrsEntity):
+    """A professional, analyzer or user access group."""
+
+    name: str
+    rule: str | None
+
+
+class ProfessionalAccessGroup(AccessGroup):
+    """A professional access group."""
+
+
+class AnalyzerAccessGroup(AccessGroup):
+    """An analyzer access group."""
+
+
+class UserAccessGroup(AccessGroup):
+    """A user access group."""
+
+
+class ProfessionalAccessGroupList(RootModel[list[ProfessionalAccessGroup]]):
+    """The professional access groups."""
+
+
+class AnalyzerAccessGroupList(RootModel[list[AnalyzerAccessGroup]]):
+    """The analyzer access groups."""
+
+
+class UserAccessGroupList(RootModel[list[UserAccessGroup]]):
+    """The user access groups."""
+
+
+class LoginAccessType(QrsEntity):
+    """A login access group: its tokens and the passes they stand for."""
+
+    name: str
+    assigned_tokens: int
+    rule: str | None
+    assigned_access_types: int
+    used_access_types: int
+    remaining_access_types: int
+
+
+class LoginAccessTypeList(RootModel[list[LoginAccessType]]):
+    """The login access groups."""
+
+
+class AnalyzerTimeAccessType(QrsEntity):
+    """An analyzer-time pool: its minutes this month."""
+
+    name: str
+    assigned_minutes: int
+    rule: str | None
+    used_minutes: int
+    remaining_minutes: int
+
+
+class AnalyzerTimeAccessTypeList(RootModel[list[AnalyzerTimeAccessType]]):
+    """The analyzer-time pools."""
+
+
+class SeatUse(OutModel):
+    """Professional or analyzer allocations against the license's seats."""
+
+    enabled: bool
+    total: int
+    allocated: int
+    used: int
+    quarantined: int
+    excess: int
+    available: int
+
+
+class UserAccessUse(OutModel):
+    """Tokens held by user access allocations."""
+
+    enabled: bool
+    token_cost: float
+    allocated_tokens: int
+    used_tokens: int
+    quarantined_tokens: int
+
+
+class LoginAccessUse(OutModel):
+    """Tokens assigned to login access and those its passes hold."""
+
+    enabled: bool
+    token_cost: float
+    allocated_tokens: int
+    used_tokens: int
+    unavailable_tokens: int
+
+
+class AnalyzerTimeUse(OutModel):
+    """Analyzer minutes assigned and used this month."""
+
+    enabled: bool
+    allocated_minutes: int
+    used_minutes: int
+    unavailable_minutes: int
+
+
+class AccessTypeOverview(OutModel):
+    """The site's access types: what is licensed, allocated and in use."""
+
+    total_tokens: int
+    available_tokens: int
+    tokens_enabled: bool
+    user_access: UserAccessUse
+    login_access: LoginAccessUse
+    professional_access: SeatUse
+    analyzer_access: SeatUse
+    analyzer_time_access: AnalyzerTimeUse
+    schema_path: str
+    privileges: list[str] | None = None
+
+
+class SeatTokens(OutModel):
+    """Professional or analyzer allocations told as tokens (deprecated answer)."""
+
+    token_cost: float
+    allocated_tokens: int
+    used_tokens: int
+    quarantined_tokens: int
+    schema_path: str
+
+
+class UserAccessTokens(OutModel):
+    """User access told as tokens (deprecated answer)."""
+
+    token_cost: float
+    allocated_tokens: int
+    used_tokens: int
+    quarantined_tokens: int
+    schema_path: str
+
+
+class LoginAccessTokens(OutModel):
+    """Login access told as tokens (deprecated answer)."""
+
+    token_cost: float
+    allocated_tokens: int
+    used_tokens: int
+    unavailable_tokens: int
+    schema_path: str
+
+
+class AccessTypesInfo(OutModel):
+    """The deprecated access-type information: every access type counted in tokens."""
+
+    total_tokens: int
+    available_tokens: int
+    professional_access_type: SeatTokens
+    user_access_type: UserAccessTokens
+    login_access_type: LoginAccessTokens
+    analyzer_access_type: SeatTokens
+    schema_path: str
+    privileges: list[str] | None = None
+
+
+class AccessTypeResult(OutModel):
+    """The decision on a session's access, as the proxy reads it."""
+
+    access_granted: bool
+    access_type: int
+    access_type_result_code: int
+    duration: str | None
+    allocation_id: str | None = None

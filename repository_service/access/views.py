@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from repository_service.access import allocations as alloc
 from repository_service.access import groups
@@ -15,12 +16,31 @@ from repository_service.access.models import (
     AccessGroupCreate,
     AccessGroupUpdate,
     AccessRequest,
+    AccessTypeOverview,
+    AccessTypeResult,
+    AccessTypesInfo,
     AllocationCreate,
+    AnalyzerAccessGroup,
+    AnalyzerAccessGroupList,
+    AnalyzerAccessType,
+    AnalyzerAccessTypeList,
+    AnalyzerTimeAccessType,
+    AnalyzerTimeAccessTypeList,
     CapacityPoolCreate,
     CapacityPoolUpdate,
+    LoginAccessType,
+    LoginAccessTypeList,
     LoginGroupCreate,
     LoginGroupUpdate,
+    ProfessionalAccessGroup,
+    ProfessionalAccessGroupList,
+    ProfessionalAccessType,
+    ProfessionalAccessTypeList,
     SessionRef,
+    UserAccessGroup,
+    UserAccessGroupList,
+    UserAccessType,
+    UserAccessTypeList,
 )
 from repository_service.access.overview import access_type_info, overview
 from repository_service.access.service import AccessAdmin, parse_id
@@ -29,7 +49,8 @@ from repository_service.auth import PROXY_ROLES, READ_ROLES, WRITE_ROLES, requir
 from repository_service.keys import POOL
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
-from shared.web.endpoints import Endpoint
+from repository_service.qrs.models import Count
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, validate
 
 ADMIN = web.AppKey("access_admin", AccessAdmin)
@@ -310,6 +331,8 @@ def _collection(
     handlers: dict[str, Handler],
     *,
     body: Any,
+    entity: type[BaseModel],
+    listing: type[BaseModel],
     update: Any = None,
 ) -> list[Endpoint]:
     base = f"/qrs/license/{path}"
@@ -320,6 +343,7 @@ def _collection(
             base,
             handlers["list"],
             f"List {name}",
+            response=listing,
             auth="caller",
             errors=(400, 403),
             tags=TAGS,
@@ -329,6 +353,7 @@ def _collection(
             f"{base}/full",
             handlers["list"],
             f"List {name} in full",
+            response=listing,
             auth="caller",
             errors=(400, 403),
             tags=TAGS,
@@ -338,6 +363,7 @@ def _collection(
             f"{base}/count",
             handlers["list"],
             f"Count {name}",
+            response=Count,
             auth="caller",
             errors=(400, 403),
             tags=TAGS,
@@ -347,6 +373,7 @@ def _collection(
             f"{base}/{{id}}",
             handlers["get"],
             f"Get one {name}",
+            response=entity,
             auth="caller",
             errors=(403, 404),
             tags=TAGS,
@@ -357,6 +384,7 @@ def _collection(
             handlers["create"],
             f"Create {name}",
             body=body,
+            response=entity,
             status=201,
             auth="caller",
             errors=(403, 404, 409),
@@ -367,6 +395,7 @@ def _collection(
             f"{base}/{{id}}",
             handlers["delete"],
             f"Delete {name}",
+            response=NoBody,
             status=204,
             auth="caller",
             errors=(403, 404),
@@ -381,6 +410,7 @@ def _collection(
                 handlers["update"],
                 f"Change {name}",
                 body=update,
+                response=entity,
                 auth="caller",
                 errors=(403, 404, 409),
                 tags=TAGS,
@@ -395,6 +425,7 @@ ENDPOINTS = [
         "/qrs/license/accesstypeoverview",
         access_overview,
         "Access-type overview",
+        response=AccessTypeOverview,
         auth="caller",
         errors=(403,),
         tags=TAGS,
@@ -404,6 +435,7 @@ ENDPOINTS = [
         "/qrs/license/accesstypeinfo",
         access_info,
         "Access-type information (deprecated; see the overview)",
+        response=AccessTypesInfo,
         auth="caller",
         errors=(403,),
         tags=TAGS,
@@ -414,6 +446,7 @@ ENDPOINTS = [
         access_request,
         "Decide a session's access",
         body=AccessRequest,
+        response=AccessTypeResult,
         auth="caller",
         errors=(403,),
         tags=TAGS,
@@ -424,6 +457,7 @@ ENDPOINTS = [
         session_activity,
         "Report session activity",
         body=SessionRef,
+        response=AccessTypeResult,
         auth="caller",
         errors=(403, 404),
         tags=TAGS,
@@ -434,41 +468,71 @@ ENDPOINTS = [
         session_end,
         "End a session",
         body=SessionRef,
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),
         tags=TAGS,
     ),
     *_collection(
-        "professionalaccesstype", allocation_handlers("professional"), body=AllocationCreate
+        "professionalaccesstype",
+        allocation_handlers("professional"),
+        body=AllocationCreate,
+        entity=ProfessionalAccessType,
+        listing=ProfessionalAccessTypeList,
     ),
-    *_collection("analyzeraccesstype", allocation_handlers("analyzer"), body=AllocationCreate),
-    *_collection("useraccesstype", allocation_handlers("user"), body=AllocationCreate),
     *_collection(
-        "loginaccesstype", login_group_handlers(), body=LoginGroupCreate, update=LoginGroupUpdate
+        "analyzeraccesstype",
+        allocation_handlers("analyzer"),
+        body=AllocationCreate,
+        entity=AnalyzerAccessType,
+        listing=AnalyzerAccessTypeList,
+    ),
+    *_collection(
+        "useraccesstype",
+        allocation_handlers("user"),
+        body=AllocationCreate,
+        entity=UserAccessType,
+        listing=UserAccessTypeList,
+    ),
+    *_collection(
+        "loginaccesstype",
+        login_group_handlers(),
+        body=LoginGroupCreate,
+        update=LoginGroupUpdate,
+        entity=LoginAccessType,
+        listing=LoginAccessTypeList,
     ),
     *_collection(
         "analyzertimeaccesstype",
         capacity_pool_handlers(),
         body=CapacityPoolCreate,
         update=CapacityPoolUpdate,
+        entity=AnalyzerTimeAccessType,
+        listing=AnalyzerTimeAccessTypeList,
     ),
     *_collection(
         "professionalaccessgroup",
         access_group_handlers("professional"),
         body=AccessGroupCreate,
         update=AccessGroupUpdate,
+        entity=ProfessionalAccessGroup,
+        listing=ProfessionalAccessGroupList,
     ),
     *_collection(
         "analyzeraccessgroup",
         access_group_handlers("analyzer"),
         body=AccessGroupCreate,
         update=AccessGroupUpdate,
+        entity=AnalyzerAccessGroup,
+        listing=AnalyzerAccessGroupList,
     ),
     *_collection(
         "useraccessgroup",
         access_group_handlers("user"),
         body=AccessGroupCreate,
         update=AccessGroupUpdate,
+        entity=UserAccessGroup,
+        listing=UserAccessGroupList,
     ),
 ]

@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import Field
 
 from repository_service.audit.log import row_entry, seal, verify
+from repository_service.audit.models import AuditPage, AuditVerification
 from repository_service.auth import READ_ROLES, require_roles
 from repository_service.keys import POOL
 from shared.models import ApiModel
@@ -68,6 +69,7 @@ ENDPOINTS = [
         list_audit,
         "Audit log entries",
         query=AuditQuery,
+        response=AuditPage,
         auth="caller",
         errors=(400, 403),
         tags=("audit",),
@@ -77,6 +79,7 @@ ENDPOINTS = [
         "/qrs/auditlog/verify",
         verify_audit,
         "Verify the audit hash chain",
+        response=AuditVerification,
         auth="caller",
         errors=(403,),
         tags=("audit",),

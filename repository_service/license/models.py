@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, RootModel
 
 from shared.models import ApiModel, OutModel
 
@@ -105,3 +106,22 @@ class SyncStatus(OutModel):
     definitionVersion: int | None
     definitionExpiresAt: str | None
     refreshRequestedAt: str | None
+
+
+class LefDownload(RootModel[str]):
+    """The LEF fetched from the LEF server, as a JSON string."""
+
+
+class LicenseDefinition(OutModel):
+    """The verified license definition: its version, expiry and claims."""
+
+    version: int | None
+    expires_at: str | None
+    claims: dict[str, Any]
+
+
+class KeyEditLease(OutModel):
+    """Who edits the signed key, and until when."""
+
+    holder: str
+    expires_at: str | None

@@ -22,7 +22,10 @@ from repository_service.license.errors import NotLicensed
 from repository_service.license.models import (
     ControlQuery,
     DownloadQuery,
+    KeyEditLease,
+    LefDownload,
     LicenseBody,
+    LicenseDefinition,
     LicenseOut,
     LicensePut,
     RefreshAnswer,
@@ -31,7 +34,7 @@ from repository_service.license.models import (
 from repository_service.license.service import visible_to
 from repository_service.qrs.entities import check_same_id, iso_ms
 from repository_service.qrs.idempotency import idempotent
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, read_query, validate
 
 TAGS = ("license",)
@@ -206,6 +209,7 @@ ENDPOINTS = [
         download_lef,
         "Get LEF and preview",
         query=DownloadQuery,
+        response=LefDownload,
         auth="caller",
         errors=(400, 403, 502),
         tags=TAGS,
@@ -238,6 +242,7 @@ ENDPOINTS = [
         "/qrs/license/definition",
         definition,
         "The verified definition",
+        response=LicenseDefinition,
         auth="caller",
         errors=(403, 404),
         tags=TAGS,
@@ -247,6 +252,7 @@ ENDPOINTS = [
         "/qrs/license/keyedit",
         take_key_edit,
         "Start editing the signed key",
+        response=KeyEditLease,
         auth="caller",
         errors=(403, 409),
         tags=TAGS,
@@ -256,6 +262,7 @@ ENDPOINTS = [
         "/qrs/license/keyedit",
         end_key_edit,
         "Stop editing the signed key",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403,),
@@ -269,7 +276,8 @@ ENDPOINTS = [
         response=RefreshAnswer,
         status=202,
         auth="caller",
-        errors=(200, 403, 404, 409, 502),
+        errors=(403, 404, 409, 502),
+        other_successes=((200, LicenseOut),),
         tags=TAGS,
     ),
     Endpoint(
@@ -289,6 +297,7 @@ ENDPOINTS = [
         "/qrs/license/{id}",
         delete_license,
         "Remove the site license",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

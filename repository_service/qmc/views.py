@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from repository_service.qmc.models import HtmlPage
 from shared.web.endpoints import Endpoint
 
 PAGE_FILE = Path(__file__).with_name("license.html")
@@ -71,6 +72,7 @@ ENDPOINTS = [
         "/qmc/license",
         license_page,
         "The Site license admin page",
+        response=HtmlPage,
         response_media_type="text/html",
         tags=TAGS,
     ),

@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from repository_service.auth import READ_ROLES, WRITE_ROLES, require_roles
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
+from repository_service.qrs.models import Count
 from repository_service.systemrules.models import (
     AuditParameters,
+    AuditResult,
+    SystemRule,
+    SystemRuleCondensedList,
     SystemRuleCreate,
+    SystemRuleList,
     SystemRuleUpdate,
 )
 from repository_service.systemrules.service import (
@@ -21,7 +27,7 @@ from repository_service.systemrules.service import (
     RuleNotFound,
     parse_rule_id,
 )
-from shared.web.endpoints import Endpoint
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.errors import ValidationFailed
 from shared.web.requests import read_json, validate
 
@@ -88,31 +94,49 @@ async def license_audit(request: web.Request) -> web.Response:
     return web.json_response(await request.app[LICENSE_RULES].audit(body))
 
 
-def _get(path: str, handler: Any, summary: str, errors: tuple[int, ...]) -> Endpoint:
-    return Endpoint("GET", path, handler, summary, auth="caller", errors=errors, tags=TAGS)
+def _get(
+    path: str,
+    handler: Any,
+    summary: str,
+    errors: tuple[int, ...],
+    response: type[BaseModel],
+) -> Endpoint:
+    return Endpoint(
+        "GET", path, handler, summary, response=response, auth="caller", errors=errors, tags=TAGS
+    )
 
 
 ENDPOINTS = [
-    _get("/qrs/systemrule", list_rules, "List license rules", (400, 403)),
-    _get("/qrs/systemrule/full", list_rules, "List license rules in full", (400, 403)),
-    _get("/qrs/systemrule/count", list_rules, "Count license rules", (400, 403)),
+    _get(
+        "/qrs/systemrule",
+        list_rules,
+        "List license rules",
+        (400, 403),
+        SystemRuleCondensedList,
+    ),
+    _get(
+        "/qrs/systemrule/full", list_rules, "List license rules in full", (400, 403), SystemRuleList
+    ),
+    _get("/qrs/systemrule/count", list_rules, "Count license rules", (400, 403), Count),
     Endpoint(
         "POST",
         "/qrs/systemrule/license/audit",
         license_audit,
         "Audit the license rules",
         body=AuditParameters,
+        response=AuditResult,
         auth="caller",
         errors=(400, 403),
         tags=TAGS,
     ),
-    _get("/qrs/systemrule/{id}", get_rule, "Get a license rule", (403, 404)),
+    _get("/qrs/systemrule/{id}", get_rule, "Get a license rule", (403, 404), SystemRule),
     Endpoint(
         "POST",
         "/qrs/systemrule",
         create_rule,
         "Create a license rule for an access group",
         body=SystemRuleCreate,
+        response=SystemRule,
         status=201,
         auth="caller",
         errors=(400, 403, 409),
@@ -124,6 +148,7 @@ ENDPOINTS = [
         update_rule,
         "Change a license rule",
         body=SystemRuleUpdate,
+        response=SystemRule,
         auth="caller",
         errors=(400, 403, 404, 409),
         tags=TAGS,
@@ -133,6 +158,7 @@ ENDPOINTS = [
         "/qrs/systemrule/{id}",
         delete_rule,
         "Remove a license rule",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, RootModel, StringConstraints
 
-from shared.models import ApiModel, Name
+from repository_service.qrs.models import QrsEntity
+from shared.models import ApiModel, Name, OutModel
 
 Role = Literal[
     "RootAdmin", "DeploymentAdmin", "AuditAdmin", "ContentAdmin", "SecurityAdmin", "ProxyService"
@@ -52,3 +53,48 @@ class UserUpdate(ApiModel):
     roles: list[Role] | None = Field(default=None, max_length=10)
     attributes: list[Attribute] | None = Field(default=None, max_length=500)
     inactive: bool | None = None
+
+
+# ---- answers -------------------------------------------------------------------------------
+
+
+class UserAttribute(OutModel):
+    """A user attribute as stored."""
+
+    attribute_type: str
+    attribute_value: str
+
+
+class User(QrsEntity):
+    """The User entity."""
+
+    user_directory: str
+    user_id: str
+    name: str
+    roles: list[str]
+    attributes: list[UserAttribute]
+    inactive: bool
+    user_directory_connector_name: str
+    removed_externally: bool
+    blacklisted: bool
+    delete_prohibited: bool
+    custom_properties: list[Any]
+    tags: list[Any]
+
+
+class UserCondensed(OutModel):
+    """A user as the condensed list shows it."""
+
+    id: str
+    user_directory: str
+    user_id: str
+    name: str
+    privileges: list[str] | None = None
+
+
+class UserList(RootModel[list[User]]):
+    """The users in full."""
+
+
+class UserCondensedList(RootModel[list[UserCondensed]]):
+    """The users, condensed."""

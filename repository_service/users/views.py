@@ -8,10 +8,17 @@ from repository_service.auth import CALLERS, READ_ROLES, USER_ADMINS, require_ro
 from repository_service.keys import POOL, SETTINGS
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
+from repository_service.qrs.models import Count
 from repository_service.users import repository as repo
 from repository_service.users import service
-from repository_service.users.models import UserCreate, UserUpdate
-from shared.web.endpoints import Endpoint
+from repository_service.users.models import (
+    User,
+    UserCondensedList,
+    UserCreate,
+    UserList,
+    UserUpdate,
+)
+from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, validate
 
 CONDENSED = ("id", "userDirectory", "userId", "name")
@@ -75,6 +82,7 @@ ENDPOINTS = [
         "/qrs/user",
         list_users,
         "List users",
+        response=UserCondensedList,
         auth="caller",
         errors=(400, 403),
         tags=("user",),
@@ -84,6 +92,7 @@ ENDPOINTS = [
         "/qrs/user/full",
         list_users,
         "List users in full",
+        response=UserList,
         auth="caller",
         errors=(400, 403),
         tags=("user",),
@@ -93,6 +102,7 @@ ENDPOINTS = [
         "/qrs/user/count",
         list_users,
         "Count users",
+        response=Count,
         auth="caller",
         errors=(400, 403),
         tags=("user",),
@@ -102,6 +112,7 @@ ENDPOINTS = [
         "/qrs/user/{id}",
         get_user,
         "Get a user",
+        response=User,
         auth="caller",
         errors=(403, 404),
         tags=("user",),
@@ -112,6 +123,7 @@ ENDPOINTS = [
         create_user,
         "Create a user",
         body=UserCreate,
+        response=User,
         status=201,
         auth="caller",
         errors=(403, 409),
@@ -123,6 +135,7 @@ ENDPOINTS = [
         update_user,
         "Change a user",
         body=UserUpdate,
+        response=User,
         auth="caller",
         errors=(403, 404, 409),
         tags=("user",),
@@ -132,6 +145,7 @@ ENDPOINTS = [
         "/qrs/user/{id}",
         delete_user,
         "Delete a user",
+        response=NoBody,
         status=204,
         auth="caller",
         errors=(403, 404),

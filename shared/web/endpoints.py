@@ -12,9 +12,14 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 
+class NoBody:
+    """The `response` of an endpoint that answers without a body by design (204)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One route and its contract."""
+    """One route and its contract; `response` is the model of the success answer's body, or
+    `NoBody` for a 204 (left unset, the body is documented as any JSON)."""
 
     method: str
     path: str
@@ -22,14 +27,22 @@ class Endpoint:
     summary: str
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    response: type[BaseModel] | type[NoBody] | None = None
     status: int = 200
     auth: str | None = None
     errors: tuple[int, ...] = ()
+    # Successes besides `status`, each with the model of its body (a replay's 200, say).
+    other_successes: tuple[tuple[int, type[BaseModel]], ...] = ()
     response_media_type: str = "application/json"
     tags: tuple[str, ...] = ()
     # Request headers the route reads, as OpenAPI parameter objects (`"in": "header"`).
     header_params: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.response is NoBody) != (self.status == 204):
+            raise ValueError(f"{self.method} {self.path}: a 204 answers NoBody, and only a 204")
+        if any(200 <= status < 300 for status in self.errors):
+            raise ValueError(f"{self.method} {self.path}: a success belongs in other_successes")
 
 
 ENDPOINTS_KEY = web.AppKey("endpoints", list[Endpoint])
@@ -231,9 +244,16 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
             error_statuses.add(401)
             op["security"] = [{ep.auth: []}]
         op["responses"][str(ep.status)] = _success(ep, components, 304 in error_statuses)
+        for status, model in ep.other_successes:
+            op["responses"][str(status)] = {
+                "description": "Success (see summary)",
+                "content": {
+                    "application/json": {"schema": _schema_of(model, components, "serialization")}
+                },
+            }
         for status in sorted(error_statuses):
-            if status < 400:  # another success or a 304: see the summary
-                op["responses"].setdefault(str(status), _other_success(status))
+            if status < 400:  # a 304: see the summary
+                op["responses"].setdefault(str(status), {"description": "Not modified"})
                 continue
             answer: dict[str, Any] = {
                 "description": _STATUS_TEXT.get(status, "Error"),
@@ -264,7 +284,7 @@ def _success(ep: Endpoint, components: dict[str, Any], conditional: bool) -> dic
     ok: dict[str, Any] = {"description": "Success"}
     if ep.status in (204, 304):
         return ok
-    if ep.response is not None:
+    if isinstance(ep.response, type) and issubclass(ep.response, BaseModel):
         schema = _schema_of(ep.response, components, "serialization")
     elif ep.response_media_type == "application/json":
         schema = {}  # JSON, its shape not described by a model
@@ -280,12 +300,6 @@ def _success(ep: Endpoint, components: dict[str, Any], conditional: bool) -> dic
             }
         }
     return ok
-
-
-def _other_success(status: int) -> dict[str, Any]:
-    if status in (204, 304):
-        return {"description": "Not modified" if status == 304 else "No content"}
-    return {"description": "See summary", "content": {"application/json": {"schema": {}}}}
 
 
 def _operation_ids(endpoints: Sequence[Endpoint]) -> dict[int, str]:
