@@ -135,7 +135,9 @@ async def _site_license(app: web.Application) -> AsyncIterator[None]:
     app[keys.POLLER] = Poller(
         app[keys.POOL], app[keys.LBS], app[keys.SITE], settings, app[METRICS_KEY].registry
     )
-    app[keys.POLLER].usage_hook = UsageReporter(app[keys.POOL], app[keys.LBS], settings.instance_id)
+    app[keys.POLLER].usage_hook = UsageReporter(
+        app[keys.POOL], app[keys.LBS], app[keys.SITE], settings.instance_id
+    )
     yield
     await app[keys.SITE].refreshes.wait_idle()
 

@@ -8,21 +8,18 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from repository_service.access import seats
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
-from repository_service.license import entitlements as ent
 from repository_service.license import repository as site_license
 from repository_service.license.definition import DefinitionRejected, verify_definition
-from repository_service.license.service import SiteLicenseService, q
+from repository_service.license.service import SiteLicenseService
 from repository_service.settings import QrsSettings
 from shared import jose, lef
-from shared.db import database_unavailable, one
+from shared.db import database_unavailable
 
 log = structlog.get_logger("poller")
 
@@ -110,8 +107,8 @@ class Poller:
             wait = min(self.settings.poll_interval_seconds, FOLLOWER_CHECK_SECONDS)
             try:
                 await self._hold_leadership()
-                sync = await one(self.pool, q.get_sync)
-                lic = await site_license.read(self.pool)
+                sync = await self.site.sync_row()
+                lic = await self.site.current()
                 self._remember(sync, lic)
                 if self.is_leader:
                     # A LEF site re-checks its LEF when a process starts leading, too.
@@ -127,14 +124,12 @@ class Poller:
 
     async def _lead(self, sync: asyncpg.Record, *, poll_now: bool) -> float:
         now = datetime.now(UTC)
-        await self.pool.execute(
-            "UPDATE sync_state SET leader = $1, leader_seen_at = $2", self.settings.instance_id, now
-        )
+        await self.site.record_leader(self.settings.instance_id, now)
         due = sync["next_poll_at"]
         if due is None or due <= now or poll_now or self._wake.is_set():
             self._wake.clear()
             await self.poll_once()
-            sync = await one(self.pool, q.get_sync)
+            sync = await self.site.sync_row()
             due = sync["next_poll_at"]
         left = (due - datetime.now(UTC)).total_seconds() if due else 0.0
         return min(left, FOLLOWER_CHECK_SECONDS)
@@ -191,7 +186,7 @@ class Poller:
 
     async def poll_once(self) -> str:
         """Run one poll and record its outcome; returns the outcome name."""
-        row = await self.pool.fetchrow(q.get_license)
+        row = await self.site.row()
         started = datetime.now(UTC)
         try:
             if row is None:
@@ -245,7 +240,7 @@ class Poller:
             raise PollFailed(f"definition refused: {exc.reason}") from None
         except LbsRefused as exc:
             if exc.code == "LicenseBlacklisted":
-                await self.pool.execute(q.set_blacklisted, row["id"], True)
+                await self.site.mark_blacklisted(row["id"])
             if exc.limit_reached:
                 raise PollFailed(exc.message) from None
             raise PollFailed(f"license backend refused: {exc.status} {exc.code}") from None
@@ -276,19 +271,7 @@ class Poller:
         except (lef.LefError, jose.TokenInvalid) as exc:
             # TokenInvalid: the key the LEF names is published without a trusted certificate.
             raise PollFailed(f"LEF refused: {exc.reason}") from None
-        changed = text != row["lef"]
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE site_license SET lef = $2, entitlements = $3, lef_checked_at = $4,"
-                " updated = CASE WHEN $5 THEN $4 ELSE updated END WHERE id = $1",
-                row["id"],
-                text,
-                ent.from_lef(content).to_json(),
-                now,
-                changed,
-            )
-            await seats.sync_from_license(conn)
-        self.site.notify_changed()
+        changed = await self.site.accept_lef(row["id"], text, content, now)
         return "lef_updated" if changed else "lef_unchanged"
 
     # ---- bookkeeping ---------------------------------------------------------------------
@@ -304,28 +287,20 @@ class Poller:
         return delay * random.uniform(0.5, 1.0)
 
     async def _record_success(self, now: datetime) -> None:
-        before: Any = await self.pool.fetchrow(
-            "UPDATE sync_state s SET last_attempt_at = $1, last_success_at = $1,"
-            " last_error = NULL, consecutive_failures = 0, failing_since = NULL,"
-            " next_poll_at = $2, polls = polls + 1, leader = $3"
-            " FROM (SELECT consecutive_failures AS failures FROM sync_state) old"
-            " RETURNING old.failures",
+        failures = await self.site.record_poll_success(
             now,
             now + timedelta(seconds=self.settings.poll_interval_seconds),
             self.settings.instance_id,
         )
-        if before and before["failures"] > 0:
-            log.info("poll_recovered", after_failures=before["failures"])
+        if failures > 0:
+            log.info("poll_recovered", after_failures=failures)
 
     async def _record_failure(self, reason: str, now: datetime) -> None:
-        sync = await one(self.pool, q.get_sync)
+        sync = await self.site.sync_row()
         failures = sync["consecutive_failures"] + 1
-        await self.pool.execute(
-            "UPDATE sync_state SET last_attempt_at = $1, last_error = $2,"
-            " consecutive_failures = $3, failing_since = coalesce(failing_since, $1),"
-            " next_poll_at = $4, polls = polls + 1, leader = $5",
+        await self.site.record_poll_failure(
             now,
-            reason[:500],
+            reason,
             failures,
             now + timedelta(seconds=self._backoff(failures)),
             self.settings.instance_id,

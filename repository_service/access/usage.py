@@ -13,8 +13,8 @@ import asyncpg
 import structlog
 
 from repository_service.lbs.client import LbsClient
+from repository_service.license.service import SiteLicenseService
 from repository_service.qrs.entities import iso_ms
-from shared.db import one
 
 log = structlog.get_logger("usage")
 _NAMESPACE = uuid.UUID("5c0b3f3e-9d7e-4d1e-9a51-2f1f6f3e7a10")
@@ -58,16 +58,19 @@ async def build_report(
 class UsageReporter:
     """Sends the pending report, then builds the next one for the period just ended."""
 
-    def __init__(self, pool: asyncpg.Pool, lbs: LbsClient, instance_id: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, lbs: LbsClient, site: SiteLicenseService, instance_id: str
+    ) -> None:
         self.pool = pool
         self.lbs = lbs
+        self.site = site
         self.instance_id = instance_id
 
     async def __call__(self, row: asyncpg.Record, now: datetime) -> None:
         """Report usage for a signed-key site (a LEF site has nowhere to report to)."""
         if row["mode"] != "signedKey":
             return
-        sync = await one(self.pool, "SELECT last_reported_at, pending_report FROM sync_state")
+        sync = await self.site.usage_sync()
         report = sync["pending_report"]
         if report is None:
             # Millisecond resolution, as the period bounds are written in the report.
@@ -75,10 +78,9 @@ class UsageReporter:
             report = await build_report(
                 self.pool, sync["last_reported_at"], now, self.instance_id, row["key_number"]
             )
-            await self.pool.execute("UPDATE sync_state SET pending_report = $1", report)
+            await self.site.hold_usage_report(report)
         await self.lbs.post_usage(row["license_key"], report)
-        await self.pool.execute(
-            "UPDATE sync_state SET pending_report = NULL, last_reported_at = $1",
-            datetime.fromisoformat(report["periodEnd"].replace("Z", "+00:00")),
+        await self.site.usage_reported(
+            datetime.fromisoformat(report["periodEnd"].replace("Z", "+00:00"))
         )
         log.info("usage_reported", report_id=report["reportId"])

@@ -54,6 +54,12 @@ UPDATE site_license SET lef = $2, entitlements = $3, updated = $4, lef_checked_a
 WHERE id = $1
 RETURNING *;
 
+-- name: store_checked_lef
+-- A re-checked LEF: `updated` moves only when the LEF text changed ($5).
+UPDATE site_license SET lef = $2, entitlements = $3, lef_checked_at = $4,
+    updated = CASE WHEN $5 THEN $4 ELSE updated END
+WHERE id = $1;
+
 -- name: set_blacklisted
 UPDATE site_license SET is_blacklisted = $2 WHERE id = $1;
 
@@ -79,3 +85,28 @@ SELECT * FROM sync_state;
 
 -- name: set_refresh_requested
 UPDATE sync_state SET refresh_requested_at = $1 RETURNING *;
+
+-- name: set_leader
+UPDATE sync_state SET leader = $1, leader_seen_at = $2;
+
+-- name: record_poll_success
+-- Returns the failures counted before this success (to log a recovery).
+UPDATE sync_state s SET last_attempt_at = $1, last_success_at = $1,
+    last_error = NULL, consecutive_failures = 0, failing_since = NULL,
+    next_poll_at = $2, polls = polls + 1, leader = $3
+FROM (SELECT consecutive_failures AS failures FROM sync_state) old
+RETURNING old.failures;
+
+-- name: record_poll_failure
+UPDATE sync_state SET last_attempt_at = $1, last_error = $2,
+    consecutive_failures = $3, failing_since = coalesce(failing_since, $1),
+    next_poll_at = $4, polls = polls + 1, leader = $5;
+
+-- name: get_usage_sync
+SELECT last_reported_at, pending_report FROM sync_state;
+
+-- name: hold_usage_report
+UPDATE sync_state SET pending_report = $1;
+
+-- name: usage_reported
+UPDATE sync_state SET pending_report = NULL, last_reported_at = $1;

@@ -575,6 +575,67 @@ class SiteLicenseService:
         self.notify_changed()
         return True
 
+    async def accept_lef(
+        self, license_id: uuid.UUID, text: str, content: lef.LefContent, now: datetime
+    ) -> bool:
+        """Store a re-checked LEF and what it grants; True when the LEF text changed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(q.get_license_for_update)
+            if row is None or row["id"] != license_id:
+                return False
+            changed: bool = text != row["lef"]
+            await conn.execute(
+                q.store_checked_lef,
+                license_id,
+                text,
+                ent.from_lef(content).to_json(),
+                now,
+                changed,
+            )
+            await seats.sync_from_license(conn)
+        self.notify_changed()
+        return changed
+
+    async def mark_blacklisted(self, license_id: uuid.UUID) -> None:
+        """Record that the backend says the license is blacklisted."""
+        await self.pool.execute(q.set_blacklisted, license_id, True)
+
+    # ---- poll bookkeeping ----------------------------------------------------------------
+
+    async def record_leader(self, instance_id: str, now: datetime) -> None:
+        """Record which replica leads the polling, and that it was alive at `now`."""
+        await self.pool.execute(q.set_leader, instance_id, now)
+
+    async def record_poll_success(
+        self, now: datetime, next_poll_at: datetime, instance_id: str
+    ) -> int:
+        """Record a good poll; returns the consecutive failures that came before it."""
+        before = await self.pool.fetchrow(q.record_poll_success, now, next_poll_at, instance_id)
+        return int(before["failures"]) if before else 0
+
+    async def record_poll_failure(
+        self, now: datetime, reason: str, failures: int, next_poll_at: datetime, instance_id: str
+    ) -> None:
+        """Record a failed poll, the failures in a row so far and when to try again."""
+        await self.pool.execute(
+            q.record_poll_failure, now, reason[:500], failures, next_poll_at, instance_id
+        )
+
+    # ---- usage reports -------------------------------------------------------------------
+
+    async def usage_sync(self) -> asyncpg.Record:
+        """Return when usage was last reported and the report waiting to be sent, if any."""
+        row: asyncpg.Record = await one(self.pool, q.get_usage_sync)
+        return row
+
+    async def hold_usage_report(self, report: dict[str, Any]) -> None:
+        """Keep a built report until the backend acknowledges it."""
+        await self.pool.execute(q.hold_usage_report, report)
+
+    async def usage_reported(self, period_end: datetime) -> None:
+        """Record that the pending report, ending at `period_end`, was acknowledged."""
+        await self.pool.execute(q.usage_reported, period_end)
+
     # ---- the entity ----------------------------------------------------------------------
 
     def entity(
