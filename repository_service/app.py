@@ -12,6 +12,7 @@ from aiohttp import web
 
 from repository_service import keys
 from repository_service.about import views as about_views
+from repository_service.access import seats
 from repository_service.access import views as access_views
 from repository_service.access.decide import AccessEngine
 from repository_service.access.groups import RuleCache
@@ -156,7 +157,9 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     app[keys.UPKEEP] = Upkeep(
         app[keys.POOL], state, registry, app[keys.SETTINGS].session_idle_seconds
     )
-    app[keys.SITE].on_change.append(state.invalidate)
+    # The seat pools follow the totals in the same transaction; the cache drops after commit.
+    app[keys.SITE].totals_changed.in_transaction.append(seats.follow_license)
+    app[keys.SITE].totals_changed.after_commit.append(state.on_totals_changed)
     yield
     # Requests still in a batch get their answers before the pools close.
     await app[access_views.ENGINE].fast.wait_idle()

@@ -47,6 +47,27 @@ def test_package_imports_no_higher_layer(package: str) -> None:
     assert not offences, "\n".join(offences)
 
 
+# Packages inside a service and the modules they must not import: a lower package announces
+# what changed and the app wires the higher ones to it.
+FORBIDDEN_INSIDE = {
+    "repository_service/license": {"repository_service.access"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_INSIDE))
+def test_package_imports_no_sibling_above_it(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files
+    offences = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in files
+        for name in sorted(imported_modules(path))
+        for banned in FORBIDDEN_INSIDE[package]
+        if name == banned or name.startswith(banned + ".")
+    ]
+    assert not offences, "\n".join(offences)
+
+
 def test_the_check_sees_absolute_and_relative_imports(tmp_path: Path) -> None:
     source = tmp_path / "shared" / "web" / "probe.py"
     source.parent.mkdir(parents=True)

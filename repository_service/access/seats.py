@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from repository_service.license import repository as site_license
 from repository_service.license.entitlements import POOLS as POOLS
 from repository_service.license.entitlements import Pool as Pool
+from repository_service.license.events import TotalsChanged
 from shared.db import Conn
 
 # Seat takers share this lock; re-seating a pool takes it exclusively (see `sync`).
@@ -145,3 +146,8 @@ async def sync_from_license(conn: Conn) -> None:
     lic = await site_license.read(conn)
     if lic is not None:
         await sync(conn, lic.totals)
+
+
+async def follow_license(conn: Conn, event: TotalsChanged) -> None:
+    """Match the pools to the changed license, in the transaction that changed it."""
+    await sync_from_license(conn)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from repository_service.license import repository as site_license
 from repository_service.license.entitlements import Pool
+from repository_service.license.events import TotalsChanged
 from shared.db import Db
 
 # Other replicas' license changes reach this process within this many seconds.
@@ -49,6 +50,10 @@ class StateCache:
     def invalidate(self) -> None:
         """Forget the cached state (after a change in this process)."""
         self._state = None
+
+    def on_totals_changed(self, event: TotalsChanged) -> None:
+        """Forget the cached state once a license change committed."""
+        self.invalidate()
 
     async def get(self) -> SiteState:
         """Return the current state, reading it again when stale."""

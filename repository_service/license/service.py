@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 import asyncpg
 import structlog
 
-from repository_service.access import seats
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, WRITE_ROLES, Caller
 from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
@@ -39,6 +37,7 @@ from repository_service.license.errors import (
     NotSignedKey,
     RefreshRefused,
 )
+from repository_service.license.events import TotalsChanged, TotalsChangedHandlers
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
@@ -97,13 +96,8 @@ class SiteLicenseService:
         self._secret = site_secret
         # One refresh at a time per process: concurrent requests share its answer.
         self.refreshes: Coalesced[tuple[int, dict[str, Any]]] = Coalesced()
-        # Called after every change of the stored license (caches of totals listen here).
-        self.on_change: list[Callable[[], None]] = []
-
-    def notify_changed(self) -> None:
-        """Tell the listeners that the stored license changed."""
-        for listener in self.on_change:
-            listener()
+        # Announced by every change of the stored license; handlers are registered by the app.
+        self.totals_changed = TotalsChangedHandlers()
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -294,7 +288,8 @@ class SiteLicenseService:
                     caller.display,
                 )
             await conn.execute(q.mark_licensed)
-            await seats.sync_from_license(conn)
+            changed = TotalsChanged(license_id)
+            await self.totals_changed.announce(conn, changed)
             if not ever_licensed and ROLE_ROOT not in caller.roles:
                 granted = await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
                 await audit.append(
@@ -316,7 +311,7 @@ class SiteLicenseService:
                 after=self.audit_view(entity),
             )
         log.info("license_applied", mode=row["mode"], by=caller.display)
-        self.notify_changed()
+        self.totals_changed.committed(changed)
         return entity
 
     # ---- change (PUT) --------------------------------------------------------------------
@@ -427,7 +422,8 @@ class SiteLicenseService:
                     row["lef_checked_at"],
                     caller.display,
                 )
-            await seats.sync_from_license(conn)
+            changed = TotalsChanged(license_id)
+            await self.totals_changed.announce(conn, changed)
             entity = self.entity(row, await one(conn, q.get_sync), now)
             await audit.append(
                 conn,
@@ -438,7 +434,7 @@ class SiteLicenseService:
                 before=self.audit_view(before),
                 after=self.audit_view(entity),
             )
-        self.notify_changed()
+        self.totals_changed.committed(changed)
         return entity
 
     async def delete(self, caller: Caller, license_id: uuid.UUID) -> None:
@@ -450,6 +446,8 @@ class SiteLicenseService:
                 raise NotLicensed()
             before = self.entity(row, await one(conn, q.get_sync), datetime.now(UTC))
             await conn.execute(q.delete_license, license_id)
+            changed = TotalsChanged(license_id)
+            await self.totals_changed.announce(conn, changed)
             await audit.append(
                 conn,
                 actor=caller.display,
@@ -458,7 +456,7 @@ class SiteLicenseService:
                 entity_id=license_id,
                 before=self.audit_view(before),
             )
-        self.notify_changed()
+        self.totals_changed.committed(changed)
 
     # ---- key-edit lease ------------------------------------------------------------------
 
@@ -562,7 +560,8 @@ class SiteLicenseService:
                 return False
             check_not_rollback(claims, row["definition_ver"], row["definition_iat"])
             await self._store_definition(conn, row, token, claims, etag, now)
-            await seats.sync_from_license(conn)
+            changed = TotalsChanged(row["id"])
+            await self.totals_changed.announce(conn, changed)
             await audit.append(
                 conn,
                 actor="system",
@@ -572,7 +571,7 @@ class SiteLicenseService:
                 before={"version": row["definition_ver"]},
                 after={"version": claims.ver},
             )
-        self.notify_changed()
+        self.totals_changed.committed(changed)
         return True
 
     async def accept_lef(
@@ -583,18 +582,19 @@ class SiteLicenseService:
             row = await conn.fetchrow(q.get_license_for_update)
             if row is None or row["id"] != license_id:
                 return False
-            changed: bool = text != row["lef"]
+            lef_changed: bool = text != row["lef"]
             await conn.execute(
                 q.store_checked_lef,
                 license_id,
                 text,
                 ent.from_lef(content).to_json(),
                 now,
-                changed,
+                lef_changed,
             )
-            await seats.sync_from_license(conn)
-        self.notify_changed()
-        return changed
+            changed = TotalsChanged(license_id)
+            await self.totals_changed.announce(conn, changed)
+        self.totals_changed.committed(changed)
+        return lef_changed
 
     async def mark_blacklisted(self, license_id: uuid.UUID) -> None:
         """Record that the backend says the license is blacklisted."""
