@@ -74,6 +74,10 @@ def visible_to(entity: dict[str, Any], caller: Caller) -> dict[str, Any]:
     return {**entity, "lef": "", "key": ""}
 
 
+# Serial, control number, name, organization, LEF text and what the verified LEF grants.
+LefFields = tuple[str, str, str, str, str, lef.LefContent]
+
+
 @dataclass(frozen=True)
 class Applied:
     """What a signed key resolves to at the backend."""
@@ -148,7 +152,7 @@ class SiteLicenseService:
         name: str | None,
         organization: str | None,
         lef_text: str | None,
-    ) -> tuple[str, str, str, str, str, lef.LefContent]:
+    ) -> LefFields:
         missing = [
             label
             for label, value in (
@@ -226,81 +230,21 @@ class SiteLicenseService:
         if await self.row() is not None:  # no LEF download or backend call for a 409
             raise AlreadyLicensed()
         key: str = body.get("key") or ""
-        applied = await self._activate_key(key) if not _blank(key) else None
-        fields = None
-        if applied is None:
-            fields = await self._lef_fields(
-                body.get("serial"),
-                control,
-                body.get("name"),
-                body.get("organization"),
-                body.get("lef"),
-            )
+        applied, fields = await self._resolve_first(body, key, control)
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
-            ever_licensed = await conn.fetchval(q.lock_site)
-            if await conn.fetchrow(q.get_license) is not None:
-                raise AlreadyLicensed()
-            if ever_licensed and not caller.has_any(WRITE_ROLES):
-                raise Forbidden("Applying a license needs RootAdmin or DeploymentAdmin.")
+            ever_licensed = await self._lock_unlicensed(conn, caller)
             license_id = uuid.uuid4()
             if applied is not None:
-                e = ent.from_definition(applied.claims)
-                row = await one(
-                    conn,
-                    q.insert_license,
-                    license_id,
-                    "signedKey",
-                    lef.format_serial(applied.number),
-                    "",
-                    (body.get("name") or "").strip() or e.owner,
-                    (body.get("organization") or "").strip() or e.organization,
-                    "",
-                    key.strip(),
-                    applied.number,
-                    e.to_json(),
-                    now,
-                    None,
-                    caller.display,
-                )
-                row = await self._store_definition(
-                    conn, row, applied.token, applied.claims, applied.etag, now
-                )
+                row = await self._insert_key(conn, license_id, body, key, applied, caller, now)
             else:
                 assert fields is not None
-                serial, ctrl, name, org, text, content = fields
-                e = ent.from_lef(content)
-                row = await one(
-                    conn,
-                    q.insert_license,
-                    license_id,
-                    "lef",
-                    lef.format_serial(serial),
-                    ctrl,
-                    name,
-                    org,
-                    text,
-                    "",
-                    None,
-                    e.to_json(),
-                    now,
-                    now,
-                    caller.display,
-                )
+                row = await self._insert_lef(conn, license_id, fields, caller, now)
             await conn.execute(q.mark_licensed)
             changed = TotalsChanged(license_id)
             await self.totals_changed.announce(conn, changed)
-            if not ever_licensed and ROLE_ROOT not in caller.roles:
-                granted = await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
-                await audit.append(
-                    conn,
-                    actor="system",
-                    action="user.roles_granted",
-                    entity_type="User",
-                    entity_id=caller.id,
-                    before={"roles": sorted(caller.roles)},
-                    after={"roles": list(granted["roles"]), "reason": "first license applied"},
-                )
+            if not ever_licensed:
+                await _make_first_applier_root(conn, caller)
             entity = self.entity(row, await one(conn, q.get_sync), now)
             await audit.append(
                 conn,
@@ -313,6 +257,94 @@ class SiteLicenseService:
         log.info("license_applied", mode=row["mode"], by=caller.display)
         self.totals_changed.committed(changed)
         return entity
+
+    async def _resolve_first(
+        self, body: dict[str, Any], key: str, control: str | None
+    ) -> tuple[Applied | None, LefFields | None]:
+        """Resolve the signed key at the backend, or else verify the LEF and its fields."""
+        if not _blank(key):
+            return await self._activate_key(key), None
+        fields = await self._lef_fields(
+            body.get("serial"),
+            control,
+            body.get("name"),
+            body.get("organization"),
+            body.get("lef"),
+        )
+        return None, fields
+
+    async def _lock_unlicensed(self, conn: Conn, caller: Caller) -> bool:
+        """Take the site lock and check that no license was applied meanwhile.
+
+        Returns whether the site was ever licensed: after that only a writer may apply."""
+        ever_licensed = bool(await conn.fetchval(q.lock_site))
+        if await conn.fetchrow(q.get_license) is not None:
+            raise AlreadyLicensed()
+        if ever_licensed and not caller.has_any(WRITE_ROLES):
+            raise Forbidden("Applying a license needs RootAdmin or DeploymentAdmin.")
+        return ever_licensed
+
+    async def _insert_key(
+        self,
+        conn: Conn,
+        license_id: uuid.UUID,
+        body: dict[str, Any],
+        key: str,
+        applied: Applied,
+        caller: Caller,
+        now: datetime,
+    ) -> asyncpg.Record:
+        """Store a first license applied by signed key, with its definition."""
+        e = ent.from_definition(applied.claims)
+        row = await one(
+            conn,
+            q.insert_license,
+            license_id,
+            "signedKey",
+            lef.format_serial(applied.number),
+            "",
+            (body.get("name") or "").strip() or e.owner,
+            (body.get("organization") or "").strip() or e.organization,
+            "",
+            key.strip(),
+            applied.number,
+            e.to_json(),
+            now,
+            None,
+            caller.display,
+        )
+        return await self._store_definition(
+            conn, row, applied.token, applied.claims, applied.etag, now
+        )
+
+    async def _insert_lef(
+        self,
+        conn: Conn,
+        license_id: uuid.UUID,
+        fields: LefFields,
+        caller: Caller,
+        now: datetime,
+    ) -> asyncpg.Record:
+        """Store a first license applied by serial, control number and LEF."""
+        serial, ctrl, name, org, text, content = fields
+        row: asyncpg.Record = await one(
+            conn,
+            q.insert_license,
+            license_id,
+            "lef",
+            lef.format_serial(serial),
+            ctrl,
+            name,
+            org,
+            text,
+            "",
+            None,
+            ent.from_lef(content).to_json(),
+            now,
+            now,
+            caller.display,
+        )
+        return row
 
     # ---- change (PUT) --------------------------------------------------------------------
 
@@ -330,98 +362,12 @@ class SiteLicenseService:
             raise NotLicensed()
         check_not_modified_since(current["modified_date"], modified)
         key: str = body.get("key") or ""
-        new_key = not _blank(key) and key.strip() != current["license_key"]
-        wants_lef = any(k in body for k in ("serial", "lef")) or control is not None
-        applied = None
-        fields = None
-        if new_key:
-            applied = await self._activate_key(key)
-        elif current["mode"] == "signedKey":
-            if wants_lef:
-                raise ApplyFailed(NO_RETURN)
-        else:
-            lef_text = body.get("lef")
-            serial = body.get("serial", current["serial"])
-            if _blank(lef_text) and _same_serial(serial, current["serial"]):
-                lef_text = current["lef"]
-            fields = await self._lef_fields(
-                serial,
-                control,
-                body.get("name", current["name"]),
-                body.get("organization", current["organization"]),
-                lef_text,
-            )
+        applied, fields = await self._resolve_change(current, body, key, control)
         now = datetime.now(UTC)
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.fetchval(q.lock_site)
-            row = await conn.fetchrow(q.get_license_for_update)
-            if row is None or row["id"] != license_id:
-                raise NotLicensed()
-            check_not_modified_since(row["modified_date"], modified)
+            row = await self._lock_for_change(conn, license_id, modified)
             before = self.entity(row, await one(conn, q.get_sync), now)
-            name = (body.get("name") or "").strip() or row["name"]
-            org = (body.get("organization") or "").strip() or row["organization"]
-            if applied is not None:
-                e = ent.from_definition(applied.claims)
-                row = await one(
-                    conn,
-                    q.update_identity,
-                    license_id,
-                    "signedKey",
-                    lef.format_serial(applied.number),
-                    "",
-                    name if "name" in body else e.owner,
-                    org if "organization" in body else e.organization,
-                    "",
-                    key.strip(),
-                    applied.number,
-                    e.to_json(),
-                    now,
-                    None,
-                    caller.display,
-                )
-                await conn.execute(q.clear_definition, license_id)
-                row = await self._store_definition(
-                    conn, row, applied.token, applied.claims, applied.etag, now
-                )
-            elif fields is not None:
-                serial, ctrl, name, org, text, content = fields
-                lef_changed = text != row["lef"]
-                row = await one(
-                    conn,
-                    q.update_identity,
-                    license_id,
-                    "lef",
-                    lef.format_serial(serial),
-                    ctrl,
-                    name,
-                    org,
-                    text,
-                    "",
-                    None,
-                    ent.from_lef(content).to_json(),
-                    now if lef_changed else row["updated"],
-                    now,
-                    caller.display,
-                )
-            else:
-                row = await one(
-                    conn,
-                    q.update_identity,
-                    license_id,
-                    row["mode"],
-                    row["serial"],
-                    row["control"],
-                    name,
-                    org,
-                    row["lef"],
-                    row["license_key"],
-                    row["key_number"],
-                    row["entitlements"],
-                    row["updated"],
-                    row["lef_checked_at"],
-                    caller.display,
-                )
+            row = await self._store_change(conn, row, body, key, applied, fields, caller, now)
             changed = TotalsChanged(license_id)
             await self.totals_changed.announce(conn, changed)
             entity = self.entity(row, await one(conn, q.get_sync), now)
@@ -436,6 +382,145 @@ class SiteLicenseService:
             )
         self.totals_changed.committed(changed)
         return entity
+
+    async def _resolve_change(
+        self, current: asyncpg.Record, body: dict[str, Any], key: str, control: str | None
+    ) -> tuple[Applied | None, LefFields | None]:
+        """Resolve a new signed key, or verify new LEF values; neither for names only."""
+        if not _blank(key) and key.strip() != current["license_key"]:
+            return await self._activate_key(key), None
+        if current["mode"] == "signedKey":
+            if any(k in body for k in ("serial", "lef")) or control is not None:
+                raise ApplyFailed(NO_RETURN)
+            return None, None
+        lef_text = body.get("lef")
+        serial = body.get("serial", current["serial"])
+        if _blank(lef_text) and _same_serial(serial, current["serial"]):
+            lef_text = current["lef"]
+        fields = await self._lef_fields(
+            serial,
+            control,
+            body.get("name", current["name"]),
+            body.get("organization", current["organization"]),
+            lef_text,
+        )
+        return None, fields
+
+    async def _lock_for_change(
+        self, conn: Conn, license_id: uuid.UUID, modified: datetime
+    ) -> asyncpg.Record:
+        """Take the site lock and the license row; refuse if it went or changed meanwhile."""
+        await conn.fetchval(q.lock_site)
+        row = await conn.fetchrow(q.get_license_for_update)
+        if row is None or row["id"] != license_id:
+            raise NotLicensed()
+        check_not_modified_since(row["modified_date"], modified)
+        return row
+
+    async def _store_change(
+        self,
+        conn: Conn,
+        row: asyncpg.Record,
+        body: dict[str, Any],
+        key: str,
+        applied: Applied | None,
+        fields: LefFields | None,
+        caller: Caller,
+        now: datetime,
+    ) -> asyncpg.Record:
+        """Write the change asked for: a new signed key, new LEF values, or names only."""
+        name = (body.get("name") or "").strip() or row["name"]
+        org = (body.get("organization") or "").strip() or row["organization"]
+        if applied is not None:
+            e = ent.from_definition(applied.claims)
+            name = name if "name" in body else e.owner
+            org = org if "organization" in body else e.organization
+            return await self._store_new_key(conn, row, key, applied, name, org, caller, now)
+        if fields is not None:
+            return await self._store_new_lef(conn, row, fields, caller, now)
+        return await self._store_names(conn, row, name, org, caller)
+
+    async def _store_new_key(
+        self,
+        conn: Conn,
+        row: asyncpg.Record,
+        key: str,
+        applied: Applied,
+        name: str,
+        org: str,
+        caller: Caller,
+        now: datetime,
+    ) -> asyncpg.Record:
+        """Switch the license to a new signed key and its definition."""
+        row = await one(
+            conn,
+            q.update_identity,
+            row["id"],
+            "signedKey",
+            lef.format_serial(applied.number),
+            "",
+            name,
+            org,
+            "",
+            key.strip(),
+            applied.number,
+            ent.from_definition(applied.claims).to_json(),
+            now,
+            None,
+            caller.display,
+        )
+        await conn.execute(q.clear_definition, row["id"])
+        return await self._store_definition(
+            conn, row, applied.token, applied.claims, applied.etag, now
+        )
+
+    async def _store_new_lef(
+        self, conn: Conn, row: asyncpg.Record, fields: LefFields, caller: Caller, now: datetime
+    ) -> asyncpg.Record:
+        """Store new serial, control number, names and LEF; `updated` moves if the LEF did."""
+        serial, ctrl, name, org, text, content = fields
+        lef_changed = text != row["lef"]
+        stored: asyncpg.Record = await one(
+            conn,
+            q.update_identity,
+            row["id"],
+            "lef",
+            lef.format_serial(serial),
+            ctrl,
+            name,
+            org,
+            text,
+            "",
+            None,
+            ent.from_lef(content).to_json(),
+            now if lef_changed else row["updated"],
+            now,
+            caller.display,
+        )
+        return stored
+
+    async def _store_names(
+        self, conn: Conn, row: asyncpg.Record, name: str, org: str, caller: Caller
+    ) -> asyncpg.Record:
+        """Store new names only; everything else stays as it is."""
+        stored: asyncpg.Record = await one(
+            conn,
+            q.update_identity,
+            row["id"],
+            row["mode"],
+            row["serial"],
+            row["control"],
+            name,
+            org,
+            row["lef"],
+            row["license_key"],
+            row["key_number"],
+            row["entitlements"],
+            row["updated"],
+            row["lef_checked_at"],
+            caller.display,
+        )
+        return stored
 
     async def delete(self, caller: Caller, license_id: uuid.UUID) -> None:
         """Remove the license; allocations stay, nothing is granted until a new one."""
@@ -657,6 +742,22 @@ class SiteLicenseService:
         view.pop("keyDetails", None)
         view.pop("check", None)
         return view
+
+
+async def _make_first_applier_root(conn: Conn, caller: Caller) -> None:
+    """Make whoever applies the site's first license a RootAdmin, and log it."""
+    if ROLE_ROOT in caller.roles:
+        return
+    granted = await users.grant_roles(conn, caller.id, [ROLE_ROOT], "system")
+    await audit.append(
+        conn,
+        actor="system",
+        action="user.roles_granted",
+        entity_type="User",
+        entity_id=caller.id,
+        before={"roles": sorted(caller.roles)},
+        after={"roles": list(granted["roles"]), "reason": "first license applied"},
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
