@@ -24,6 +24,7 @@ from repository_service.audit import views as audit_views
 from repository_service.auth import CALLERS, CallerDirectory, auth_middleware
 from repository_service.bootstrap import apply_bootstrap_roles
 from repository_service.lbs.client import LbsClient
+from repository_service.license import repository as license_repository
 from repository_service.license import views as license_views
 from repository_service.license.service import SiteLicenseService
 from repository_service.poller import Poller
@@ -87,6 +88,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)
 
     app[READINESS_KEY].required["database"] = database_ok
+    app[keys.IDENTITY] = await license_repository.read_identity(pool)
     yield
     await app[keys.SESSION_POOL].close()
     await pool.close()
@@ -94,14 +96,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _license_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    installation_id = await app[keys.POOL].fetchval("SELECT installation_id FROM site_identity")
     async with aiohttp.ClientSession() as session:
         client = LbsClient(
             session,
             settings.lbs_url,
             timeout=settings.lbs_timeout_seconds,
             pinned_jwks=settings.lbs_jwks_file,
-            installation_id=installation_id,
+            installation_id=app[keys.IDENTITY].installation_id,
             trust_roots=settings.lbs_trust_root_file,
             refetch_seconds=settings.lbs_keys_refetch_seconds,
         )
@@ -130,9 +131,8 @@ async def _callers(app: web.Application) -> AsyncIterator[None]:
 
 async def _site_license(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    # Read once: it keys the control number's fingerprint and is never answered.
-    secret = await app[keys.POOL].fetchval("SELECT site_secret FROM site_identity")
-    app[keys.SITE] = SiteLicenseService(app[keys.POOL], app[keys.LBS], settings, bytes(secret))
+    secret = app[keys.IDENTITY].site_secret  # keys the control number's fingerprint
+    app[keys.SITE] = SiteLicenseService(app[keys.POOL], app[keys.LBS], settings, secret)
     app[keys.POLLER] = Poller(
         app[keys.POOL], app[keys.LBS], app[keys.SITE], settings, app[METRICS_KEY].registry
     )

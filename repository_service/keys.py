@@ -8,6 +8,7 @@ from aiohttp import web
 from repository_service.access.upkeep import Upkeep
 from repository_service.auth import CALLERS
 from repository_service.lbs.client import LbsClient
+from repository_service.license.repository import SiteIdentity
 from repository_service.license.service import SiteLicenseService
 from repository_service.poller import Poller
 from repository_service.settings import QrsSettings
@@ -17,7 +18,18 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SESSION_POOL = web.AppKey("session_pool", asyncpg.Pool)
 LBS = web.AppKey("lbs", LbsClient)
 SITE = web.AppKey("site_license", SiteLicenseService)
+IDENTITY = web.AppKey("site_identity", SiteIdentity)
 POLLER = web.AppKey("poller", Poller)
 UPKEEP = web.AppKey("upkeep", Upkeep)
 
-__all__ = ["CALLERS", "LBS", "POLLER", "POOL", "SESSION_POOL", "SETTINGS", "SITE", "UPKEEP"]
+__all__ = [
+    "CALLERS",
+    "IDENTITY",
+    "LBS",
+    "POLLER",
+    "POOL",
+    "SESSION_POOL",
+    "SETTINGS",
+    "SITE",
+    "UPKEEP",
+]

@@ -110,3 +110,7 @@ UPDATE sync_state SET pending_report = $1;
 
 -- name: usage_reported
 UPDATE sync_state SET pending_report = NULL, last_reported_at = $1;
+
+-- name: read_identity
+-- Who this site is; read once at start.
+SELECT installation_id, site_secret FROM site_identity;

@@ -23,6 +23,21 @@ q = Queries(Path(__file__).with_name("queries.sql"))
 
 
 @dataclass(frozen=True)
+class SiteIdentity:
+    """The installation id the backend counts this site by, and the secret that keys `check`."""
+
+    installation_id: uuid.UUID
+    site_secret: bytes
+
+
+async def read_identity(db: Db) -> SiteIdentity:
+    """Return the site's identity, made by its migration 0006."""
+    row = await db.fetchrow(q.read_identity)
+    assert row is not None  # migration 0006 inserts the one row
+    return SiteIdentity(row["installation_id"], bytes(row["site_secret"]))
+
+
+@dataclass(frozen=True)
 class Validity:
     """Whether the license's own validity has passed or its definition has lapsed, and why."""
 
