@@ -14,8 +14,9 @@ from repository_service import keys
 from repository_service.about import views as about_views
 from repository_service.access import seats
 from repository_service.access import views as access_views
-from repository_service.access.decide import AccessEngine
-from repository_service.access.groups import RuleCache
+from repository_service.access.decision import views as decision_views
+from repository_service.access.decision.engine import AccessEngine
+from repository_service.access.rule_cache import RuleCache
 from repository_service.access.service import AccessAdmin
 from repository_service.access.state import StateCache
 from repository_service.access.upkeep import Upkeep
@@ -59,6 +60,7 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
     # Access routes first: their fixed paths must win over /qrs/license/{id}.
     tables = (
         access_views.ENDPOINTS,
+        decision_views.ENDPOINTS,
         license_views.ENDPOINTS,
         user_views.ENDPOINTS,
         audit_views.ENDPOINTS,
@@ -147,11 +149,11 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     registry = app[METRICS_KEY].registry
     state = StateCache(app[keys.POOL])
     rules = RuleCache(app[keys.POOL])
-    app[access_views.STATE] = state
-    app[access_views.RULES] = rules
+    app[keys.ACCESS_STATE] = state
+    app[keys.ACCESS_RULES] = rules
     app[systemrule_views.LICENSE_RULES] = LicenseRules(app[keys.POOL], rules)
     app[access_views.ADMIN] = AccessAdmin(app[keys.POOL], state, rules, app[keys.SETTINGS])
-    app[access_views.ENGINE] = AccessEngine(
+    app[keys.ENGINE] = AccessEngine(
         app[keys.POOL], app[keys.SESSION_POOL], app[keys.SETTINGS], state, rules, registry
     )
     app[keys.UPKEEP] = Upkeep(
@@ -162,7 +164,7 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     app[keys.SITE].totals_changed.after_commit.append(state.on_totals_changed)
     yield
     # Requests still in a batch get their answers before the pools close.
-    await app[access_views.ENGINE].fast.wait_idle()
+    await app[keys.ENGINE].fast.wait_idle()
 
 
 async def _upkeep_loop(app: web.Application) -> AsyncIterator[None]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from repository_service.access.decision.engine import AccessEngine
+from repository_service.access.rule_cache import RuleCache
+from repository_service.access.state import StateCache
 from repository_service.access.upkeep import Upkeep
 from repository_service.auth import CALLERS
 from repository_service.lbs.client import LbsClient
@@ -21,9 +24,15 @@ SITE = web.AppKey("site_license", SiteLicenseService)
 IDENTITY = web.AppKey("site_identity", SiteIdentity)
 POLLER = web.AppKey("poller", Poller)
 UPKEEP = web.AppKey("upkeep", Upkeep)
+ACCESS_STATE = web.AppKey("access_state", StateCache)
+ACCESS_RULES = web.AppKey("access_rules", RuleCache)
+ENGINE = web.AppKey("access_engine", AccessEngine)
 
 __all__ = [
+    "ACCESS_RULES",
+    "ACCESS_STATE",
     "CALLERS",
+    "ENGINE",
     "IDENTITY",
     "LBS",
     "POLLER",

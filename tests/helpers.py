@@ -23,9 +23,8 @@ from license_backend.settings import LbsSettings
 from license_backend.signing.keyring import KeyRing
 from repository_service.access.state import StateCache
 from repository_service.access.upkeep import Upkeep
-from repository_service.access.views import STATE as ACCESS_STATE
 from repository_service.app import create_app as create_qrs_app
-from repository_service.keys import CALLERS, POLLER, UPKEEP
+from repository_service.keys import ACCESS_STATE, CALLERS, POLLER, UPKEEP
 from repository_service.keys import POOL as QRS_POOL
 from repository_service.poller import Poller
 from repository_service.settings import QrsSettings

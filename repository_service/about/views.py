@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from repository_service.about.models import About, ApiDescription, ApiEnums, Ping
+from repository_service.access.kinds import SESSION_TYPE_NAMES
 from shared.web.endpoints import ENDPOINTS_KEY, Endpoint, NoBody
 from shared.web.requests import query_param
 
@@ -32,14 +33,7 @@ class EnumDescription:
 ENUMS: dict[str, EnumDescription] = {
     "NodeTypeEnum": EnumDescription(("0: Undefined", "1: Central", "2: Rim"), ("About.NodeType",)),
     "AccessTypeEnum": EnumDescription(
-        (
-            "0: None",
-            "1: UserAccessType",
-            "2: LoginAccessType",
-            "3: AnalyzerAccessType",
-            "4: ProfessionalAccessType",
-            "5: AnalyzerTimeAccessType",
-        ),
+        ("0: None", *(f"{n}: {name}" for n, name in sorted(SESSION_TYPE_NAMES.items()))),
         ("AccessTypeResult.AccessType",),
     ),
     "AccessTypeResultCodeEnum": EnumDescription(

@@ -6,27 +6,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from repository_service.access import seats
+from repository_service.access.kinds import KIND, AccessType
 from repository_service.qrs.entities import NEXT_MODIFIED, iso_ms
 from shared.db import Conn, Db, one
 from shared.web.errors import ApiError, Conflict, NotFound
 
-AccessType = Literal["professional", "analyzer", "user"]
-ACCESS_TYPES: tuple[AccessType, ...] = ("professional", "analyzer", "user")
-POOL_OF: dict[AccessType, seats.Pool] = {
-    "professional": "professional",
-    "analyzer": "analyzer",
-    "user": "token",
-}
-SCHEMA_PATH = {
-    "professional": "ProfessionalAccessType",
-    "analyzer": "AnalyzerAccessType",
-    "user": "UserAccessType",
-}
 ENTITY_FIELDS = (
     "id",
     "createdDate",
@@ -79,7 +68,7 @@ async def sweep_quarantine(conn: Conn, totals: dict[seats.Pool, int]) -> int:
     )
     if rows:
         await seats.release(conn, [r["id"] for r in rows])
-        for pool in {POOL_OF[r["access_type"]] for r in rows}:
+        for pool in {KIND[r["access_type"]].pool for r in rows}:
             await seats.settle(conn, pool, totals.get(pool, 0))
     return len(rows)
 
@@ -112,7 +101,7 @@ async def allocate(
             by,
         )
         return Allocated(existing["id"], True)
-    pool = POOL_OF[access_type]
+    pool = KIND[access_type].pool
     allocation_id = uuid.uuid4()
     try:
         await seats.take(conn, pool, allocation_id, totals.get(pool, 0))
@@ -174,7 +163,7 @@ async def remove(
         return "quarantined"
     await conn.execute("DELETE FROM allocations WHERE id = $1", allocation_id)
     await seats.release(conn, [allocation_id])
-    pool = POOL_OF[row["access_type"]]
+    pool = KIND[row["access_type"]].pool
     await seats.settle(conn, pool, totals.get(pool, 0))
     return "freed"
 
@@ -215,7 +204,7 @@ def entity(row: asyncpg.Record, total: int) -> dict[str, Any]:
         "deletedUserId": row["deleted_user_id"],
         "deletedUserDirectory": row["deleted_user_directory"],
         "excess": seat is not None and seat > total,
-        "schemaPath": SCHEMA_PATH[row["access_type"]],
+        "schemaPath": KIND[row["access_type"]].type_schema,
     }
 
 

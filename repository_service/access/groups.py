@@ -4,29 +4,20 @@ into passes) and analyzer-time pools (minutes per month): their rows and entitie
 from __future__ import annotations
 
 import math
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 
 from repository_service.access import seats
-from repository_service.access.rules import EVERYONE, NOBODY, Rule, parse_rule
+from repository_service.access.kinds import KIND, PASSES_PER_TOKEN
 from repository_service.qrs.entities import iso_ms
-from shared.db import Conn, Db
+from shared.db import Conn
 from shared.web.errors import ApiError, NotFound
 
-PASSES_PER_TOKEN = 10
-GROUP_SCHEMA = {
-    "professional": "ProfessionalAccessGroup",
-    "analyzer": "AnalyzerAccessGroup",
-    "user": "UserAccessGroup",
-}
 # The analyzer-time allotment is shared by all pools: pool writes take this lock.
 _CAPACITY_LOCK = 0x5EA7_5100
-CACHE_SECONDS = 1.0
 
 
 class InsufficientTokens(ApiError):
@@ -61,7 +52,7 @@ def _base(row: asyncpg.Record) -> dict[str, Any]:
 
 def access_group_entity(row: asyncpg.Record) -> dict[str, Any]:
     """Return the QRS JSON of an access group."""
-    return {**_base(row), "rule": row["rule"], "schemaPath": GROUP_SCHEMA[row["access_type"]]}
+    return {**_base(row), "rule": row["rule"], "schemaPath": KIND[row["access_type"]].group_schema}
 
 
 # ---- login groups ------------------------------------------------------------------------
@@ -163,68 +154,6 @@ async def charge_minutes(conn: Conn, pool_id: uuid.UUID, minutes: int, now: date
         "INSERT INTO usage_events (kind, amount) VALUES ('analyzer_minutes', $1)", minutes
     )
     return True
-
-
-# ---- the rules, cached for the hot path --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """Every group and pool with its parsed rule, in creation order."""
-
-    access: dict[str, list[tuple[uuid.UUID, Rule]]]
-    login: list[tuple[uuid.UUID, Rule]]
-    capacity: list[tuple[uuid.UUID, Rule]]
-    read_at: float
-
-
-def _rule(text: str | None) -> Rule:
-    return EVERYONE if text is None or not text.strip() else parse_rule(text)
-
-
-async def read_rules(db: Db) -> RuleSet:
-    """Read every group and pool and parse its rule."""
-    access: dict[str, list[tuple[uuid.UUID, Rule]]] = {
-        "professional": [],
-        "analyzer": [],
-        "user": [],
-    }
-    for r in await db.fetch(
-        "SELECT id, access_type, rule, rule_disabled FROM access_groups ORDER BY created_date, id"
-    ):
-        # An access group without a rule (created by name only), or whose license rule is
-        # disabled, grants nobody: unlike a login group or pool, where no rule is everyone.
-        missing = r["rule"] is None or r["rule_disabled"]
-        access[r["access_type"]].append((r["id"], NOBODY if missing else _rule(r["rule"])))
-    login = [
-        (r["id"], _rule(r["rule"]))
-        for r in await db.fetch("SELECT id, rule FROM login_groups ORDER BY created_date, id")
-    ]
-    capacity = [
-        (r["id"], _rule(r["rule"]))
-        for r in await db.fetch("SELECT id, rule FROM capacity_pools ORDER BY created_date, id")
-    ]
-    return RuleSet(access, login, capacity, time.monotonic())
-
-
-class RuleCache:
-    """The RuleSet, re-read at most every CACHE_SECONDS (or after a local change)."""
-
-    def __init__(self, db: Db) -> None:
-        self._db = db
-        self._rules: RuleSet | None = None
-
-    def invalidate(self) -> None:
-        """Forget the cached rules."""
-        self._rules = None
-
-    async def get(self) -> RuleSet:
-        """Return the current rules."""
-        rules = self._rules
-        if rules is None or time.monotonic() - rules.read_at >= CACHE_SECONDS:
-            rules = await read_rules(self._db)
-            self._rules = rules
-        return rules
 
 
 def tokens_in_use(passes: int) -> int:

@@ -10,6 +10,7 @@ import asyncpg
 
 from repository_service.access import allocations as alloc
 from repository_service.access import groups, seats
+from repository_service.access.kinds import KIND, AccessType
 from repository_service.access.models import (
     AccessGroupCreate,
     AccessGroupUpdate,
@@ -19,6 +20,7 @@ from repository_service.access.models import (
     LoginGroupUpdate,
     UserRef,
 )
+from repository_service.access.rule_cache import RuleCache
 from repository_service.access.rules import parse_rule
 from repository_service.access.state import StateCache
 from repository_service.audit import log as audit
@@ -48,7 +50,7 @@ class AccessAdmin:
     """Creates and removes allocations, access groups, login groups and capacity pools."""
 
     def __init__(
-        self, pool: asyncpg.Pool, state: StateCache, rules: groups.RuleCache, settings: QrsSettings
+        self, pool: asyncpg.Pool, state: StateCache, rules: RuleCache, settings: QrsSettings
     ) -> None:
         self.pool = pool
         self.state = state
@@ -70,15 +72,13 @@ class AccessAdmin:
 
     # ---- allocations ---------------------------------------------------------------------
 
-    async def allocate(
-        self, caller: Caller, kind: alloc.AccessType, ref: UserRef
-    ) -> dict[str, Any]:
+    async def allocate(self, caller: Caller, kind: AccessType, ref: UserRef) -> dict[str, Any]:
         """Allocate access of `kind` to a user (or reinstate it from quarantine)."""
         state = await self.state.get()
         async with self.pool.acquire() as conn, conn.transaction():
             user_id = await self._user(conn, ref, caller.display)
             made = await alloc.allocate(conn, kind, user_id, state.totals, caller.display)
-            entity = await alloc.entity_by_id(conn, made.id, state.totals[alloc.POOL_OF[kind]])
+            entity = await alloc.entity_by_id(conn, made.id, state.totals[KIND[kind].pool])
             await audit.append(
                 conn,
                 actor=caller.display,
@@ -89,12 +89,12 @@ class AccessAdmin:
             )
         return entity
 
-    async def deallocate(self, caller: Caller, kind: alloc.AccessType, ident: str) -> str:
+    async def deallocate(self, caller: Caller, kind: AccessType, ident: str) -> str:
         """Remove an allocation: quarantined when used recently, freed otherwise."""
         allocation_id = parse_id(ident, alloc.AllocationNotFound)
         state = await self.state.get()
         async with self.pool.acquire() as conn, conn.transaction():
-            total = state.totals[alloc.POOL_OF[kind]]
+            total = state.totals[KIND[kind].pool]
             before = await alloc.get_entity(conn, allocation_id, kind, total)
             outcome = await alloc.remove(
                 conn, allocation_id, self.settings.quarantine_seconds, state.totals

@@ -11,6 +11,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from repository_service.access import allocations as alloc
+from repository_service.access.kinds import ACCESS_TYPES
 from repository_service.access.state import StateCache
 from repository_service.audit import log as audit
 from shared.db import database_unavailable
@@ -72,7 +73,7 @@ class Upkeep:
             "SELECT access_type, quarantined, count(*) AS n FROM allocations"
             " GROUP BY access_type, quarantined"
         )
-        for kind in alloc.ACCESS_TYPES:
+        for kind in ACCESS_TYPES:
             for quarantined, label in ((False, "active"), (True, "quarantined")):
                 n = sum(
                     r["n"]

@@ -11,13 +11,11 @@ from pydantic import BaseModel
 
 from repository_service.access import allocations as alloc
 from repository_service.access import groups
-from repository_service.access.decide import AccessEngine
+from repository_service.access.kinds import KIND, AccessType
 from repository_service.access.models import (
     AccessGroupCreate,
     AccessGroupUpdate,
-    AccessRequest,
     AccessTypeOverview,
-    AccessTypeResult,
     AccessTypesInfo,
     AllocationCreate,
     AnalyzerAccessGroup,
@@ -36,7 +34,6 @@ from repository_service.access.models import (
     ProfessionalAccessGroupList,
     ProfessionalAccessType,
     ProfessionalAccessTypeList,
-    SessionRef,
     UserAccessGroup,
     UserAccessGroupList,
     UserAccessType,
@@ -44,8 +41,8 @@ from repository_service.access.models import (
 )
 from repository_service.access.overview import access_type_info, overview
 from repository_service.access.service import AccessAdmin, parse_id
-from repository_service.access.state import StateCache
-from repository_service.auth import PROXY_ROLES, READ_ROLES, WRITE_ROLES, require_roles
+from repository_service.auth import READ_ROLES, WRITE_ROLES, require_roles
+from repository_service.keys import ACCESS_STATE as STATE
 from repository_service.keys import POOL
 from repository_service.qrs.entities import check_same_id, collection_answer
 from repository_service.qrs.idempotency import idempotent
@@ -54,9 +51,6 @@ from shared.web.endpoints import Endpoint, NoBody
 from shared.web.requests import read_json, validate
 
 ADMIN = web.AppKey("access_admin", AccessAdmin)
-ENGINE = web.AppKey("access_engine", AccessEngine)
-STATE = web.AppKey("access_state", StateCache)
-RULES = web.AppKey("access_rules", groups.RuleCache)
 TAGS = ("access",)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,13 +67,13 @@ async def _body(request: web.Request, url_id: bool = False) -> dict[str, Any]:
 # ---- allocations ---------------------------------------------------------------------------
 
 
-def allocation_handlers(kind: alloc.AccessType) -> dict[str, Handler]:
+def allocation_handlers(kind: AccessType) -> dict[str, Handler]:
     """Return list/get/create/delete handlers for one allocation type."""
 
     async def listing(request: web.Request) -> web.Response:
         require_roles(request, READ_ROLES)
         state = await request.app[STATE].get()
-        total = state.totals.get(alloc.POOL_OF[kind], 0)
+        total = state.totals.get(KIND[kind].pool, 0)
         entities = await alloc.list_entities(request.app[POOL], kind, total)
         return collection_answer(request, entities, alloc.ENTITY_FIELDS)
 
@@ -88,7 +82,7 @@ def allocation_handlers(kind: alloc.AccessType) -> dict[str, Handler]:
         state = await request.app[STATE].get()
         allocation_id = parse_id(request.match_info["id"], alloc.AllocationNotFound)
         entity = await alloc.get_entity(
-            request.app[POOL], allocation_id, kind, state.totals.get(alloc.POOL_OF[kind], 0)
+            request.app[POOL], allocation_id, kind, state.totals.get(KIND[kind].pool, 0)
         )
         return web.json_response(entity)
 
@@ -186,7 +180,7 @@ def access_group_handlers(kind: str) -> dict[str, Handler]:
             _caller(request),
             "access_groups",
             request.match_info["id"],
-            groups.GROUP_SCHEMA[kind],
+            KIND[kind].group_schema,
             kind,
         )
 
@@ -302,30 +296,6 @@ async def access_info(request: web.Request) -> web.Response:
     return web.json_response(access_type_info(await overview(request.app[POOL], state)))
 
 
-async def access_request(request: web.Request) -> web.Response:
-    """Decide the access of a new user session (called by the proxy)."""
-    require_roles(request, PROXY_ROLES)
-    body = validate(AccessRequest, await _body(request))
-    decision = await request.app[ENGINE].request(body.user_directory, body.user_id, body.session_id)
-    return web.json_response(decision.answer())
-
-
-async def session_activity(request: web.Request) -> web.Response:
-    """Record activity in a session (capacity units, login passes)."""
-    require_roles(request, PROXY_ROLES)
-    body = validate(SessionRef, await _body(request))
-    decision = await request.app[ENGINE].activity(body.session_id)
-    return web.json_response(decision.answer())
-
-
-async def session_end(request: web.Request) -> web.Response:
-    """End a session."""
-    require_roles(request, PROXY_ROLES)
-    body = validate(SessionRef, await _body(request))
-    await request.app[ENGINE].end(body.session_id)
-    return web.Response(status=204)
-
-
 def _collection(
     path: str,
     handlers: dict[str, Handler],
@@ -438,40 +408,6 @@ ENDPOINTS = [
         response=AccessTypesInfo,
         auth="caller",
         errors=(403,),
-        tags=TAGS,
-    ),
-    Endpoint(
-        "POST",
-        "/qrs/license/accessrequest",
-        access_request,
-        "Decide a session's access",
-        body=AccessRequest,
-        response=AccessTypeResult,
-        auth="caller",
-        errors=(403,),
-        tags=TAGS,
-    ),
-    Endpoint(
-        "POST",
-        "/qrs/license/accessrequest/activity",
-        session_activity,
-        "Report session activity",
-        body=SessionRef,
-        response=AccessTypeResult,
-        auth="caller",
-        errors=(403, 404),
-        tags=TAGS,
-    ),
-    Endpoint(
-        "POST",
-        "/qrs/license/accessrequest/end",
-        session_end,
-        "End a session",
-        body=SessionRef,
-        response=NoBody,
-        status=204,
-        auth="caller",
-        errors=(403, 404),
         tags=TAGS,
     ),
     *_collection(

@@ -16,7 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from repository_service.access.groups import GROUP_SCHEMA, RuleCache, access_group_entity
+from repository_service.access.groups import access_group_entity
+from repository_service.access.kinds import KIND, KINDS
+from repository_service.access.rule_cache import RuleCache
 from repository_service.access.rules import parse_rule, subject_of
 from repository_service.audit import log as audit
 from repository_service.auth import Caller
@@ -70,7 +72,7 @@ CONDENSED = (
 GROUP_FIELDS = ("id", "createdDate", "modifiedDate", "modifiedByUserName", "name", "rule")
 # The platform's license rules allow one action: "Allow access" (bit 1).
 ALLOW_ACCESS = 1
-KIND_OF_SCHEMA = {schema.lower(): kind for kind, schema in GROUP_SCHEMA.items()}
+KIND_OF_SCHEMA = {kind.group_schema.lower(): kind.name for kind in KINDS}
 _RESOURCE = re.compile(
     r"^License\.(ProfessionalAccessGroup|AnalyzerAccessGroup|UserAccessGroup)_"
     r"([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$",
@@ -108,7 +110,7 @@ def rule_entity(row: asyncpg.Record) -> dict[str, Any]:
         "type": "Custom",
         "name": row["rule_name"] or row["name"],
         "rule": row["rule"],
-        "resourceFilter": f"License.{GROUP_SCHEMA[row['access_type']]}_{row['id']}",
+        "resourceFilter": f"License.{KIND[row['access_type']].group_schema}_{row['id']}",
         "actions": ALLOW_ACCESS,
         "comment": row["rule_comment"],
         "disabled": row["rule_disabled"],
@@ -303,7 +305,7 @@ class LicenseRules:
 def _kinds(resource_type: str | None) -> set[str]:
     """Return the access-group kinds a resourceType names (all of them when it names none)."""
     if resource_type is None or resource_type.strip().lower() in ("", "license"):
-        return set(GROUP_SCHEMA)
+        return {kind.name for kind in KINDS}
     wanted = resource_type.strip().lower().removeprefix("license.")
     return {KIND_OF_SCHEMA[wanted]} if wanted in KIND_OF_SCHEMA else set()
 

@@ -19,19 +19,18 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Histogram
 
-from repository_service.access import allocations as alloc
 from repository_service.access import seats
-from repository_service.access.codes import TYPE_OF
+from repository_service.access.kinds import ACCESS_TYPES, KIND, AccessType
 from repository_service.access.state import StateCache
 from shared.batching import Batcher
 from shared.db import database_unavailable, one
 
 log = structlog.get_logger("access")
 
-# Arrays the SQL functions index by access type, in the order of alloc.ACCESS_TYPES.
-_TYPE_CODES = [TYPE_OF[kind] for kind in alloc.ACCESS_TYPES]
-_TAKER_LOCKS = [seats.LOCK_IDS[alloc.POOL_OF[kind]] for kind in alloc.ACCESS_TYPES]
-_KIND_BITS = {kind: 1 << n for n, kind in enumerate(alloc.ACCESS_TYPES)}
+# Arrays the SQL functions index by access type, in the order of ACCESS_TYPES.
+_TYPE_CODES = [KIND[kind].session_type for kind in ACCESS_TYPES]
+_TAKER_LOCKS = [seats.LOCK_IDS[KIND[kind].pool] for kind in ACCESS_TYPES]
+_KIND_BITS = {kind: 1 << n for n, kind in enumerate(ACCESS_TYPES)}
 
 _ONE = "SELECT * FROM access_request($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 _MANY = "SELECT * FROM access_requests($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -54,7 +53,7 @@ class Ask:
     session_id: str
     # The access types whose rules match the user as the proxy would create it, in order:
     # what a user seen for the first time is allocated from.
-    kinds: tuple[alloc.AccessType, ...] = ()
+    kinds: tuple[AccessType, ...] = ()
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -99,7 +98,7 @@ class FastPath:
 
     async def _totals(self) -> list[int]:
         state = await self.state.get()
-        return [state.totals.get(alloc.POOL_OF[kind], 0) for kind in alloc.ACCESS_TYPES]
+        return [state.totals.get(KIND[kind].pool, 0) for kind in ACCESS_TYPES]
 
     async def _decide_one(self, ask: Ask) -> asyncpg.Record:
         return await one(

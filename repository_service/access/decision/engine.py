@@ -13,21 +13,25 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from repository_service.access import allocations as alloc
-from repository_service.access.codes import (
+from repository_service.access.decision.batch import Ask, FastPath
+from repository_service.access.groups import charge_minutes
+from repository_service.access.kinds import (
+    ACCESS_TYPES,
     ANALYZER_TIME,
     CODE_NAMES,
     EXCESS,
+    KIND,
     LOGIN,
     MAX_SESSIONS,
     NO_ACCESS,
     NONE,
     NOT_AVAILABLE,
     OK,
-    TYPE_OF,
+    PASSES_PER_TOKEN,
     UNKNOWN_USER,
+    AccessType,
 )
-from repository_service.access.fast_path import Ask, FastPath
-from repository_service.access.groups import PASSES_PER_TOKEN, RuleCache, RuleSet, charge_minutes
+from repository_service.access.rule_cache import RuleCache, RuleSet
 from repository_service.access.rules import Subject
 from repository_service.access.state import SiteState, StateCache
 from repository_service.settings import QrsSettings
@@ -187,14 +191,14 @@ class AccessEngine:
         new_subject = Subject(directory, user_name, user_name, ())
         kinds = tuple(
             kind
-            for kind in alloc.ACCESS_TYPES
+            for kind in ACCESS_TYPES
             if any(rule.matches(new_subject) for _, rule in rules.access[kind])
         )
         fast = await self.fast.decide(Ask(directory, user_name, session_id, kinds))
         outcome = fast["outcome"]
         if outcome == "granted":
             kind = fast["access_type"]
-            return Decision(True, TYPE_OF[kind], OK, None, fast["allocation_id"])
+            return Decision(True, KIND[kind].session_type, OK, None, fast["allocation_id"])
         if outcome == "max_sessions":
             return deny(MAX_SESSIONS, "too many live sessions")
         if outcome == "inactive":
@@ -228,11 +232,11 @@ class AccessEngine:
             return deny(UNKNOWN_USER, "the user is inactive")
         uid = user["id"]
         excess = False
-        for kind in alloc.ACCESS_TYPES:
+        for kind in ACCESS_TYPES:
             for allocation_id, held_kind, quarantined, seat in held:
                 if held_kind != kind or quarantined:
                     continue
-                if seat > state.totals[alloc.POOL_OF[kind]]:
+                if seat > state.totals[KIND[kind].pool]:
                     excess = True
                     continue
                 return await self._grant_allocation(session_id, uid, kind, allocation_id)
@@ -252,7 +256,7 @@ class AccessEngine:
             ),
         )
         rules = await self.rules.get()
-        for kind in alloc.ACCESS_TYPES:
+        for kind in ACCESS_TYPES:
             if any(rule.matches(subject) for _, rule in rules.access[kind]):
                 decision = await self._allocate(session_id, uid, kind, state.totals)
                 if decision is not None:
@@ -290,12 +294,14 @@ class AccessEngine:
     async def _grant_allocation(
         self, session_id: str, uid: uuid.UUID, kind: str, allocation_id: uuid.UUID
     ) -> Decision:
-        if not await self._claim(session_id, uid, TYPE_OF[kind], allocation=allocation_id):
+        if not await self._claim(
+            session_id, uid, KIND[kind].session_type, allocation=allocation_id
+        ):
             return deny(MAX_SESSIONS, "too many live sessions")
-        return Decision(True, TYPE_OF[kind], OK, None, allocation_id)
+        return Decision(True, KIND[kind].session_type, OK, None, allocation_id)
 
     async def _allocate(
-        self, session_id: str, uid: uuid.UUID, kind: alloc.AccessType, totals: dict[Any, int]
+        self, session_id: str, uid: uuid.UUID, kind: AccessType, totals: dict[Any, int]
     ) -> Decision | None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
