@@ -164,7 +164,7 @@ async def _access(app: web.Application) -> AsyncIterator[None]:
     app[keys.SITE].totals_changed.after_commit.append(state.on_totals_changed)
     yield
     # Requests still in a batch get their answers before the pools close.
-    await app[keys.ENGINE].fast.wait_idle()
+    await app[keys.ENGINE].wait_idle()
 
 
 async def _upkeep_loop(app: web.Application) -> AsyncIterator[None]:

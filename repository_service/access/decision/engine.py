@@ -1,10 +1,16 @@
 """The per-session hot path (SPEC 4.7): which access a user gets for a new session, what
-activity consumes, and the end of a session."""
+activity consumes, and the end of a session.
+
+The order of the decision lives in one place, the SQL function `decide_access_one`
+(migration 0009). This module matches the rules against the user (the rule language is
+Python's), hands the matches and the access-type registry to it, and maps its outcome to the
+proxy's codes.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,15 +18,13 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from repository_service.access import allocations as alloc
-from repository_service.access.decision.batch import Ask, FastPath
-from repository_service.access.groups import charge_minutes
+from repository_service.access import allocations
+from repository_service.access.decision.batch import Ask, Batches, Policy
 from repository_service.access.kinds import (
-    ACCESS_TYPES,
     ANALYZER_TIME,
     CODE_NAMES,
     EXCESS,
-    KIND,
+    KINDS,
     LOGIN,
     MAX_SESSIONS,
     NO_ACCESS,
@@ -29,11 +33,11 @@ from repository_service.access.kinds import (
     OK,
     PASSES_PER_TOKEN,
     UNKNOWN_USER,
-    AccessType,
 )
 from repository_service.access.rule_cache import RuleCache, RuleSet
-from repository_service.access.rules import Subject
-from repository_service.access.state import SiteState, StateCache
+from repository_service.access.rules import Subject, subject_of
+from repository_service.access.seats import LOCK_IDS
+from repository_service.access.state import StateCache
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared.web.errors import NotFound
@@ -42,30 +46,19 @@ log = structlog.get_logger("access")
 
 # Each capacity unit charges six minutes, whatever CAPACITY_UNIT_SECONDS says its length is.
 UNIT_MINUTES = 6
+# Who the records name as creator: a new user row, and its allocation.
+USER_BY, ALLOCATION_BY = "proxy", "license rule"
+# Rounds of one decision: the subject the rules matched was not the user's, or an ended
+# quarantine had to be swept first. Each round after the first follows a change.
+MAX_ROUNDS = 4
 
-# The user and what it holds, in one round trip (aligned arrays, one entry per allocation).
-_USER_AND_ALLOCATIONS = """
-SELECT u.*,
-       array_remove(array_agg(a.id ORDER BY a.access_type), NULL) AS held_ids,
-       array_agg(a.access_type ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
-           AS held_types,
-       array_agg(a.quarantined ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
-           AS held_quarantined,
-       array_agg(coalesce(s.seat, 0) ORDER BY a.access_type) FILTER (WHERE a.id IS NOT NULL)
-           AS held_seats
-FROM users u
-LEFT JOIN allocations a ON a.user_id = u.id
-LEFT JOIN seats s ON s.holder = a.id
-WHERE lower(u.user_directory) = lower($1) AND lower(u.user_id) = lower($2)
-GROUP BY u.id
-"""
-
-_CLAIM = "SELECT claim_session($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-
-_LIVE = """
-SELECT count(*) FROM sessions
-WHERE user_id = $1 AND ended_at IS NULL AND last_activity > clock_timestamp() - $2::interval
-"""
+# Refusals decide_access_one answers, with the proxy's code and the reason logged.
+_REFUSALS = {
+    "inactive": (UNKNOWN_USER, "the user is inactive"),
+    "excess": (EXCESS, "the user's allocation is beyond the licensed total"),
+    "max_sessions": (MAX_SESSIONS, "too many live sessions"),
+    "no_access": (NO_ACCESS, "no matching group, pool or login access has room"),
+}
 
 
 class SessionNotFound(NotFound):
@@ -107,6 +100,20 @@ def deny(code: int, reason: str) -> Decision:
     return Decision(False, NONE, code, reason=reason)
 
 
+def matched(ask: Ask, rules: RuleSet, subject: Subject) -> Ask:
+    """Return `ask` with the access types, pools and login groups whose rules match."""
+    return replace(
+        ask,
+        kinds=frozenset(
+            kind.name
+            for kind in KINDS
+            if any(rule.matches(subject) for _, rule in rules.access[kind.name])
+        ),
+        pools=tuple(pool for pool, rule in rules.capacity if rule.matches(subject)),
+        groups=tuple(group for group, rule in rules.login if rule.matches(subject)),
+    )
+
+
 class AccessEngine:
     """Decides access per session; safe on any number of replicas."""
 
@@ -125,9 +132,8 @@ class AccessEngine:
         self.state = state
         self.rules = rules
         self.idle = timedelta(seconds=settings.session_idle_seconds)
-        self.fast = FastPath(
-            session_pool, state, settings.max_parallel_sessions, self.idle, registry
-        )
+        self.unit = timedelta(seconds=settings.capacity_unit_seconds)
+        self.batches = Batches(session_pool, self._policy, registry)
         self.decisions = Counter(
             "qrs_access_decisions_total",
             "Access decisions by result code.",
@@ -135,6 +141,29 @@ class AccessEngine:
             registry=registry,
         )
         self._decision_counters: dict[tuple[int, bool, int], Counter] = {}
+
+    async def _policy(self) -> Policy:
+        """The access_policy of decide_access: the registry, the totals and the settings."""
+        state = await self.state.get()
+        s = self.settings
+        return (
+            [kind.name for kind in KINDS],
+            [kind.pool for kind in KINDS],
+            [kind.session_type for kind in KINDS],
+            [LOCK_IDS[kind.pool] for kind in KINDS],
+            [state.totals.get(kind.pool, 0) for kind in KINDS],
+            LOGIN,
+            ANALYZER_TIME,
+            s.max_parallel_sessions,
+            self.idle,
+            UNIT_MINUTES,
+            self.unit,
+            timedelta(seconds=s.login_pass_seconds),
+            timedelta(seconds=s.login_pass_return_seconds),
+            PASSES_PER_TOKEN,
+            USER_BY,
+            ALLOCATION_BY,
+        )
 
     def _count(self, decision: Decision, user: str) -> Decision:
         key = (decision.code, decision.granted, decision.access_type)
@@ -151,31 +180,6 @@ class AccessEngine:
             )
         return decision
 
-    async def _claim(
-        self,
-        session_id: str,
-        user_id: uuid.UUID,
-        access_type: int,
-        *,
-        allocation: uuid.UUID | None = None,
-        pool: uuid.UUID | None = None,
-        pass_id: uuid.UUID | None = None,
-        unit_ends: datetime | None = None,
-    ) -> bool:
-        ok = await self.sessions.fetchval(
-            _CLAIM,
-            session_id,
-            user_id,
-            access_type,
-            allocation,
-            pool,
-            pass_id,
-            unit_ends,
-            self.settings.max_parallel_sessions,
-            self.idle,
-        )
-        return bool(ok)
-
     async def request(self, directory: str, user_id: str, session_id: str) -> Decision:
         """Decide the access of a new session."""
         display = f"{directory}\\{user_id}"
@@ -185,204 +189,41 @@ class AccessEngine:
         state = await self.state.get()
         if not state.usable:
             return deny(NOT_AVAILABLE, state.reason)
-        # Rules are matched first against the user as the proxy would create it (its user id
-        # as name, no groups): a user seen for the first time is allocated in the same step.
+        # The rules are matched first against the user as the proxy creates it (its user id
+        # as name, no groups): a user seen for the first time is decided in one round trip.
         rules = await self.rules.get()
-        new_subject = Subject(directory, user_name, user_name, ())
-        kinds = tuple(
-            kind
-            for kind in ACCESS_TYPES
-            if any(rule.matches(new_subject) for _, rule in rules.access[kind])
-        )
-        fast = await self.fast.decide(Ask(directory, user_name, session_id, kinds))
-        outcome = fast["outcome"]
-        if outcome == "granted":
-            kind = fast["access_type"]
-            return Decision(True, KIND[kind].session_type, OK, None, fast["allocation_id"])
-        if outcome == "max_sessions":
-            return deny(MAX_SESSIONS, "too many live sessions")
-        if outcome == "inactive":
-            return deny(UNKNOWN_USER, "the user is inactive")
-        if outcome == "excess":
-            return deny(EXCESS, "the user's allocation is beyond the licensed total")
-        if outcome == "no_seat":
-            # A new user holds no pass and no session: only the pools and login groups remain.
-            return await self._time_or_pass(session_id, fast["user_uuid"], new_subject, rules)
-        return await self._general(directory, user_name, session_id, state)
+        ask = Ask(directory, user_name, session_id)
+        ask = matched(ask, rules, Subject(directory, user_name, user_name, ()))
+        for _ in range(MAX_ROUNDS):
+            row = await self.batches.decide(ask)
+            outcome = row["outcome"]
+            if outcome == "resubject":
+                ask = await self._resubject(ask, row["user_uuid"], rules)
+            elif outcome == "sweep":
+                await self._sweep_quarantine()
+            else:
+                return _decision(row)
+        return deny(NO_ACCESS, "the user changed during the decision")
 
-    async def _general(
-        self, directory: str, user_name: str, session_id: str, state: SiteState
-    ) -> Decision:
-        """Decide for any user and any kind of access, a step at a time."""
-        user = await self.pool.fetchrow(_USER_AND_ALLOCATIONS, directory, user_name)
+    async def _resubject(self, ask: Ask, user_uuid: uuid.UUID | None, rules: RuleSet) -> Ask:
+        """Match the rules against the stored user instead."""
+        user = await users.get(self.pool, user_uuid) if user_uuid is not None else None
         if user is None:
-            user = await users.get_or_create(self.pool, directory, user_name, by="proxy")
-            held: list[tuple[Any, str, bool, int]] = []
-        else:
-            held = list(
-                zip(
-                    user["held_ids"],
-                    user["held_types"] or [],
-                    user["held_quarantined"] or [],
-                    user["held_seats"] or [],
-                    strict=True,
-                )
-            )
-        if user["inactive"]:
-            return deny(UNKNOWN_USER, "the user is inactive")
-        uid = user["id"]
-        excess = False
-        for kind in ACCESS_TYPES:
-            for allocation_id, held_kind, quarantined, seat in held:
-                if held_kind != kind or quarantined:
-                    continue
-                if seat > state.totals[KIND[kind].pool]:
-                    excess = True
-                    continue
-                return await self._grant_allocation(session_id, uid, kind, allocation_id)
-        if excess:
-            return deny(EXCESS, "the user's allocation is beyond the licensed total")
-        live = await self.sessions.fetchval(_LIVE, uid, self.idle)
-        if live >= self.settings.max_parallel_sessions:
-            return deny(MAX_SESSIONS, f"{live} live sessions")
-        subject = Subject(
-            user["user_directory"],
-            user["user_id"],
-            user["name"],
-            tuple(
-                a.get("attributeValue", "")
-                for a in user["attributes"]
-                if str(a.get("attributeType", "")).lower() == "group"
-            ),
+            base = Ask(ask.directory, ask.user_id, ask.session_id)
+            return matched(base, rules, Subject(ask.directory, ask.user_id, ask.user_id, ()))
+        subject = subject_of(
+            user["user_directory"], user["user_id"], user["name"], user["attributes"]
         )
-        rules = await self.rules.get()
-        for kind in ACCESS_TYPES:
-            if any(rule.matches(subject) for _, rule in rules.access[kind]):
-                decision = await self._allocate(session_id, uid, kind, state.totals)
-                if decision is not None:
-                    return decision
-        now = datetime.now(UTC)
-        existing_pass = await self.pool.fetchrow(
-            "SELECT id, valid_until FROM login_passes WHERE user_id = $1 AND valid_until > $2"
-            " ORDER BY valid_until DESC LIMIT 1",
-            uid,
-            now,
-        )
-        if existing_pass is not None:
-            return await self._grant_pass(
-                session_id, uid, existing_pass["id"], existing_pass["valid_until"], now
-            )
-        return await self._time_or_pass(session_id, uid, subject, rules)
+        return matched(replace(ask, version=user["modified_date"]), rules, subject)
 
-    async def _time_or_pass(
-        self, session_id: str, uid: uuid.UUID, subject: Subject, rules: RuleSet
-    ) -> Decision:
-        """Analyzer time from a matching pool, else a new login pass from a matching group."""
-        now = datetime.now(UTC)
-        for pool_id, rule in rules.capacity:
-            if rule.matches(subject):
-                decision = await self._start_capacity(session_id, uid, pool_id, now)
-                if decision is not None:
-                    return decision
-        for group_id, rule in rules.login:
-            if rule.matches(subject):
-                decision = await self._use_pass(session_id, uid, group_id, now)
-                if decision is not None:
-                    return decision
-        return deny(NO_ACCESS, "no matching group, pool or login access has room")
-
-    async def _grant_allocation(
-        self, session_id: str, uid: uuid.UUID, kind: str, allocation_id: uuid.UUID
-    ) -> Decision:
-        if not await self._claim(
-            session_id, uid, KIND[kind].session_type, allocation=allocation_id
-        ):
-            return deny(MAX_SESSIONS, "too many live sessions")
-        return Decision(True, KIND[kind].session_type, OK, None, allocation_id)
-
-    async def _allocate(
-        self, session_id: str, uid: uuid.UUID, kind: AccessType, totals: dict[Any, int]
-    ) -> Decision | None:
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                made = await alloc.allocate(conn, kind, uid, totals, "license rule")
-        except alloc.NoAvailableAccessType:
-            return None
-        except alloc.AlreadyAllocated:
-            # A concurrent session of the same user allocated first: use that one.
-            allocation_id = await self.pool.fetchval(
-                "SELECT id FROM allocations WHERE user_id = $1 AND access_type = $2"
-                " AND NOT quarantined",
-                uid,
-                kind,
-            )
-            if allocation_id is None:
-                return None
-            return await self._grant_allocation(session_id, uid, kind, allocation_id)
-        return await self._grant_allocation(session_id, uid, kind, made.id)
-
-    async def _start_capacity(
-        self, session_id: str, uid: uuid.UUID, pool_id: uuid.UUID, now: datetime
-    ) -> Decision | None:
+    async def _sweep_quarantine(self) -> None:
+        totals = (await self.state.get()).totals
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await charge_minutes(conn, pool_id, UNIT_MINUTES, now):
-                return None
-        unit_ends = now + timedelta(seconds=self.settings.capacity_unit_seconds)
-        if not await self._claim(session_id, uid, ANALYZER_TIME, pool=pool_id, unit_ends=unit_ends):
-            return deny(MAX_SESSIONS, "too many live sessions")
-        return Decision(True, ANALYZER_TIME, OK, hms(self.settings.capacity_unit_seconds))
+            await allocations.sweep_quarantine(conn, totals)
 
-    async def _take_pass(
-        self, group_id: uuid.UUID, uid: uuid.UUID, now: datetime
-    ) -> tuple[uuid.UUID, datetime] | None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            tokens = await conn.fetchval(
-                "SELECT assigned_tokens FROM login_groups WHERE id = $1 FOR UPDATE", group_id
-            )
-            if tokens is None:
-                return None
-            out = await conn.fetchval(
-                "SELECT count(*) FROM login_passes WHERE group_id = $1 AND returns_at > $2",
-                group_id,
-                now,
-            )
-            if out >= tokens * PASSES_PER_TOKEN:
-                return None
-            pass_id = uuid.uuid4()
-            valid_until = now + timedelta(seconds=self.settings.login_pass_seconds)
-            returns_at = now + timedelta(seconds=self.settings.login_pass_return_seconds)
-            await conn.execute(
-                "INSERT INTO login_passes (id, group_id, user_id, started_at, valid_until,"
-                " returns_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                pass_id,
-                group_id,
-                uid,
-                now,
-                valid_until,
-                max(returns_at, valid_until),
-            )
-            await conn.execute("INSERT INTO usage_events (kind, amount) VALUES ('login_pass', 1)")
-        return pass_id, valid_until
-
-    async def _use_pass(
-        self, session_id: str, uid: uuid.UUID, group_id: uuid.UUID, now: datetime
-    ) -> Decision | None:
-        taken = await self._take_pass(group_id, uid, now)
-        if taken is None:
-            return None
-        return await self._grant_pass(session_id, uid, taken[0], taken[1], now)
-
-    async def _grant_pass(
-        self,
-        session_id: str,
-        uid: uuid.UUID,
-        pass_id: uuid.UUID,
-        valid_until: datetime,
-        now: datetime,
-    ) -> Decision:
-        if not await self._claim(session_id, uid, LOGIN, pass_id=pass_id):
-            return deny(MAX_SESSIONS, "too many live sessions")
-        return Decision(True, LOGIN, OK, hms((valid_until - now).total_seconds()))
+    async def wait_idle(self) -> None:
+        """Wait for the decisions in flight (before the pools close)."""
+        await self.batches.wait_idle()
 
     # ---- activity and end ----------------------------------------------------------------
 
@@ -418,20 +259,20 @@ class AccessEngine:
 
     async def _capacity_activity(self, session: asyncpg.Record, now: datetime) -> Decision:
         ends = session["unit_ends_at"]
-        unit = timedelta(seconds=self.settings.capacity_unit_seconds)
         if ends is not None and now < ends:
             return Decision(True, ANALYZER_TIME, OK, hms((ends - now).total_seconds()))
         # The unit has ended: activity now starts the next one (idle time consumed nothing).
-        async with self.pool.acquire() as conn, conn.transaction():
-            charged = await charge_minutes(conn, session["pool_id"], UNIT_MINUTES, now)
+        charged = await self.pool.fetchval(
+            "SELECT charge_capacity($1, $2, $3)", session["pool_id"], UNIT_MINUTES, now
+        )
         if not charged:
             return deny(NO_ACCESS, "the analyzer-time pool has no minutes left this month")
         await self.sessions.execute(
             "UPDATE sessions SET unit_ends_at = $2 WHERE session_id = $1",
             session["session_id"],
-            now + unit,
+            now + self.unit,
         )
-        return Decision(True, ANALYZER_TIME, OK, hms(unit.total_seconds()))
+        return Decision(True, ANALYZER_TIME, OK, hms(self.unit.total_seconds()))
 
     async def _login_activity(self, session: asyncpg.Record, now: datetime) -> Decision:
         current = await self.pool.fetchrow(
@@ -439,16 +280,25 @@ class AccessEngine:
         )
         if current is not None and now < current["valid_until"]:
             return Decision(True, LOGIN, OK, hms((current["valid_until"] - now).total_seconds()))
-        group_id = current["group_id"] if current is not None else None
-        taken = await self._take_pass(group_id, session["user_id"], now) if group_id else None
-        if taken is None:
+        taken = None
+        if current is not None:
+            taken = await self.pool.fetchrow(
+                "SELECT * FROM take_login_pass($1, $2, $3, $4, $5, $6)",
+                current["group_id"],
+                session["user_id"],
+                now,
+                timedelta(seconds=self.settings.login_pass_seconds),
+                timedelta(seconds=self.settings.login_pass_return_seconds),
+                PASSES_PER_TOKEN,
+            )
+        if taken is None or taken["pass_id"] is None:
             return deny(NO_ACCESS, "no login pass left")
         await self.sessions.execute(
             "UPDATE sessions SET pass_id = $2 WHERE session_id = $1",
             session["session_id"],
-            taken[0],
+            taken["pass_id"],
         )
-        return Decision(True, LOGIN, OK, hms((taken[1] - now).total_seconds()))
+        return Decision(True, LOGIN, OK, hms((taken["valid_until"] - now).total_seconds()))
 
     async def end(self, session_id: str) -> None:
         """End a session."""
@@ -459,3 +309,14 @@ class AccessEngine:
         )
         if done is None:
             raise SessionNotFound()
+
+
+def _decision(row: asyncpg.Record) -> Decision:
+    """Map decide_access_one's answer to the proxy's."""
+    outcome = row["outcome"]
+    if outcome == "granted":
+        seconds = row["seconds_left"]
+        duration = hms(seconds) if seconds is not None else None
+        return Decision(True, row["access_type"], OK, duration, row["allocation_id"])
+    code, reason = _REFUSALS[outcome]
+    return deny(code, reason)
