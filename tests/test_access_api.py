@@ -491,3 +491,64 @@ async def test_a_failing_request_does_not_fail_its_batch(lbs: LbsHandle, make_qr
         count = re.search(r"^qrs_access_batch_requests_count (\S+)$", metrics, re.M)
         total = re.search(r"^qrs_access_batch_requests_sum (\S+)$", metrics, re.M)
         assert count and total and float(total[1]) > float(count[1])  # they did travel together
+
+
+async def test_rules_match_the_stored_user_not_the_request(lbs: LbsHandle, make_qrs: Any) -> None:
+    """A known user's groups and name decide which rules match, for every kind of access."""
+    async with licensed_site(
+        lbs, make_qrs, license={"professional": 1, "analyzer": 1, "tokens": 2, "analyzerMinutes": 6}
+    ) as (qrs, _):
+        rules = {
+            "professionalaccessgroup": {"name": "Sales", "rule": 'user.group = "Sales"'},
+            "analyzeraccessgroup": {"name": "Ada", "rule": 'user.name = "Ada Lovelace"'},
+            "analyzertimeaccesstype": {
+                "name": "Dev time",
+                "assignedMinutes": 6,
+                "rule": 'user.group = "Dev"',
+            },
+            "loginaccesstype": {
+                "name": "Ops passes",
+                "assignedTokens": 1,
+                "rule": 'user.group = "Ops"',
+            },
+        }
+        for path, body in rules.items():
+            status, made = await qrs.call("POST", f"/qrs/license/{path}", json=body)
+            assert status == 201, made
+        for user_id, name, group in (
+            ("sam", "sam", "Sales"),
+            ("ada", "Ada Lovelace", None),
+            ("dev", "dev", "Dev"),
+            ("ops", "ops", "Ops"),
+        ):
+            attributes = [{"attributeType": "Group", "attributeValue": group}] if group else []
+            status, made = await qrs.call(
+                "POST",
+                "/qrs/user",
+                json={"userDirectory": "CORP", "userId": user_id, "name": name,
+                      "attributes": attributes},
+            )  # fmt: skip
+            assert status == 201, made
+        granted = {
+            user: (answer["accessGranted"], answer["accessType"])
+            for user in ("sam", "ada", "dev", "ops", "nobody")
+            for answer in [await access(qrs, f"CORP\\{user}")]
+        }
+        assert granted == {
+            "sam": (True, 4),
+            "ada": (True, 3),
+            "dev": (True, 5),
+            "ops": (True, 2),
+            # The request alone matches none of the rules, and nobody else is stored.
+            "nobody": (False, 0),
+        }
+        # A rule on the request's own user id (no stored groups needed) still grants a user
+        # seen for the first time, in the same decision that creates it.
+        status, made = await qrs.call(
+            "POST",
+            "/qrs/license/useraccessgroup",
+            json={"name": "Guests", "rule": 'user.userId like "guest*"'},
+        )
+        assert status == 201, made
+        guest = await access(qrs, "CORP\\guest1")
+        assert (guest["accessGranted"], guest["accessType"]) == (True, 1)
