@@ -124,7 +124,7 @@ class Poller:
 
     async def _lead(self, sync: asyncpg.Record, *, poll_now: bool) -> float:
         now = datetime.now(UTC)
-        await self.site.record_leader(self.settings.instance_id, now)
+        await self.site.sync.record_leader(self.settings.instance_id, now)
         due = sync["next_poll_at"]
         if due is None or due <= now or poll_now or self._wake.is_set():
             self._wake.clear()
@@ -232,7 +232,7 @@ class Poller:
                 issuer=self.settings.expected_lbs_issuer,
                 number=row["key_number"],
             )
-            stored = await self.site.accept_definition(answer.token, claims, answer.etag)
+            stored = await self.site.sync.accept_definition(answer.token, claims, answer.etag)
             return "updated" if stored else "unchanged"
         except LbsUnavailable as exc:
             raise PollFailed(f"license backend unreachable: {exc.reason}") from None
@@ -240,7 +240,7 @@ class Poller:
             raise PollFailed(f"definition refused: {exc.reason}") from None
         except LbsRefused as exc:
             if exc.code == "LicenseBlacklisted":
-                await self.site.mark_blacklisted(row["id"])
+                await self.site.sync.mark_blacklisted(row["id"])
             if exc.limit_reached:
                 raise PollFailed(exc.message) from None
             raise PollFailed(f"license backend refused: {exc.status} {exc.code}") from None
@@ -271,7 +271,7 @@ class Poller:
         except (lef.LefError, jose.TokenInvalid) as exc:
             # TokenInvalid: the key the LEF names is published without a trusted certificate.
             raise PollFailed(f"LEF refused: {exc.reason}") from None
-        changed = await self.site.accept_lef(row["id"], text, content, now)
+        changed = await self.site.sync.accept_lef(row["id"], text, content, now)
         return "lef_updated" if changed else "lef_unchanged"
 
     # ---- bookkeeping ---------------------------------------------------------------------
@@ -287,7 +287,7 @@ class Poller:
         return delay * random.uniform(0.5, 1.0)
 
     async def _record_success(self, now: datetime) -> None:
-        failures = await self.site.record_poll_success(
+        failures = await self.site.sync.record_poll_success(
             now,
             now + timedelta(seconds=self.settings.poll_interval_seconds),
             self.settings.instance_id,
@@ -298,7 +298,7 @@ class Poller:
     async def _record_failure(self, reason: str, now: datetime) -> None:
         sync = await self.site.sync_row()
         failures = sync["consecutive_failures"] + 1
-        await self.site.record_poll_failure(
+        await self.site.sync.record_poll_failure(
             now,
             reason,
             failures,

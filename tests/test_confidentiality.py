@@ -23,7 +23,7 @@ from license_backend.app import create_app as create_lbs_app
 from license_backend.settings import LbsSettings
 from repository_service.audit import log as audit
 from repository_service.keys import SITE
-from repository_service.license.service import keyed_fingerprint
+from repository_service.license.entity import keyed_fingerprint
 from shared.migrations import apply_migrations
 from tests.conftest import ADMIN_TOKEN, MIGRATIONS, DatabaseFactory
 from tests.helpers import LbsHandle, QrsHandle, serve

@@ -70,7 +70,7 @@ class UsageReporter:
         """Report usage for a signed-key site (a LEF site has nowhere to report to)."""
         if row["mode"] != "signedKey":
             return
-        sync = await self.site.usage_sync()
+        sync = await self.site.sync.usage_sync()
         report = sync["pending_report"]
         if report is None:
             # Millisecond resolution, as the period bounds are written in the report.
@@ -78,9 +78,9 @@ class UsageReporter:
             report = await build_report(
                 self.pool, sync["last_reported_at"], now, self.instance_id, row["key_number"]
             )
-            await self.site.hold_usage_report(report)
+            await self.site.sync.hold_usage_report(report)
         await self.lbs.post_usage(row["license_key"], report)
-        await self.site.usage_reported(
+        await self.site.sync.usage_reported(
             datetime.fromisoformat(report["periodEnd"].replace("Z", "+00:00"))
         )
         log.info("usage_reported", report_id=report["reportId"])

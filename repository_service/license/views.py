@@ -18,6 +18,7 @@ from repository_service.auth import (
     require_roles,
 )
 from repository_service.keys import LBS, POLLER, SETTINGS, SITE
+from repository_service.license.entity import visible_to
 from repository_service.license.errors import NotLicensed
 from repository_service.license.models import (
     ControlQuery,
@@ -31,7 +32,6 @@ from repository_service.license.models import (
     RefreshAnswer,
     SyncStatus,
 )
-from repository_service.license.service import visible_to
 from repository_service.qrs.entities import check_same_id, iso_ms
 from repository_service.qrs.idempotency import idempotent
 from shared.web.endpoints import Endpoint, NoBody
@@ -69,7 +69,7 @@ async def get_license(request: web.Request) -> web.Response:
     row = await site.row()
     if row is None:
         raise NotLicensed()
-    entity = site.entity(row, await site.sync_row(), datetime.now(UTC))
+    entity = site.entities.entity(row, await site.sync_row(), datetime.now(UTC))
     return web.json_response(visible_to(entity, caller))
 
 
@@ -77,7 +77,9 @@ async def download_lef(request: web.Request) -> web.Response:
     """ "Get LEF and preview": fetch the LEF from the LEF server."""
     await _may_apply(request)
     query = read_query(request, DownloadQuery)
-    text = await request.app[SITE].download_lef(query.serial, query.control, query.user, query.org)
+    text = await request.app[SITE].resolver.download_lef(
+        query.serial, query.control, query.user, query.org
+    )
     return web.json_response(text)
 
 
@@ -119,13 +121,13 @@ async def delete_license(request: web.Request) -> web.Response:
 async def take_key_edit(request: web.Request) -> web.Response:
     """Start editing the signed key (a 15-minute lease)."""
     caller = require_roles(request, WRITE_ROLES)
-    return web.json_response(await request.app[SITE].take_lease(caller))
+    return web.json_response(await request.app[SITE].lease.take(caller))
 
 
 async def end_key_edit(request: web.Request) -> web.Response:
     """Stop editing the signed key."""
     caller = require_roles(request, WRITE_ROLES)
-    await request.app[SITE].drop_lease(caller)
+    await request.app[SITE].lease.drop(caller)
     return web.Response(status=204)
 
 
@@ -147,7 +149,7 @@ async def _refresh(app: web.Application, caller: Caller) -> tuple[int, dict[str,
         row = await site.row()
         if row is None:
             raise NotLicensed()
-        return 200, site.entity(row, await site.sync_row(), datetime.now(UTC))
+        return 200, site.entities.entity(row, await site.sync_row(), datetime.now(UTC))
     sync = await site.sync_row()
     answer = RefreshAnswer(
         requestedAt=iso_ms(requested) or "", nextPollAt=iso_ms(sync["next_poll_at"])

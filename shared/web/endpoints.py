@@ -194,77 +194,7 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
     operation_ids = _operation_ids(endpoints)
     collections = _collections(endpoints)
     for ep in endpoints:
-        op: dict[str, Any] = {
-            "summary": ep.summary,
-            "operationId": operation_ids[id(ep)],
-            "responses": {},
-        }
-        if ep.tags:
-            op["tags"] = list(ep.tags)
-        path_params = _path_params(ep.path)
-        params: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
-            for name in path_params
-        ]
-        if ep.query is not None:
-            qschema = ep.query.model_json_schema(by_alias=True)
-            required = set(qschema.get("required", []))
-            for name, prop in qschema.get("properties", {}).items():
-                params.append(
-                    {"name": name, "in": "query", "required": name in required, "schema": prop}
-                )
-        error_statuses = set(ep.errors) | _ALWAYS
-        if ep.path.startswith(_QRS_PREFIX):
-            params.extend(_XRFKEY_PARAMS)
-            error_statuses.add(403)
-            if ep.method == "GET" and ep.path in collections:
-                params.extend(_COLLECTION_PARAMS)
-                error_statuses.add(400)
-            if ep.method == "POST" and ep.status == 201:
-                params.append(_IDEMPOTENCY_PARAM)
-                error_statuses |= {400, 409}
-        if 304 in error_statuses:
-            params.append(_IF_NONE_MATCH_PARAM)
-        params.extend(ep.header_params)
-        if params:
-            op["parameters"] = params
-        if ep.query is not None:
-            error_statuses.add(400)
-        if path_params:  # an unknown id, or one that is not even well formed
-            error_statuses |= {400, 404}
-        if ep.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": _schema_of(ep.body, components, "validation")}
-                },
-            }
-            error_statuses |= {400, 413, 415}
-        if ep.auth:
-            error_statuses.add(401)
-            op["security"] = [{ep.auth: []}]
-        op["responses"][str(ep.status)] = _success(ep, components, 304 in error_statuses)
-        for status, model in ep.other_successes:
-            op["responses"][str(status)] = {
-                "description": "Success (see summary)",
-                "content": {
-                    "application/json": {"schema": _schema_of(model, components, "serialization")}
-                },
-            }
-        for status in sorted(error_statuses):
-            if status < 400:  # a 304: see the summary
-                op["responses"].setdefault(str(status), {"description": "Not modified"})
-                continue
-            answer: dict[str, Any] = {
-                "description": _STATUS_TEXT.get(status, "Error"),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
-            if status in _RESPONSE_HEADERS:
-                answer["headers"] = {
-                    name: {"required": True, "description": text, "schema": {"type": "string"}}
-                    for name, text in _RESPONSE_HEADERS[status].items()
-                }
-            op["responses"][str(status)] = answer
+        op = _operation(ep, operation_ids[id(ep)], ep.path in collections, components)
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
     used_security = {ep.auth for ep in endpoints if ep.auth}
     components_doc: dict[str, Any] = {"schemas": components}
@@ -276,6 +206,93 @@ def openapi_document(title: str, version: str, endpoints: Sequence[Endpoint]) ->
         "paths": paths,
         "components": components_doc,
     }
+
+
+def _operation(
+    ep: Endpoint, operation_id: str, collection: bool, components: dict[str, Any]
+) -> dict[str, Any]:
+    """One operation: its parameters, body, security and every answer it can give."""
+    op: dict[str, Any] = {"summary": ep.summary, "operationId": operation_id}
+    if ep.tags:
+        op["tags"] = list(ep.tags)
+    params, error_statuses = _parameters(ep, collection)
+    if params:
+        op["parameters"] = params
+    if ep.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _schema_of(ep.body, components, "validation")}
+            },
+        }
+        error_statuses |= {400, 413, 415}
+    if ep.auth:
+        error_statuses.add(401)
+        op["security"] = [{ep.auth: []}]
+    op["responses"] = _responses(ep, components, error_statuses)
+    return op
+
+
+def _parameters(ep: Endpoint, collection: bool) -> tuple[list[dict[str, Any]], set[int]]:
+    """The parameters of an operation, and the error statuses they can cause."""
+    path_params = _path_params(ep.path)
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
+        for name in path_params
+    ]
+    error_statuses = set(ep.errors) | _ALWAYS
+    if ep.query is not None:
+        qschema = ep.query.model_json_schema(by_alias=True)
+        required = set(qschema.get("required", []))
+        for name, prop in qschema.get("properties", {}).items():
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+        error_statuses.add(400)
+    if ep.path.startswith(_QRS_PREFIX):
+        params.extend(_XRFKEY_PARAMS)
+        error_statuses.add(403)
+        if ep.method == "GET" and collection:
+            params.extend(_COLLECTION_PARAMS)
+            error_statuses.add(400)
+        if ep.method == "POST" and ep.status == 201:
+            params.append(_IDEMPOTENCY_PARAM)
+            error_statuses |= {400, 409}
+    if 304 in error_statuses:
+        params.append(_IF_NONE_MATCH_PARAM)
+    params.extend(ep.header_params)
+    if path_params:  # an unknown id, or one that is not even well formed
+        error_statuses |= {400, 404}
+    return params, error_statuses
+
+
+def _responses(
+    ep: Endpoint, components: dict[str, Any], error_statuses: set[int]
+) -> dict[str, Any]:
+    """The success answers of an operation, then its errors (all in the error envelope)."""
+    responses: dict[str, Any] = {str(ep.status): _success(ep, components, 304 in error_statuses)}
+    for status, model in ep.other_successes:
+        responses[str(status)] = {
+            "description": "Success (see summary)",
+            "content": {
+                "application/json": {"schema": _schema_of(model, components, "serialization")}
+            },
+        }
+    for status in sorted(error_statuses):
+        if status < 400:  # a 304: see the summary
+            responses.setdefault(str(status), {"description": "Not modified"})
+            continue
+        answer: dict[str, Any] = {
+            "description": _STATUS_TEXT.get(status, "Error"),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        if status in _RESPONSE_HEADERS:
+            answer["headers"] = {
+                name: {"required": True, "description": text, "schema": {"type": "string"}}
+                for name, text in _RESPONSE_HEADERS[status].items()
+            }
+        responses[str(status)] = answer
+    return responses
 
 
 def _success(ep: Endpoint, components: dict[str, Any], conditional: bool) -> dict[str, Any]:
