@@ -189,11 +189,7 @@ DECLARE
     v_pass record;
 BEGIN
     FOR attempt IN 1..2 LOOP
-        SELECT u.id, u.inactive, u.modified_date,
-               u.user_directory = p_directory AND u.user_id = p_user AND u.name = u.user_id
-               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(u.attributes) a
-                               WHERE lower(a ->> 'attributeType') = 'group')
-        INTO user_uuid, v_inactive, v_modified, v_as_created
+        SELECT u.id, u.inactive, u.modified_date INTO user_uuid, v_inactive, v_modified
         FROM users u
         WHERE lower(u.user_directory) = lower(p_directory) AND lower(u.user_id) = lower(p_user);
         EXIT WHEN FOUND;
@@ -255,6 +251,12 @@ BEGIN
         RETURN;
     END IF;
     -- The rules matched the subject the caller assumed; is it this user?
+    IF p_version IS NULL AND v_as_created IS NULL THEN
+        SELECT u.user_directory = p_directory AND u.user_id = p_user AND u.name = u.user_id
+               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(u.attributes) a
+                               WHERE lower(a ->> 'attributeType') = 'group')
+        INTO v_as_created FROM users u WHERE u.id = user_uuid;
+    END IF;
     IF (CASE WHEN p_version IS NULL THEN NOT v_as_created ELSE p_version <> v_modified END) THEN
         outcome := 'resubject';
         RETURN;
