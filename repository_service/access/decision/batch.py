@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import asyncpg
 import structlog
@@ -22,10 +23,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from repository_service.access.kinds import KINDS
 from shared.batching import Batcher
 from shared.db import database_unavailable
+from shared.sql import Queries
 
 log = structlog.get_logger("access")
 
-_DECIDE = "SELECT * FROM decide_access($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+q = Queries(Path(__file__).with_name("queries.sql"))
 
 # Batches in flight per replica and requests per batch. A few batches in flight keep
 # Postgres busy while the replica reads the last answers; a cap on the size bounds the time
@@ -115,7 +117,7 @@ class Batches:
         pool_ids = list(dict.fromkeys(p for ask in asks for p in ask.pools))
         group_ids = list(dict.fromkeys(g for ask in asks for g in ask.groups))
         rows: list[asyncpg.Record] = await self.sessions.fetch(
-            _DECIDE,
+            q.decide_access,
             [ask.directory for ask in asks],
             [ask.user_id for ask in asks],
             [ask.session_id for ask in asks],

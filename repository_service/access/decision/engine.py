@@ -10,16 +10,17 @@ proxy's codes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import replace
+from datetime import timedelta
 
 import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from repository_service.access import allocations
+from repository_service.access.decision.answers import Decision, deny, hms
 from repository_service.access.decision.batch import Ask, Batches, Policy
+from repository_service.access.decision.sessions import UNIT_MINUTES, LiveSessions
 from repository_service.access.kinds import (
     ANALYZER_TIME,
     CODE_NAMES,
@@ -28,7 +29,6 @@ from repository_service.access.kinds import (
     LOGIN,
     MAX_SESSIONS,
     NO_ACCESS,
-    NONE,
     NOT_AVAILABLE,
     OK,
     PASSES_PER_TOKEN,
@@ -40,12 +40,9 @@ from repository_service.access.seats import LOCK_IDS
 from repository_service.access.state import StateCache
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
-from shared.web.errors import NotFound
 
 log = structlog.get_logger("access")
 
-# Each capacity unit charges six minutes, whatever CAPACITY_UNIT_SECONDS says its length is.
-UNIT_MINUTES = 6
 # Who the records name as creator: a new user row, and its allocation.
 USER_BY, ALLOCATION_BY = "proxy", "license rule"
 # Rounds of one decision: the subject the rules matched was not the user's, or an ended
@@ -59,45 +56,6 @@ _REFUSALS = {
     "max_sessions": (MAX_SESSIONS, "too many live sessions"),
     "no_access": (NO_ACCESS, "no matching group, pool or login access has room"),
 }
-
-
-class SessionNotFound(NotFound):
-    code, message = "SessionNotFound", "No live session with that id."
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The answer to the proxy, and why."""
-
-    granted: bool
-    access_type: int
-    code: int
-    duration: str | None = None
-    allocation_id: uuid.UUID | None = None
-    reason: str = ""
-
-    def answer(self) -> dict[str, Any]:
-        """Return the JSON the proxy reads."""
-        body: dict[str, Any] = {
-            "accessGranted": self.granted,
-            "accessType": self.access_type,
-            "accessTypeResultCode": self.code,
-            "duration": self.duration,
-        }
-        if self.allocation_id is not None:
-            body["allocationId"] = str(self.allocation_id)
-        return body
-
-
-def hms(seconds: float) -> str:
-    """Format a duration as HH:MM:SS."""
-    total = max(0, round(seconds))
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
-
-
-def deny(code: int, reason: str) -> Decision:
-    """Return a refusal with its reason."""
-    return Decision(False, NONE, code, reason=reason)
 
 
 def matched(ask: Ask, rules: RuleSet, subject: Subject) -> Ask:
@@ -134,6 +92,7 @@ class AccessEngine:
         self.idle = timedelta(seconds=settings.session_idle_seconds)
         self.unit = timedelta(seconds=settings.capacity_unit_seconds)
         self.batches = Batches(session_pool, self._policy, registry)
+        self.live = LiveSessions(pool, session_pool, settings)
         self.decisions = Counter(
             "qrs_access_decisions_total",
             "Access decisions by result code.",
@@ -221,94 +180,18 @@ class AccessEngine:
         async with self.pool.acquire() as conn, conn.transaction():
             await allocations.sweep_quarantine(conn, totals)
 
-    async def wait_idle(self) -> None:
-        """Wait for the decisions in flight (before the pools close)."""
-        await self.batches.wait_idle()
-
-    # ---- activity and end ----------------------------------------------------------------
-
-    async def _live_session(self, session_id: str) -> asyncpg.Record:
-        row = await self.pool.fetchrow(
-            "SELECT * FROM sessions WHERE session_id = $1 AND ended_at IS NULL"
-            " AND last_activity > clock_timestamp() - $2::interval",
-            session_id,
-            self.idle,
-        )
-        if row is None:
-            raise SessionNotFound()
-        return row
-
     async def activity(self, session_id: str) -> Decision:
         """Record activity; a capacity unit or a login pass that has run out is renewed."""
-        session = await self._live_session(session_id)
-        now = datetime.now(UTC)
-        kind = session["access_type"]
-        decision = Decision(True, kind, OK, None, session["allocation_id"])
-        if kind == ANALYZER_TIME:
-            decision = await self._capacity_activity(session, now)
-        elif kind == LOGIN:
-            decision = await self._login_activity(session, now)
-        if decision.granted:
-            await self.sessions.execute(
-                "UPDATE sessions SET last_activity = clock_timestamp() WHERE session_id = $1",
-                session_id,
-            )
-        else:
-            await self.end(session_id)
-        return self._count(decision, str(session["user_id"]))
-
-    async def _capacity_activity(self, session: asyncpg.Record, now: datetime) -> Decision:
-        ends = session["unit_ends_at"]
-        if ends is not None and now < ends:
-            return Decision(True, ANALYZER_TIME, OK, hms((ends - now).total_seconds()))
-        # The unit has ended: activity now starts the next one (idle time consumed nothing).
-        charged = await self.pool.fetchval(
-            "SELECT charge_capacity($1, $2, $3)", session["pool_id"], UNIT_MINUTES, now
-        )
-        if not charged:
-            return deny(NO_ACCESS, "the analyzer-time pool has no minutes left this month")
-        await self.sessions.execute(
-            "UPDATE sessions SET unit_ends_at = $2 WHERE session_id = $1",
-            session["session_id"],
-            now + self.unit,
-        )
-        return Decision(True, ANALYZER_TIME, OK, hms(self.unit.total_seconds()))
-
-    async def _login_activity(self, session: asyncpg.Record, now: datetime) -> Decision:
-        current = await self.pool.fetchrow(
-            "SELECT group_id, valid_until FROM login_passes WHERE id = $1", session["pass_id"]
-        )
-        if current is not None and now < current["valid_until"]:
-            return Decision(True, LOGIN, OK, hms((current["valid_until"] - now).total_seconds()))
-        taken = None
-        if current is not None:
-            taken = await self.pool.fetchrow(
-                "SELECT * FROM take_login_pass($1, $2, $3, $4, $5, $6)",
-                current["group_id"],
-                session["user_id"],
-                now,
-                timedelta(seconds=self.settings.login_pass_seconds),
-                timedelta(seconds=self.settings.login_pass_return_seconds),
-                PASSES_PER_TOKEN,
-            )
-        if taken is None or taken["pass_id"] is None:
-            return deny(NO_ACCESS, "no login pass left")
-        await self.sessions.execute(
-            "UPDATE sessions SET pass_id = $2 WHERE session_id = $1",
-            session["session_id"],
-            taken["pass_id"],
-        )
-        return Decision(True, LOGIN, OK, hms((taken["valid_until"] - now).total_seconds()))
+        decision, user = await self.live.activity(session_id)
+        return self._count(decision, user)
 
     async def end(self, session_id: str) -> None:
         """End a session."""
-        done = await self.sessions.fetchval(
-            "UPDATE sessions SET ended_at = clock_timestamp() WHERE session_id = $1"
-            " AND ended_at IS NULL RETURNING session_id",
-            session_id,
-        )
-        if done is None:
-            raise SessionNotFound()
+        await self.live.end(session_id)
+
+    async def wait_idle(self) -> None:
+        """Wait for the decisions in flight (before the pools close)."""
+        await self.batches.wait_idle()
 
 
 def _decision(row: asyncpg.Record) -> Decision:
