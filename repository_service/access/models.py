@@ -102,29 +102,6 @@ class CapacityPoolUpdate(ApiModel):
     rule: RuleText | None = None
 
 
-class AccessRequest(ApiModel):
-    """Body of POST /qrs/license/accessrequest."""
-
-    model_config = _LENIENT
-
-    user_directory: Identity
-    user_id: Identity
-    session_id: Annotated[
-        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    ]
-    host_name: str | None = Field(default=None, max_length=255)
-
-
-class SessionRef(ApiModel):
-    """Body of /activity and /end."""
-
-    model_config = _LENIENT
-
-    session_id: Annotated[
-        str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    ]
-
-
 # ---- answers -------------------------------------------------------------------------------
 
 
@@ -330,13 +307,3 @@ class AccessTypesInfo(OutModel):
     analyzer_access_type: SeatTokens
     schema_path: str
     privileges: list[str] | None = None
-
-
-class AccessTypeResult(OutModel):
-    """The decision on a session's access, as the proxy reads it."""
-
-    access_granted: bool
-    access_type: int
-    access_type_result_code: int
-    duration: str | None
-    allocation_id: str | None = None

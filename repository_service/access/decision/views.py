@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from repository_service.access.models import AccessRequest, AccessTypeResult, SessionRef
+from repository_service.access.decision.models import AccessRequest, AccessTypeResult, SessionRef
 from repository_service.auth import PROXY_ROLES, require_roles
 from repository_service.keys import ENGINE
 from shared.web.endpoints import Endpoint, NoBody
