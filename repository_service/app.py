@@ -13,11 +13,12 @@ from aiohttp import web
 from repository_service import keys
 from repository_service.about import views as about_views
 from repository_service.access import seats
-from repository_service.access import views as access_views
+from repository_service.access.admin import routes as access_routes
+from repository_service.access.admin import views as access_views
+from repository_service.access.admin.service import AccessAdmin
 from repository_service.access.decision import views as decision_views
 from repository_service.access.decision.engine import AccessEngine
 from repository_service.access.rule_cache import RuleCache
-from repository_service.access.service import AccessAdmin
 from repository_service.access.state import StateCache
 from repository_service.access.upkeep import Upkeep
 from repository_service.access.usage import UsageReporter
@@ -59,7 +60,7 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
         app.cleanup_ctx.append(_upkeep_loop)
     # Access routes first: their fixed paths must win over /qrs/license/{id}.
     tables = (
-        access_views.ENDPOINTS,
+        access_routes.ENDPOINTS,
         decision_views.ENDPOINTS,
         license_views.ENDPOINTS,
         user_views.ENDPOINTS,

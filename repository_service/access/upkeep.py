@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
-from repository_service.access import allocations as alloc
+from repository_service.access.admin import allocations as alloc
 from repository_service.access.kinds import ACCESS_TYPES
 from repository_service.access.state import StateCache
 from repository_service.audit import log as audit

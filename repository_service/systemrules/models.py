@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, RootModel, StringConstraints
 
-from repository_service.access.models import AccessGroup
+from repository_service.access.admin.models import AccessGroup
 from repository_service.qrs.models import QrsEntity
 from repository_service.users.models import User
 from shared.models import ApiModel, Name, OutModel

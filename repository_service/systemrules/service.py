@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from repository_service.access.groups import access_group_entity
+from repository_service.access.admin.entities import access_group_entity
 from repository_service.access.kinds import KIND, KINDS
 from repository_service.access.rule_cache import RuleCache
 from repository_service.access.rules import parse_rule, subject_of

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from repository_service.access import allocations, seats
+from repository_service.access.admin import allocations
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, Caller
 from repository_service.qrs.entities import check_not_modified_since, iso_ms
@@ -167,13 +167,7 @@ async def delete_user(
             raise Forbidden("Only a RootAdmin may delete a RootAdmin.")
         if row["id"] == caller.id:
             raise ApiError("You cannot delete yourself.", code="CannotDeleteSelf", status=400)
-        await allocations.remove_for_user(
-            conn,
-            user_uuid,
-            (row["user_directory"], row["user_id"]),
-            quarantine_seconds,
-            await seats.totals_in(conn),
-        )
+        await allocations.remove_for_user(conn, row, quarantine_seconds)
         await repo.delete(conn, user_uuid)
         await audit.append(
             conn,

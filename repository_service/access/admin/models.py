@@ -1,4 +1,4 @@
-"""Bodies and answers of the access-type endpoints."""
+"""Bodies and answers of allocations, access groups, login groups and analyzer-time pools."""
 
 from __future__ import annotations
 
@@ -8,98 +8,105 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, RootModel, StringConstraints
 
 from repository_service.qrs.models import QrsEntity
+from repository_service.users.models import Identity
 from shared.models import ApiModel, Name, OutModel
 
 RuleText = Annotated[str, StringConstraints(max_length=4000)]
-Identity = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$"
-    ),
-]
-_LENIENT = ConfigDict(**{**ApiModel.model_config, "extra": "ignore"})
 
 
-class UserRef(ApiModel):
+class _Body(ApiModel):
+    """A body that ignores fields it does not know: clients send whole entities back."""
+
+    model_config = ConfigDict(**{**ApiModel.model_config, "extra": "ignore"})
+
+
+class _Change(_Body):
+    """What a PUT body carries besides the new values: the id and the modifiedDate read."""
+
+    id: str = Field(max_length=64)
+    modified_date: datetime
+    name: Name | None = None
+
+
+class UserRef(_Body):
     """A user by id, or by directory and user id."""
-
-    model_config = _LENIENT
 
     id: str | None = Field(default=None, max_length=64)
     user_directory: Identity | None = None
     user_id: Identity | None = None
 
 
-class AllocationCreate(ApiModel):
+class AllocationCreate(_Body):
     """Body of POST on professional/analyzer/user access types."""
-
-    model_config = _LENIENT
 
     user: UserRef
 
 
-class AccessGroupCreate(ApiModel):
+class AccessGroupCreate(_Body):
     """Body of POST on access groups; without a rule the group grants nobody until given one."""
-
-    model_config = _LENIENT
 
     name: Name
     rule: RuleText | None = None
 
 
-class AccessGroupUpdate(ApiModel):
+class AccessGroupUpdate(_Change):
     """Body of PUT on access groups."""
 
-    model_config = _LENIENT
-
-    id: str = Field(max_length=64)
-    modified_date: datetime
-    name: Name | None = None
     rule: RuleText | None = None
 
 
-class LoginGroupCreate(ApiModel):
+class LoginGroupCreate(_Body):
     """Body of POST on login-access groups."""
-
-    model_config = _LENIENT
 
     name: Name
     assigned_tokens: int = Field(ge=0, le=10_000_000)
     rule: RuleText | None = None
 
+    @property
+    def amount(self) -> int:
+        """The tokens the group holds."""
+        return self.assigned_tokens
 
-class LoginGroupUpdate(ApiModel):
+
+class LoginGroupUpdate(_Change):
     """Body of PUT on login-access groups."""
 
-    model_config = _LENIENT
-
-    id: str = Field(max_length=64)
-    modified_date: datetime
-    name: Name | None = None
     assigned_tokens: int | None = Field(default=None, ge=0, le=10_000_000)
     rule: RuleText | None = None
 
+    @property
+    def amount(self) -> int | None:
+        """The tokens the group is to hold, if they change."""
+        return self.assigned_tokens
 
-class CapacityPoolCreate(ApiModel):
+
+class CapacityPoolCreate(_Body):
     """Body of POST on analyzer-time pools."""
-
-    model_config = _LENIENT
 
     name: Name
     assigned_minutes: int = Field(ge=0, le=100_000_000)
     rule: RuleText | None = None
 
+    @property
+    def amount(self) -> int:
+        """The minutes a month the pool holds."""
+        return self.assigned_minutes
 
-class CapacityPoolUpdate(ApiModel):
+
+class CapacityPoolUpdate(_Change):
     """Body of PUT on analyzer-time pools."""
 
-    model_config = _LENIENT
-
-    id: str = Field(max_length=64)
-    modified_date: datetime
-    name: Name | None = None
     assigned_minutes: int | None = Field(default=None, ge=0, le=100_000_000)
     rule: RuleText | None = None
+
+    @property
+    def amount(self) -> int | None:
+        """The minutes a month the pool is to hold, if they change."""
+        return self.assigned_minutes
+
+
+QuotaCreate = LoginGroupCreate | CapacityPoolCreate
+QuotaUpdate = LoginGroupUpdate | CapacityPoolUpdate
 
 
 # ---- answers -------------------------------------------------------------------------------
@@ -208,102 +215,3 @@ class AnalyzerTimeAccessType(QrsEntity):
 
 class AnalyzerTimeAccessTypeList(RootModel[list[AnalyzerTimeAccessType]]):
     """The analyzer-time pools."""
-
-
-class SeatUse(OutModel):
-    """Professional or analyzer allocations against the license's seats."""
-
-    enabled: bool
-    total: int
-    allocated: int
-    used: int
-    quarantined: int
-    excess: int
-    available: int
-
-
-class UserAccessUse(OutModel):
-    """Tokens held by user access allocations."""
-
-    enabled: bool
-    token_cost: float
-    allocated_tokens: int
-    used_tokens: int
-    quarantined_tokens: int
-
-
-class LoginAccessUse(OutModel):
-    """Tokens assigned to login access and those its passes hold."""
-
-    enabled: bool
-    token_cost: float
-    allocated_tokens: int
-    used_tokens: int
-    unavailable_tokens: int
-
-
-class AnalyzerTimeUse(OutModel):
-    """Analyzer minutes assigned and used this month."""
-
-    enabled: bool
-    allocated_minutes: int
-    used_minutes: int
-    unavailable_minutes: int
-
-
-class AccessTypeOverview(OutModel):
-    """The site's access types: what is licensed, allocated and in use."""
-
-    total_tokens: int
-    available_tokens: int
-    tokens_enabled: bool
-    user_access: UserAccessUse
-    login_access: LoginAccessUse
-    professional_access: SeatUse
-    analyzer_access: SeatUse
-    analyzer_time_access: AnalyzerTimeUse
-    schema_path: str
-    privileges: list[str] | None = None
-
-
-class SeatTokens(OutModel):
-    """Professional or analyzer allocations told as tokens (deprecated answer)."""
-
-    token_cost: float
-    allocated_tokens: int
-    used_tokens: int
-    quarantined_tokens: int
-    schema_path: str
-
-
-class UserAccessTokens(OutModel):
-    """User access told as tokens (deprecated answer)."""
-
-    token_cost: float
-    allocated_tokens: int
-    used_tokens: int
-    quarantined_tokens: int
-    schema_path: str
-
-
-class LoginAccessTokens(OutModel):
-    """Login access told as tokens (deprecated answer)."""
-
-    token_cost: float
-    allocated_tokens: int
-    used_tokens: int
-    unavailable_tokens: int
-    schema_path: str
-
-
-class AccessTypesInfo(OutModel):
-    """The deprecated access-type information: every access type counted in tokens."""
-
-    total_tokens: int
-    available_tokens: int
-    professional_access_type: SeatTokens
-    user_access_type: UserAccessTokens
-    login_access_type: LoginAccessTokens
-    analyzer_access_type: SeatTokens
-    schema_path: str
-    privileges: list[str] | None = None
