@@ -232,6 +232,26 @@ async def test_no_license_and_no_access(lbs: LbsHandle, make_qrs: Any) -> None:
         assert status == 403
 
 
+async def test_allocations_and_groups_can_be_removed_once_the_license_is(
+    lbs: LbsHandle, make_qrs: Any
+) -> None:
+    async with licensed_site(lbs, make_qrs, license={"tokens": 5}) as (qrs, _):
+        _, allocation = await allocate(qrs, "professional", "CORP\\p0")
+        group = {"name": "Visitors", "assignedTokens": 1}
+        _, visitors = await qrs.call("POST", "/qrs/license/loginaccesstype", json=group)
+        _, lic = await qrs.call("GET", "/qrs/license")
+        status, _ = await qrs.call("DELETE", f"/qrs/license/{lic['id']}")
+        assert status == 204
+        status, body = await qrs.call("POST", "/qrs/license/loginaccesstype", json=group)
+        assert (status, body["error"]["code"]) == (400, "InsufficientTokens")
+        for path in (
+            f"professionalaccesstype/{allocation['id']}",
+            f"loginaccesstype/{visitors['id']}",
+        ):
+            status, body = await qrs.call("DELETE", f"/qrs/license/{path}")
+            assert status == 204, body
+
+
 async def test_max_parallel_sessions(lbs: LbsHandle, make_qrs: Any) -> None:
     async with licensed_site(lbs, make_qrs, max_parallel_sessions=2) as (qrs, _):
         await allocate(qrs, "professional", "CORP\\busy")

@@ -54,7 +54,7 @@ async def _reserve_tokens(
     conn: Conn, group_id: uuid.UUID, current: int, wanted: int, state: SiteState
 ) -> None:
     """Move a login group's token seats from `current` to `wanted`."""
-    total_tokens = state.totals["token"]
+    total_tokens = state.totals.get("token", 0)
     if wanted > current:
         try:
             await seats.take(conn, "token", group_id, total_tokens, wanted - current)
@@ -99,4 +99,4 @@ async def release(conn: Conn, quota: Quota, group_id: uuid.UUID, state: SiteStat
     """Free what a deleted group held."""
     if quota.holds_seats:
         await seats.release(conn, [group_id])
-        await seats.settle(conn, "token", state.totals["token"])
+        await seats.settle(conn, "token", state.totals.get("token", 0))

@@ -109,7 +109,7 @@ class AccessAdmin:
             made = await alloc.allocate(conn, kind, user_id, state.totals, caller.display)
             row = await repo.get_allocation(conn, made.id)
             assert row is not None
-            entity = allocation_entity(row, state.totals[KIND[kind].pool])
+            entity = allocation_entity(row, state.totals.get(KIND[kind].pool, 0))
             action = "allocation.reinstate" if made.reinstated else "allocation.create"
             await _audit(conn, caller, action, entity["schemaPath"], made.id, after=entity)
         return entity
@@ -118,7 +118,7 @@ class AccessAdmin:
         """Remove an allocation: quarantined when used recently, freed otherwise."""
         allocation_id = parse_id(ident, alloc.AllocationNotFound)
         state = await self.state.get()
-        total = state.totals[KIND[kind].pool]
+        total = state.totals.get(KIND[kind].pool, 0)
         async with self.pool.acquire() as conn, conn.transaction():
             row = await repo.get_allocation(conn, allocation_id, kind)
             if row is None:
