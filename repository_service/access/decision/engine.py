@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from repository_service.access import allocations
+from repository_service.access.admin import allocations
 from repository_service.access.decision.answers import Decision, deny, hms
 from repository_service.access.decision.batch import Ask, Batches, Policy
 from repository_service.access.decision.sessions import UNIT_MINUTES, LiveSessions
