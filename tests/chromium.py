@@ -19,6 +19,17 @@ import sys
 from pathlib import Path
 
 ENV = "CHROMIUM_PATH"
+# Headless, and no calls home: on a closed network those fail, many at a time.
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 NAMES = ("chromium", "chromium-browser")
 WHAT_TO_INSTALL = (
     "no Chromium for the admin-page tests, and none could be installed here: install one"

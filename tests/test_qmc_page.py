@@ -33,16 +33,6 @@ try:
 except ImportError:  # reported by the `browser` fixture as a failure, not a skip
     async_playwright = None  # type: ignore[assignment]
 
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = "CORP\\admin"
 DEPLOYER = "CORP\\deployer"
 AUDITOR = "CORP\\auditor"
@@ -134,7 +124,7 @@ async def browser() -> AsyncIterator[Browser]:
                 pytrace=False,
             )
         # Playwright launches it with a fresh temporary profile (user-data-dir) of its own.
-        chromium = await pw.chromium.launch(executable_path=str(binary), args=CHROMIUM_ARGS)
+        chromium = await pw.chromium.launch(executable_path=str(binary), args=chromium_binary.ARGS)
         try:
             yield chromium
         finally:
