@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
 import signal
 import ssl
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +28,7 @@ from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
 from license_backend.keys import KEYRING as LBS_KEYRING
 from license_backend.settings import LbsSettings
 from repository_service.app import create_app as create_qrs
+from repository_service.cli import DEV_ISSUER, mint_token
 from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
 from repository_service.settings import QrsSettings
 from repository_service.tls import SERVICE_ACCOUNT_NAME as SERVICE_ACCOUNT
@@ -163,7 +164,8 @@ class DevStack:
                 lbs_url=lbs_url,
                 lbs_trust_root_file=trust_root,
                 auth_jwks_file=jwks_file,
-                auth_issuers="licensing-dev",
+                # The issuer `repository-service token` signs as, so that its tokens work here.
+                auth_issuers=DEV_ISSUER,
                 dev_issuer_key_file=issuer_pem,
                 bootstrap_roles=roles,
                 poll_interval_seconds=self.args.poll_interval,
@@ -173,19 +175,7 @@ class DevStack:
             create_qrs(qrs_settings), host, self.args.qrs_port, server_ssl_context(qrs_settings)
         )
 
-        now = int(time.time())
-        qrs_token = jose.sign(
-            {
-                "iss": "licensing-dev",
-                "aud": "repository-service",
-                "iat": now,
-                "exp": now + 12 * 3600,
-                "userDirectory": "DEMO",
-                "userId": "admin",
-            },
-            issuer_key,
-            typ=jose.CALLER_TYP,
-        )
+        qrs_token = mint_token(qrs_settings, ADMIN_USER, 12 * 3600)
         qrs_url = f"{'https' if self.args.tls else 'http'}://{host}:{self.args.qrs_port}"
         demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)
         return {
@@ -193,6 +183,7 @@ class DevStack:
             "qrs_url": qrs_url,
             "admin_token": admin_token,
             "qrs_token": qrs_token,
+            "token_command": token_command(self.args.data_dir / issuer_pem.name),
             **demo,
             **self._tls_info(host),
         }
@@ -272,6 +263,14 @@ class DevStack:
             await asyncio.to_thread(self.postgres.stop)
 
 
+def token_command(issuer_pem: Path, user: str = ADMIN_USER) -> str:
+    """Return the shell command that mints another caller token this stack trusts."""
+    return (
+        f"QRS_DEV_ISSUER_KEY_FILE={shlex.quote(str(issuer_pem))}"
+        f" repository-service token --user {shlex.quote(user)}"
+    )
+
+
 def _qrs_curl(base: str, token: str, path: str, ca: str | None = None) -> str:
     headers = f"-H 'X-Qlik-Xrfkey: {XRFKEY}' -H 'Authorization: Bearer {token}'"
     trust = f"--cacert '{ca}' " if ca else ""
@@ -289,6 +288,7 @@ Site licensing is up.
   Repository service  {qrs}    token for DEMO\\admin (RootAdmin, 12 h):
     {tok}
   Admin page          {qrs}/qmc/license#token={tok}
+  More tokens         {info["token_command"]}
   Demo license        serial {info["serial"]}  control {info["control"]}
 
 Try:

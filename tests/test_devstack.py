@@ -59,6 +59,22 @@ async def stop_stack(proc: asyncio.subprocess.Process) -> int:
     return proc.returncode
 
 
+async def minted_token(command: str) -> str:
+    """Run a printed `repository-service token` line in a shell; return the token."""
+    bin_dir = str(Path(sys.executable).parent)  # where `repository-service` is installed
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, command
+    return out.decode().strip()
+
+
 async def test_licensing_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> None:
     lbs_port, qrs_port = free_port(), free_port()
     proc, banner = await start_stack(tmp_path / "data", lbs_port, qrs_port)
@@ -73,15 +89,21 @@ async def test_licensing_up_runs_the_stack_and_stops_cleanly(tmp_path: Path) -> 
                     assert resp.status == 200, (url, await resp.text())
             token = re.search(r"#token=(\S+)", banner)
             assert token is not None
-            async with http.get(
-                f"http://127.0.0.1:{qrs_port}/qrs/license",
-                params={"xrfkey": "0123456789abcdef"},
-                headers={
-                    "X-Qlik-Xrfkey": "0123456789abcdef",
-                    "Authorization": f"Bearer {token.group(1)}",
-                },
-            ) as resp:
-                license = await resp.json()
+            # The printed command mints more tokens that this stack trusts.
+            command = re.search(r"More tokens +(.+)", banner)
+            assert command is not None
+            minted = await minted_token(command.group(1))
+            for bearer in (token.group(1), minted):
+                async with http.get(
+                    f"http://127.0.0.1:{qrs_port}/qrs/license",
+                    params={"xrfkey": "0123456789abcdef"},
+                    headers={
+                        "X-Qlik-Xrfkey": "0123456789abcdef",
+                        "Authorization": f"Bearer {bearer}",
+                    },
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    license = await resp.json()
             # The site was given the backend's own root key as its trust anchor.
             async with http.get(
                 f"http://127.0.0.1:{lbs_port}/.well-known/license-roots.json"

@@ -1,9 +1,9 @@
 """The Site license admin page (SPEC 4.9, 8.27) driven in a real headless Chromium.
 
-Needs the `playwright` Python package (only the package: its browser downloads are never
-used) and Debian's Chromium at /usr/bin/chromium (`apt-get install -y chromium`). Without
-either these tests FAIL, they do not skip. Set QMC_SCREENSHOT=/tmp/qmc.png to save a picture
-of the panel.
+Needs the `playwright` Python package and a Chromium: Debian's (`chromium` on PATH) or
+Playwright's own, whichever `tests/chromium.py` finds (`scripts/test` installs one where none
+is). Without either these tests FAIL, they do not skip. Set QMC_SCREENSHOT=/tmp/qmc.png to save
+a picture of the panel.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from repository_service.license.errors import (
     LEF_RETRIEVED,
     KeyEditInProgress,
 )
+from tests import chromium as chromium_binary
 from tests.helpers import LbsHandle, QrsHandle
 
 try:
@@ -32,17 +33,6 @@ try:
 except ImportError:  # reported by the `browser` fixture as a failure, not a skip
     async_playwright = None  # type: ignore[assignment]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = "CORP\\admin"
 DEPLOYER = "CORP\\deployer"
 AUDITOR = "CORP\\auditor"
@@ -118,19 +108,23 @@ async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module (each test gets a fresh context)."""
     if async_playwright is None:
         pytest.fail(
-            "The admin-page tests need the playwright package: pip install 'playwright>=1.40'"
-            " (the package only; never `playwright install`).",
-            pytrace=False,
-        )
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"The admin-page tests need Chromium at {CHROMIUM}: apt-get install -y chromium",
+            "The admin-page tests need the playwright package: pip install -e '.[test]'",
             pytrace=False,
         )
     expect.set_options(timeout=15_000)
     async with async_playwright() as pw:
+        try:
+            binary = chromium_binary.choose(Path(pw.chromium.executable_path))
+        except ValueError as exc:
+            pytest.fail(f"The admin-page tests need a Chromium: {exc}", pytrace=False)
+        if binary is None:
+            pytest.fail(
+                f"The admin-page tests need a Chromium; scripts/test installs one or says how:"
+                f" {chromium_binary.WHAT_TO_INSTALL}",
+                pytrace=False,
+            )
         # Playwright launches it with a fresh temporary profile (user-data-dir) of its own.
-        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = await pw.chromium.launch(executable_path=str(binary), args=chromium_binary.ARGS)
         try:
             yield chromium
         finally:
