@@ -106,25 +106,35 @@ class DevStack:
         qrs_db = await _ensure_database(server_url, "qrs")
         await apply_migrations(lbs_db, LBS_MIGRATIONS)
         await apply_migrations(qrs_db, QRS_MIGRATIONS)
-
         admin_token = _secret_file(
             self.data_dir / "lbs-admin-token",
             lambda: "lbsa_dev_" + Fernet.generate_key().decode()[:32],
         )
-        issuer_pem = self.data_dir / "dev-issuer.pem"
-        if not issuer_pem.exists():
-            issuer_pem.write_bytes(jose.private_key_to_pem(jose.generate_private_key()))
-            issuer_pem.chmod(0o600)
-        issuer_key = jose.private_key_from_pem(issuer_pem.read_bytes())
-        jwks_file = self.data_dir / "callers.jwks.json"
-        jwks_file.write_text(json.dumps(jose.jwks([issuer_key.public_key()])))
-
         host = self.args.host
         lbs_url = f"http://{host}:{self.args.lbs_port}"
+        trust_root = await self._start_backend(lbs_db, lbs_url, admin_token)
+        qrs_settings = await self._start_site(qrs_db, lbs_url, trust_root)
+        qrs_token = mint_token(qrs_settings, ADMIN_USER, 12 * 3600)
+        qrs_url = f"{'https' if self.args.tls else 'http'}://{host}:{self.args.qrs_port}"
+        demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)
+        issuer_pem = qrs_settings.dev_issuer_key_file
+        assert issuer_pem is not None
+        return {
+            "lbs_url": lbs_url,
+            "qrs_url": qrs_url,
+            "admin_token": admin_token,
+            "qrs_token": qrs_token,
+            "token_command": token_command(self.args.data_dir / issuer_pem.name),
+            **demo,
+            **self._tls_info(host),
+        }
+
+    async def _start_backend(self, database_url: str, lbs_url: str, admin_token: str) -> Path:
+        """Serve the license backend; return the file of its root key, the site's trust anchor."""
         lbs_settings = LbsSettings.model_validate(
             dict(
-                database_url=lbs_db,
-                host=host,
+                database_url=database_url,
+                host=self.args.host,
                 port=self.args.lbs_port,
                 public_url=lbs_url,
                 admin_tokens=admin_token,
@@ -137,10 +147,27 @@ class DevStack:
             )
         )
         lbs_app = create_lbs(lbs_settings)
-        await self._serve(lbs_app, host, self.args.lbs_port)
+        await self._serve(lbs_app, self.args.host, self.args.lbs_port)
         # The site trusts this backend's root key and nothing else, as a real site would.
         trust_root = self.data_dir / "lbs-trust-root.json"
         trust_root.write_text(json.dumps(lbs_app[LBS_KEYRING].root_jwk()) + "\n")
+        return trust_root
+
+    def _dev_issuer(self) -> tuple[Path, Path]:
+        """The dev caller-token issuer's key (made once) and the key set the site trusts."""
+        issuer_pem = self.data_dir / "dev-issuer.pem"
+        if not issuer_pem.exists():
+            issuer_pem.write_bytes(jose.private_key_to_pem(jose.generate_private_key()))
+            issuer_pem.chmod(0o600)
+        issuer_key = jose.private_key_from_pem(issuer_pem.read_bytes())
+        jwks_file = self.data_dir / "callers.jwks.json"
+        jwks_file.write_text(json.dumps(jose.jwks([issuer_key.public_key()])))
+        return issuer_pem, jwks_file
+
+    async def _start_site(self, database_url: str, lbs_url: str, trust_root: Path) -> QrsSettings:
+        """Serve the repository service (over HTTPS with `--tls`); return its settings."""
+        host = self.args.host
+        issuer_pem, jwks_file = self._dev_issuer()
         roles = {ADMIN_USER: ["RootAdmin"]}
         tls: dict[str, Any] = {}
         if self.args.tls:
@@ -158,7 +185,7 @@ class DevStack:
         qrs_settings = QrsSettings.model_validate(
             dict(
                 **tls,
-                database_url=qrs_db,
+                database_url=database_url,
                 host=host,
                 port=self.args.qrs_port,
                 lbs_url=lbs_url,
@@ -174,19 +201,7 @@ class DevStack:
         await self._serve(
             create_qrs(qrs_settings), host, self.args.qrs_port, server_ssl_context(qrs_settings)
         )
-
-        qrs_token = mint_token(qrs_settings, ADMIN_USER, 12 * 3600)
-        qrs_url = f"{'https' if self.args.tls else 'http'}://{host}:{self.args.qrs_port}"
-        demo = await self._demo_license(lbs_url, admin_token, qrs_url, qrs_token)
-        return {
-            "lbs_url": lbs_url,
-            "qrs_url": qrs_url,
-            "admin_token": admin_token,
-            "qrs_token": qrs_token,
-            "token_command": token_command(self.args.data_dir / issuer_pem.name),
-            **demo,
-            **self._tls_info(host),
-        }
+        return qrs_settings
 
     def _tls_info(self, host: str) -> dict[str, str]:
         """Return the CA to trust and the client example to print, when serving HTTPS."""
