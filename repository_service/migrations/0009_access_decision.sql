@@ -88,33 +88,6 @@ BEGIN
 END;
 $$;
 
--- Opens (or reopens) a session; the caller holds the user's session lock and has checked
--- the live sessions. A session id that is live already is left as it is.
-CREATE FUNCTION open_session(
-    p_session text, p_user uuid, p_code integer, p_allocation uuid, p_pool uuid, p_pass uuid,
-    p_unit_ends timestamptz, p_live_already boolean
-) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-    IF p_live_already THEN
-        RETURN;
-    END IF;
-    INSERT INTO sessions (session_id, user_id, access_type, allocation_id, pool_id, pass_id,
-                          unit_ends_at)
-    VALUES (p_session, p_user, p_code, p_allocation, p_pool, p_pass, p_unit_ends)
-    ON CONFLICT (session_id) DO UPDATE SET
-        user_id = EXCLUDED.user_id, access_type = EXCLUDED.access_type,
-        allocation_id = EXCLUDED.allocation_id, pool_id = EXCLUDED.pool_id,
-        pass_id = EXCLUDED.pass_id, unit_ends_at = EXCLUDED.unit_ends_at,
-        started_at = clock_timestamp(), last_activity = clock_timestamp(), ended_at = NULL;
-    -- lastUsed moves at most once a minute: it decides quarantine, not billing.
-    IF p_allocation IS NOT NULL THEN
-        UPDATE allocations SET last_used = clock_timestamp()
-        WHERE id = p_allocation
-          AND (last_used IS NULL OR last_used < clock_timestamp() - interval '60 seconds');
-    END IF;
-END;
-$$;
-
 -- Gives the user an allocation of access type number `p_rank` of the policy: reinstates its
 -- quarantined one (which kept its seat), else takes the lowest free seat at or below the
 -- pool's total. NULL when the pool has no free seat.
@@ -166,7 +139,7 @@ $$;
 --   4. a login pass it holds still;
 --   5. analyzer time from the first matching pool with minutes left (`p_pool_ids`);
 --   6. a new login pass from the first matching login group with one left (`p_group_ids`);
---   else 'no_access'.
+--   else 'no_access'. Every grant opens the session at one place, the end.
 -- Steps 3, 5 and 6 use what matched a subject the caller assumed: the stored user's when
 -- `p_version` is its modified date, else the user as the proxy creates it (its user id as
 -- name, no groups). When the assumption is wrong the answer is 'resubject' and nothing has
@@ -184,9 +157,13 @@ DECLARE
     v_as_created boolean;
     v_already boolean;
     v_live integer;
-    v_beyond boolean := false;
     v_held record;
     v_pass record;
+    -- What the session holds once granted.
+    v_pool uuid;
+    v_pass_id uuid;
+    v_unit_ends timestamptz;
+    v_touch boolean := false;  -- the allocation's lastUsed is a minute old or more
 BEGIN
     FOR attempt IN 1..2 LOOP
         SELECT u.id, u.inactive, u.modified_date INTO user_uuid, v_inactive, v_modified
@@ -215,106 +192,125 @@ BEGIN
     -- The user's decisions go one at a time, on every replica: the count of live sessions
     -- stays true until this transaction ends.
     PERFORM pg_advisory_xact_lock(hashtextextended('session:' || user_uuid::text, 0));
-    v_already := EXISTS (SELECT 1 FROM sessions WHERE session_id = p_session AND ended_at IS NULL);
-    SELECT count(*) INTO v_live FROM sessions
-    WHERE user_id = user_uuid AND ended_at IS NULL AND last_activity > v_now - p.idle;
+    SELECT coalesce(bool_or(s.session_id = p_session), false),
+           count(*) FILTER (WHERE s.user_id = user_uuid AND s.last_activity > v_now - p.idle)
+    INTO v_already, v_live
+    FROM sessions s
+    WHERE s.ended_at IS NULL AND (s.user_id = user_uuid OR s.session_id = p_session);
 
-    -- 1. An allocation the user holds.
-    FOR v_held IN
-        SELECT a.id, array_position(p.kinds, a.access_type) AS rank, coalesce(s.seat, 0) AS seat
+    <<grant>>
+    BEGIN
+        -- 1. An allocation the user holds.
+        SELECT a.id, array_position(p.kinds, a.access_type) AS rank,
+               coalesce(s.seat, 0) <= (p.totals)[array_position(p.kinds, a.access_type)]
+                   AS within,
+               a.last_used IS NULL OR a.last_used < v_now - interval '60 seconds' AS stale
+        INTO v_held
         FROM allocations a LEFT JOIN seats s ON s.holder = a.id
         WHERE a.access_type = ANY (p.kinds) AND a.user_id = user_uuid AND NOT a.quarantined
-        ORDER BY 2
-    LOOP
-        IF v_held.seat > (p.totals)[v_held.rank] THEN
-            v_beyond := true;
-            CONTINUE;
+        ORDER BY 3 DESC, 2
+        LIMIT 1;
+        IF FOUND THEN
+            -- Its best allocation is above the total: so are all the others.
+            IF NOT v_held.within THEN
+                outcome := 'excess';
+                RETURN;
+            END IF;
+            IF NOT v_already AND v_live >= p.max_live THEN
+                outcome := 'max_sessions';
+                RETURN;
+            END IF;
+            allocation_id := v_held.id;
+            access_type := (p.codes)[v_held.rank];
+            v_touch := v_held.stale;
+            EXIT grant;
         END IF;
+        -- 2. Live sessions.
         IF NOT v_already AND v_live >= p.max_live THEN
             outcome := 'max_sessions';
             RETURN;
         END IF;
-        PERFORM open_session(p_session, user_uuid, (p.codes)[v_held.rank], v_held.id, NULL,
-                             NULL, NULL, v_already);
-        outcome := 'granted';
-        allocation_id := v_held.id;
-        access_type := (p.codes)[v_held.rank];
-        RETURN;
-    END LOOP;
-    IF v_beyond THEN
-        outcome := 'excess';
-        RETURN;
-    END IF;
-    -- 2. Live sessions.
-    IF NOT v_already AND v_live >= p.max_live THEN
-        outcome := 'max_sessions';
-        RETURN;
-    END IF;
-    -- The rules matched the subject the caller assumed; is it this user?
-    IF p_version IS NULL AND v_as_created IS NULL THEN
-        SELECT u.user_directory = p_directory AND u.user_id = p_user AND u.name = u.user_id
-               AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(u.attributes) a
-                               WHERE lower(a ->> 'attributeType') = 'group')
-        INTO v_as_created FROM users u WHERE u.id = user_uuid;
-    END IF;
-    IF (CASE WHEN p_version IS NULL THEN NOT v_as_created ELSE p_version <> v_modified END) THEN
-        outcome := 'resubject';
-        RETURN;
-    END IF;
-    -- 3. An access type whose rules match.
-    FOR rank IN 1..coalesce(array_length(p.kinds, 1), 0) LOOP
-        CONTINUE WHEN substr(p_kind_mask, rank, 1) <> '1';
-        allocation_id := allocate_seat(user_uuid, rank, p);
-        IF allocation_id IS NULL THEN
+        -- The rules matched the subject the caller assumed; is it this user?
+        IF p_version IS NULL AND v_as_created IS NULL THEN
+            SELECT u.user_directory = p_directory AND u.user_id = p_user AND u.name = u.user_id
+                   AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(u.attributes) a
+                                   WHERE lower(a ->> 'attributeType') = 'group')
+            INTO v_as_created FROM users u WHERE u.id = user_uuid;
+        END IF;
+        IF (CASE WHEN p_version IS NULL THEN NOT v_as_created
+                 ELSE p_version <> v_modified END) THEN
+            outcome := 'resubject';
+            RETURN;
+        END IF;
+        -- 3. An access type whose rules match.
+        FOR rank IN 1..coalesce(array_length(p.kinds, 1), 0) LOOP
+            CONTINUE WHEN substr(p_kind_mask, rank, 1) <> '1';
+            allocation_id := allocate_seat(user_uuid, rank, p);
+            IF allocation_id IS NOT NULL THEN
+                -- An allocation must survive a crash even where sessions need not.
+                PERFORM set_config('synchronous_commit', 'on', true);
+                access_type := (p.codes)[rank];
+                v_touch := true;
+                EXIT grant;
+            END IF;
             IF EXISTS (SELECT 1 FROM allocations a WHERE a.quarantined
                        AND a.quarantine_end <= clock_timestamp()) THEN
                 outcome := 'sweep';
                 RETURN;
             END IF;
-            CONTINUE;
+        END LOOP;
+        -- 4. A login pass the user holds still.
+        SELECT id, valid_until INTO v_pass FROM login_passes
+        WHERE user_id = user_uuid AND valid_until > v_now ORDER BY valid_until DESC LIMIT 1;
+        IF FOUND THEN
+            access_type := p.login_code;
+            v_pass_id := v_pass.id;
+            seconds_left := extract(epoch FROM v_pass.valid_until - v_now);
+            EXIT grant;
         END IF;
-        -- An allocation must survive a crash even where sessions need not.
-        PERFORM set_config('synchronous_commit', 'on', true);
-        PERFORM open_session(p_session, user_uuid, (p.codes)[rank], allocation_id, NULL, NULL,
-                             NULL, v_already);
-        outcome := 'granted';
-        access_type := (p.codes)[rank];
+        -- 5. Analyzer time.
+        FOR i IN 1..coalesce(array_length(p_pool_ids, 1), 0) LOOP
+            CONTINUE WHEN NOT charge_capacity(p_pool_ids[i], p.unit_minutes, v_now);
+            access_type := p.time_code;
+            v_pool := p_pool_ids[i];
+            v_unit_ends := v_now + p.unit;
+            seconds_left := extract(epoch FROM p.unit);
+            EXIT grant;
+        END LOOP;
+        -- 6. A new login pass.
+        FOR i IN 1..coalesce(array_length(p_group_ids, 1), 0) LOOP
+            SELECT * INTO v_pass FROM take_login_pass(p_group_ids[i], user_uuid, v_now,
+                                                      p.pass_valid, p.pass_return,
+                                                      p.passes_per_token);
+            CONTINUE WHEN v_pass.pass_id IS NULL;
+            access_type := p.login_code;
+            v_pass_id := v_pass.pass_id;
+            seconds_left := extract(epoch FROM v_pass.valid_until - v_now);
+            EXIT grant;
+        END LOOP;
+        outcome := 'no_access';
         RETURN;
-    END LOOP;
-    -- 4. A login pass the user holds still.
-    SELECT id, valid_until INTO v_pass FROM login_passes
-    WHERE user_id = user_uuid AND valid_until > v_now ORDER BY valid_until DESC LIMIT 1;
-    IF FOUND THEN
-        PERFORM open_session(p_session, user_uuid, p.login_code, NULL, NULL, v_pass.id, NULL,
-                             v_already);
-        outcome := 'granted';
-        access_type := p.login_code;
-        seconds_left := extract(epoch FROM v_pass.valid_until - v_now);
+    END;
+
+    -- Granted: open the session (a session id that is live already is left as it is).
+    outcome := 'granted';
+    IF v_already THEN
         RETURN;
     END IF;
-    -- 5. Analyzer time.
-    FOR i IN 1..coalesce(array_length(p_pool_ids, 1), 0) LOOP
-        CONTINUE WHEN NOT charge_capacity(p_pool_ids[i], p.unit_minutes, v_now);
-        PERFORM open_session(p_session, user_uuid, p.time_code, NULL, p_pool_ids[i], NULL,
-                             v_now + p.unit, v_already);
-        outcome := 'granted';
-        access_type := p.time_code;
-        seconds_left := extract(epoch FROM p.unit);
-        RETURN;
-    END LOOP;
-    -- 6. A new login pass.
-    FOR i IN 1..coalesce(array_length(p_group_ids, 1), 0) LOOP
-        SELECT * INTO v_pass FROM take_login_pass(p_group_ids[i], user_uuid, v_now, p.pass_valid,
-                                                  p.pass_return, p.passes_per_token);
-        CONTINUE WHEN v_pass.pass_id IS NULL;
-        PERFORM open_session(p_session, user_uuid, p.login_code, NULL, NULL, v_pass.pass_id,
-                             NULL, v_already);
-        outcome := 'granted';
-        access_type := p.login_code;
-        seconds_left := extract(epoch FROM v_pass.valid_until - v_now);
-        RETURN;
-    END LOOP;
-    outcome := 'no_access';
+    INSERT INTO sessions (session_id, user_id, access_type, allocation_id, pool_id, pass_id,
+                          unit_ends_at)
+    VALUES (p_session, user_uuid, access_type, allocation_id, v_pool, v_pass_id, v_unit_ends)
+    ON CONFLICT (session_id) DO UPDATE SET
+        user_id = EXCLUDED.user_id, access_type = EXCLUDED.access_type,
+        allocation_id = EXCLUDED.allocation_id, pool_id = EXCLUDED.pool_id,
+        pass_id = EXCLUDED.pass_id, unit_ends_at = EXCLUDED.unit_ends_at,
+        started_at = clock_timestamp(), last_activity = clock_timestamp(), ended_at = NULL;
+    -- lastUsed moves at most once a minute: it decides quarantine, not billing.
+    IF v_touch THEN
+        UPDATE allocations SET last_used = clock_timestamp()
+        WHERE id = allocation_id
+          AND (last_used IS NULL OR last_used < clock_timestamp() - interval '60 seconds');
+    END IF;
 END;
 $$;
 
@@ -341,10 +337,12 @@ BEGIN
         INTO outcome, user_uuid, allocation_id, access_type, seconds_left
         FROM decide_access_one(
             p_directories[i], p_users[i], p_sessions[i], p_versions[i], p_kind_masks[i],
-            ARRAY(SELECT p_pool_ids[k] FROM generate_subscripts(p_pool_ids, 1) AS k
-                  WHERE substr(p_pool_masks[i], k, 1) = '1' ORDER BY k),
-            ARRAY(SELECT p_group_ids[k] FROM generate_subscripts(p_group_ids, 1) AS k
-                  WHERE substr(p_group_masks[i], k, 1) = '1' ORDER BY k),
+            CASE WHEN strpos(p_pool_masks[i], '1') = 0 THEN '{}'::uuid[] ELSE
+                ARRAY(SELECT p_pool_ids[k] FROM generate_subscripts(p_pool_ids, 1) AS k
+                      WHERE substr(p_pool_masks[i], k, 1) = '1' ORDER BY k) END,
+            CASE WHEN strpos(p_group_masks[i], '1') = 0 THEN '{}'::uuid[] ELSE
+                ARRAY(SELECT p_group_ids[k] FROM generate_subscripts(p_group_ids, 1) AS k
+                      WHERE substr(p_group_masks[i], k, 1) = '1' ORDER BY k) END,
             p) AS d;
         RETURN NEXT;
     END LOOP;
