@@ -192,11 +192,9 @@ BEGIN
     -- The user's decisions go one at a time, on every replica: the count of live sessions
     -- stays true until this transaction ends.
     PERFORM pg_advisory_xact_lock(hashtextextended('session:' || user_uuid::text, 0));
-    SELECT coalesce(bool_or(s.session_id = p_session), false),
-           count(*) FILTER (WHERE s.user_id = user_uuid AND s.last_activity > v_now - p.idle)
-    INTO v_already, v_live
-    FROM sessions s
-    WHERE s.ended_at IS NULL AND (s.user_id = user_uuid OR s.session_id = p_session);
+    v_already := EXISTS (SELECT 1 FROM sessions WHERE session_id = p_session AND ended_at IS NULL);
+    SELECT count(*) INTO v_live FROM sessions
+    WHERE user_id = user_uuid AND ended_at IS NULL AND last_activity > v_now - p.idle;
 
     <<grant>>
     BEGIN
