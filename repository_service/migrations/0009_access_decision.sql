@@ -158,6 +158,7 @@ DECLARE
     v_already boolean;
     v_live integer;
     v_held record;
+    v_beyond boolean := false;
     v_pass record;
     -- What the session holds once granted.
     v_pool uuid;
@@ -199,20 +200,17 @@ BEGIN
     <<grant>>
     BEGIN
         -- 1. An allocation the user holds.
-        SELECT a.id, array_position(p.kinds, a.access_type) AS rank,
-               coalesce(s.seat, 0) <= (p.totals)[array_position(p.kinds, a.access_type)]
-                   AS within,
-               a.last_used IS NULL OR a.last_used < v_now - interval '60 seconds' AS stale
-        INTO v_held
-        FROM allocations a LEFT JOIN seats s ON s.holder = a.id
-        WHERE a.access_type = ANY (p.kinds) AND a.user_id = user_uuid AND NOT a.quarantined
-        ORDER BY 3 DESC, 2
-        LIMIT 1;
-        IF FOUND THEN
-            -- Its best allocation is above the total: so are all the others.
-            IF NOT v_held.within THEN
-                outcome := 'excess';
-                RETURN;
+        FOR v_held IN
+            SELECT a.id, array_position(p.kinds, a.access_type) AS rank,
+                   coalesce(s.seat, 0) AS seat,
+                   a.last_used IS NULL OR a.last_used < v_now - interval '60 seconds' AS stale
+            FROM allocations a LEFT JOIN seats s ON s.holder = a.id
+            WHERE a.access_type = ANY (p.kinds) AND a.user_id = user_uuid AND NOT a.quarantined
+            ORDER BY 2
+        LOOP
+            IF v_held.seat > (p.totals)[v_held.rank] THEN
+                v_beyond := true;
+                CONTINUE;
             END IF;
             IF NOT v_already AND v_live >= p.max_live THEN
                 outcome := 'max_sessions';
@@ -222,6 +220,10 @@ BEGIN
             access_type := (p.codes)[v_held.rank];
             v_touch := v_held.stale;
             EXIT grant;
+        END LOOP;
+        IF v_beyond THEN
+            outcome := 'excess';
+            RETURN;
         END IF;
         -- 2. Live sessions.
         IF NOT v_already AND v_live >= p.max_live THEN
