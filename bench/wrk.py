@@ -24,10 +24,11 @@ The whole API:
   placeholders costs wrk nothing per request (its static request is used).
 
 * `run_wrk(url, script, connections=..., duration=..., threads=1, request_timeout=10.0,
-  cpus=None, pids={})` (async) runs wrk once (`--latency`; whole seconds) and returns a `WrkResult`: requests, req/s, latency percentiles,
-  non-2xx/3xx answers, socket errors and timeouts, and, for each process in `pids`, its CPU
-  seconds over the run (from /proc), so that `result.per_core("service")` gives the requests
-  per second per core of that process alone (meaningful even when wrk shares its cores).
+  cpus=None, pids={})` (async) runs wrk once (`--latency`, whole seconds) and returns a
+  `WrkResult`: requests, req/s, latency percentiles, non-2xx/3xx answers, socket errors and
+  timeouts, and, for each process in `pids`, its CPU seconds over the run (from /proc), so
+  that `result.per_core("service")` gives the requests per second per core of that process
+  alone (meaningful even when wrk shares its cores).
 
 * `parse_output(text)` turns wrk's output (the line this module's Lua prints at the end, or
   wrk's own report) into a `WrkResult`; `cpu_seconds(pid)` reads a process's CPU time.
