@@ -26,12 +26,15 @@ The whole API:
 * `run_wrk(url, script, connections=..., duration=..., threads=1, request_timeout=10.0,
   cpus=None, pids={})` (async) runs wrk once (`--latency`, whole seconds) and returns a
   `WrkResult`: requests, req/s, latency percentiles, non-2xx/3xx answers, socket errors and
-  timeouts, and, for each process in `pids`, its CPU seconds over the run (from /proc), so
-  that `result.per_core("service")` gives the requests per second per core of that process
-  alone (meaningful even when wrk shares its cores).
+  timeouts, and the CPU seconds over the run (from /proc) of each process in `pids` (of each
+  in `trees` with its children: Postgres), of wrk and of the whole machine, so that
+  `result.per_core("service")` gives the requests per second per core of that process alone
+  (meaningful even when wrk shares its cores) and `result.other_load()` the rest of the
+  machine's load.
 
 * `parse_output(text)` turns wrk's output (the line this module's Lua prints at the end, or
-  wrk's own report) into a `WrkResult`; `cpu_seconds(pid)` reads a process's CPU time.
+  wrk's own report) into a `WrkResult`; `cpu_seconds(pid)` and `tree_cpu_seconds(pid)` read
+  CPU time; `median(results)` picks the median run of several rounds.
 
 Example:
 
@@ -52,11 +55,13 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 WRK = "wrk"
@@ -271,7 +276,7 @@ class WrkResult:
     write_errors: int = 0
     timeouts: int = 0
     bytes_read: int = 0
-    cpu_s: dict[str, float] = field(default_factory=dict)  # process name -> CPU seconds
+    cpu_s: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds (run_wrk)
     output: str = ""  # wrk's own report
 
     @property
@@ -319,6 +324,15 @@ class WrkResult:
         seconds): what one core of it serves, whoever else shares the machine."""
         cpu = self.cpu_s.get(name)
         return None if not cpu else self.requests / cpu
+
+    def other_load(self) -> float | None:
+        """Share of one core the rest of the machine used over the run: everything busy
+        but wrk and the processes watched."""
+        machine = self.cpu_s.get("machine")
+        if machine is None or self.duration_s <= 0:
+            return None
+        ours = sum(v for k, v in self.cpu_s.items() if k != "machine")
+        return max(0.0, machine - ours) / self.duration_s
 
 
 _DURATION = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
@@ -404,6 +418,41 @@ def cpu_seconds(pid: int) -> float | None:
     return None if split is None else split[0] + split[1]
 
 
+def tree_cpu_seconds(parent: int) -> float | None:
+    """Return the CPU seconds of `parent` and its direct children (Postgres and its
+    backends; backends that exited meanwhile are not counted)."""
+    total = cpu_seconds(parent)
+    if total is None:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == parent:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def machine_busy_seconds() -> float | None:
+    """Return the busy CPU seconds of the whole machine (all CPUs, steal included)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ---------------------------------------------------------------------------------------
 # Running wrk
 
@@ -423,6 +472,7 @@ async def run_wrk(
     request_timeout: float = 10.0,
     cpus: set[int] | None = None,
     pids: Mapping[str, int] | None = None,
+    trees: Mapping[str, int] | None = None,
 ) -> WrkResult:
     """Run wrk against `url` (scheme, host and port; the path comes from `script`) for
     `duration` seconds with `connections` keep-alive connections over `threads` threads
@@ -433,7 +483,12 @@ async def run_wrk(
         raise RuntimeError(INSTALL_HINT)
     if not 1 <= threads <= connections:
         raise ValueError("need 1 <= threads <= connections")
-    watched = dict(pids or {})
+    samplers: dict[str, Callable[[], float | None]] = {
+        **{name: partial(cpu_seconds, pid) for name, pid in (pids or {}).items()},
+        **{name: partial(tree_cpu_seconds, pid) for name, pid in (trees or {}).items()},
+        "wrk": _children_cpu_seconds,  # wrk is the only child this waits for meanwhile
+        "machine": machine_busy_seconds,
+    }
     with tempfile.TemporaryDirectory(prefix="wrk-") as folder:
         path = Path(folder) / "script.lua"
         path.write_text(lua(script, secrets.token_hex(6), threads))
@@ -447,7 +502,7 @@ async def run_wrk(
             f"--script={path}",
             url.rstrip("/"),
         ]
-        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        before = {name: sample() for name, sample in samplers.items()}
         proc = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
@@ -463,12 +518,12 @@ async def run_wrk(
                 proc.kill()
                 await proc.wait()
             raise
-        after = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        after = {name: sample() for name, sample in samplers.items()}
     text = out.decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited with {proc.returncode}:\n{text[-2000:]}")
     result = parse_output(text)
-    for name in watched:
+    for name in samplers:
         start, end = before[name], after[name]
         if start is not None and end is not None:
             result.cpu_s[name] = end - start

@@ -137,6 +137,7 @@ async def test_every_request_carries_a_new_unique_value_and_the_next_row(
     )
     result = await wrk.run_wrk(url, script, connections=2, threads=2, duration=1)
     assert result.requests > 0 and result.errors == 0
+    assert {"wrk", "machine"} <= set(result.cpu_s)
     sessions = [s["body"]["session"] for s in seen]
     assert len(set(sessions)) == len(sessions)
     assert {s["key"] for s in seen} == {"k0", "k1", "k2"}
