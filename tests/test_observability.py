@@ -4,18 +4,28 @@ is one JSON log line carrying the request id."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import io
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import structlog
+from aiohttp import web
 
+import shared.logging as service_log
 from shared import jose
 from shared.embedded_pg import free_port
+from shared.logging import configure_logging
+from shared.web.app_base import new_app
 from tests.conftest import DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, write_root
+from tests.helpers import XRFKEY, LbsHandle, serve, write_root
 
 
 def metric(text: str, name: str) -> float:
@@ -135,3 +145,72 @@ async def test_one_json_log_line_per_request_and_poll(
     assert entry["method"] == "GET" and entry["user"] == "CORP\\watcher"
     assert isinstance(entry["duration_ms"], float)
     assert any(e.get("event") == "poll_run" and "outcome" in e for e in lines)
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Configure JSON logging into a buffer for the test, and put the defaults back after."""
+    buffer = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("json", stream=buffer)
+    try:
+        yield buffer
+    finally:
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+        service_log.request_line = service_log._request_line_structlog
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_the_request_line_is_rendered_as_structlog_renders_an_event(
+    log_output: io.StringIO,
+) -> None:
+    structlog.contextvars.bind_contextvars(request_id="r-1")
+    service_log.request_line("GET", "/v1/things/{id}", 304, 1.25, None)
+    structlog.get_logger("http").info(
+        "request", method="GET", route="/v1/things/{id}", status=304, duration_ms=1.25, user=None
+    )
+    fast, rendered = (json.loads(line) for line in log_output.getvalue().splitlines())
+    assert list(fast) == list(rendered)
+    fast_time, rendered_time = fast.pop("timestamp"), rendered.pop("timestamp")
+    assert fast == rendered
+    assert fast["request_id"] == "r-1" and fast["user"] is None
+    for stamp in (fast_time, rendered_time):
+        assert stamp.endswith("Z")
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert abs(datetime.datetime.now(datetime.UTC) - when) < datetime.timedelta(minutes=1)
+
+
+async def test_each_request_on_a_connection_logs_its_own_id_and_nothing_of_the_one_before(
+    log_output: io.StringIO,
+) -> None:
+    async def binds(request: web.Request) -> web.Response:
+        structlog.contextvars.bind_contextvars(order="first")
+        structlog.get_logger("test").info("handled")
+        return web.json_response({})
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = new_app("test")
+    app.router.add_get("/binds", binds)
+    app.router.add_get("/plain/{name}", plain)
+    connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection for both
+    async with serve(app) as url, aiohttp.ClientSession(connector=connector) as http:
+        async with http.get(f"{url}/binds") as resp:
+            first_id = resp.headers["X-Request-Id"]
+        async with http.get(f"{url}/plain/x", headers={"X-Request-Id": "trace-7"}) as resp:
+            assert resp.headers["X-Request-Id"] == "trace-7"
+        async with http.get(f"{url}/plain/y", headers={"X-Request-Id": "bad id!"}) as resp:
+            third_id = resp.headers["X-Request-Id"]
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    handled, first, second, third = lines
+    assert handled["event"] == "handled" and handled["request_id"] == first_id
+    assert first["event"] == "request" and first["route"] == "/binds"
+    assert first["request_id"] == first_id and first["order"] == "first"
+    assert second["route"] == "/plain/{name}" and second["request_id"] == "trace-7"
+    assert "order" not in second
+    assert len(third_id) == 32 and third_id != first_id
+    assert third["request_id"] == third_id and third["status"] == 200

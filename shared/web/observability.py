@@ -14,9 +14,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
+import shared.logging as service_log
 from shared.web.endpoints import endpoint_path
-
-log = structlog.get_logger("http")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -65,20 +64,37 @@ METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
 USER_KEY = web.RequestKey("log_user", str)
 
 
+_ROUTE_NAMES: dict[str, str] = {}
+
+
 def route_name(request: web.Request) -> str:
     """Return the route template (not the raw path), so labels stay few."""
     resource = request.match_info.route.resource
-    return endpoint_path(resource.canonical) if resource is not None else "unmatched"
+    if resource is None:
+        return "unmatched"
+    canonical = resource.canonical
+    name = _ROUTE_NAMES.get(canonical)
+    if name is None:
+        name = _ROUTE_NAMES[canonical] = endpoint_path(canonical)
+    return name
+
+
+# Requests too frequent and too dull to log (probes, scrapes); they are still counted.
+_UNLOGGED = frozenset({"/health/live", "/metrics"})
 
 
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, time the request, count it and log one line for it."""
-    incoming = request.headers.get("X-Request-Id", "")
+    incoming = request.headers.get("X-Request-Id")
     # A request id only has to be unique enough to find a request's lines: 128 random bits
     # from the process's generator, without a system call for fresh entropy per request.
-    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
-    structlog.contextvars.clear_contextvars()
+    if incoming is not None and _REQUEST_ID.fullmatch(incoming):
+        request_id = incoming
+    else:
+        request_id = f"{random.getrandbits(128):032x}"
+    # aiohttp runs every request in a task of its own, with a copy of the connection's
+    # context: what one request binds never reaches the next, so nothing needs clearing.
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     status = 500
@@ -95,14 +111,9 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         elapsed = time.perf_counter() - started
         route = route_name(request)
         request.app[METRICS_KEY].observe(route, request.method, status, elapsed)
-        if route not in ("/health/live", "/metrics"):
-            log.info(
-                "request",
-                method=request.method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 2),
-                user=request.get(USER_KEY),
+        if route not in _UNLOGGED:
+            service_log.request_line(
+                request.method, route, status, round(elapsed * 1000, 2), request.get(USER_KEY)
             )
 
 
