@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,15 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
 
 import shared.logging as service_log
 from shared import jose
 from shared.embedded_pg import free_port
 from shared.logging import configure_logging
 from shared.web.app_base import new_app
+from shared.web.observability import LATENCY_BUCKETS, HttpMetrics
 from tests.conftest import DatabaseFactory
 from tests.helpers import XRFKEY, LbsHandle, serve, write_root
 
@@ -214,3 +218,45 @@ async def test_each_request_on_a_connection_logs_its_own_id_and_nothing_of_the_o
     assert "order" not in second
     assert len(third_id) == 32 and third_id != first_id
     assert third["request_id"] == third_id and third["status"] == 200
+
+
+def test_request_metrics_expose_what_client_counters_and_histograms_would() -> None:
+    observations = [
+        ("/a/{id}", "GET", 200, 0.0009),
+        ("/a/{id}", "GET", 200, 0.001),  # on a bound: counted in that bucket
+        ("/a/{id}", "GET", 404, 0.3),
+        ("/b", "POST", 201, 7.5),
+        ("/a/{id}", "GET", 200, 0.02),
+    ]
+    metrics = HttpMetrics()
+    registry = CollectorRegistry()
+    requests = Counter(
+        "http_requests_total",
+        "HTTP requests by route, method and status.",
+        ["route", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "http_request_duration_seconds",
+        "HTTP request latency by route and method.",
+        ["route", "method"],
+        registry=registry,
+        buckets=LATENCY_BUCKETS,
+    )
+    for route, method, status, seconds in observations:
+        metrics.observe(route, method, status, seconds)
+        requests.labels(route, method, str(status)).inc()
+        latency.labels(route, method).observe(seconds)
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [line.rsplit(" ", 1)[0] if "_created" in line else line for line in lines]
+
+    assert exposition(metrics.registry) == exposition(registry)
+    created = [
+        line
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("http_request") and "_created{" in line
+    ]
+    assert len(created) == 3 + 2
+    assert all(abs(float(line.rsplit(" ", 1)[1]) - time.time()) < 60 for line in created)
