@@ -656,8 +656,10 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
     ]
     best = medians(await measure_rounds(scenarios, options))
     batching = await mean_batch(site.server.url)
-    for scenario in scenarios[1:]:
-        await diagnose(scenario, options, args, databases["qrs_a"])
+    for scenario in scenarios:
+        await diagnose(
+            scenario, options, args, None if scenario.server is baseline else databases["qrs_a"]
+        )
     bench.stop(site.server)
     bench.stop(baseline)
 

@@ -589,7 +589,7 @@ def _frame_key(frame: str) -> tuple[str, str]:
                 path = path.split("/", 1)[-1]
             break
     else:
-        path = str(Path(path).resolve()).removeprefix(str(ROOT) + "/")
+        path = path.removeprefix(str(ROOT) + "/") if path.startswith("/") else path
     return match["func"], path
 
 
@@ -609,6 +609,7 @@ def summarize_profile(path: Path, top: int, gil_only: bool = False) -> None:
     self_samples: Counter[tuple[str, str]] = Counter()
     inclusive: Counter[tuple[str, str]] = Counter()
     packages: Counter[str] = Counter()
+    layer_samples: Counter[str] = Counter()
     total = 0
     for line in lines:
         stack, _, count_text = line.rpartition(" ")
@@ -622,6 +623,7 @@ def summarize_profile(path: Path, top: int, gil_only: bool = False) -> None:
         total += count
         self_samples[frames[-1]] += count
         packages[_package(frames[-1][1])] += count
+        layer_samples[layer_of(frames)] += count
         for key in set(frames):
             inclusive[key] += count
     if not total:
@@ -645,6 +647,57 @@ def summarize_profile(path: Path, top: int, gil_only: bool = False) -> None:
     print(f"  {'incl %':>7}  function (file) - top {top} by inclusive samples")
     for (func, file), n in inclusive.most_common(top):
         print(f"  {n / total:>7.1%}  {func} ({file})")
+    print(f"  {'self %':>7}  layer (by the innermost frame of the services' own code)")
+    for name, n in layer_samples.most_common():
+        print(f"  {n / total:>7.1%}  {name}")
+
+
+# The services' own code whose time counts as middleware, and own modules that count for
+# whoever calls them (helpers used both by middlewares and by handlers).
+MIDDLEWARE_FILES = frozenset(
+    {
+        "shared/web/observability.py",
+        "shared/web/errors.py",
+        "repository_service/auth.py",
+        "repository_service/tls.py",
+        "repository_service/qrs/privileges.py",
+        "repository_service/qrs/paths.py",
+    }
+)
+_PASS_THROUGH = frozenset(
+    {"shared/web/requests.py", "shared/logging.py", "shared/db.py", "shared/cli.py"}
+)
+_OWN = ("shared/", "license_backend/", "repository_service/")
+
+
+def layer_of(frames: Sequence[tuple[str, str]]) -> str:
+    """Name the layer a sample's stack (outermost first) spends its time in: the innermost
+    frame of the services' own code decides between middleware and handler, asyncpg and
+    logging/metrics libraries are named apart, and stacks without own code are aiohttp's
+    request machinery and the event loop."""
+    innermost = frames[-1][1]
+    library = innermost.split("/", 1)[0]
+    own = [
+        f
+        for f in frames
+        if f[1].startswith(_OWN) and f[1] not in _PASS_THROUGH and not f[1].endswith("/cli.py")
+    ]
+    if not own:
+        if library == "asyncpg":
+            return "asyncpg (outside a request)"
+        return "aiohttp and the event loop (parsing, writing, scheduling)"
+    where = "middlewares" if own[-1][1] in MIDDLEWARE_FILES else "handler"
+    if library in ("structlog", "logging") or innermost == "shared/logging.py":
+        return f"{where}: logging"
+    if library == "prometheus_client":
+        return f"{where}: metrics"
+    if library == "asyncpg":
+        return f"{where}: asyncpg"
+    if library in ("pydantic", "pydantic_core", "json", "orjson"):
+        return f"{where}: validation and JSON"
+    if library == "aiohttp":
+        return f"{where}: aiohttp calls"
+    return where
 
 
 def profile_path(folder: str, scenario: str) -> Path:
@@ -658,7 +711,8 @@ async def diagnose(
     scenario: Scenario, options: LoadOptions, args: argparse.Namespace, database: str | None
 ) -> None:
     """With --profile and/or --pg-stats, run `scenario` once more (outside the measured
-    rounds) under py-spy and pg_stat_statements of `database`, and print what they saw."""
+    rounds) under py-spy and pg_stat_statements of `database` (None: the baseline, which
+    uses no database), and print what they saw."""
     profiler = stats = None
     hooks: list[Hook] = []
     if args.profile:

@@ -178,8 +178,8 @@ async def benchmark(
         ),
     ]
     best = medians(await measure_rounds(scenarios, options))
-    for scenario in scenarios[1:]:
-        await diagnose(scenario, options, args, "postgres")
+    for scenario in scenarios:
+        await diagnose(scenario, options, args, None if scenario.server is baseline else "postgres")
     return report([best[s.name] for s in scenarios])
 
 
