@@ -3,13 +3,21 @@
 The one line per HTTP request is the most frequent event by far, so `request_line` writes it
 straight to the output in the JSON format (the same fields, in the same order, as structlog
 renders them), without structlog's processor chain; in the console format, or before
-`configure_logging` ran, it goes through structlog like every other event."""
+`configure_logging` ran, it goes through structlog like every other event.
+
+Every line, whoever logs it, goes through one `LineOutput`: the lines logged during one step
+of the event loop are written together when the step ends (one write instead of one per
+line, in the order they were logged), a line logged outside a running loop at once, and
+whatever is pending when the process exits."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -51,7 +59,65 @@ class _UtcClock:
         return event_dict
 
 
+class LineOutput:
+    """Where log lines go: `stream` (the stdout of the moment when None), written at the end
+    of the event loop's current step, or at once outside a running loop."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._pending: list[str] = []
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()  # lines may come from other threads too
+
+    def write(self, text: str) -> int:
+        """Queue `text` (one or more whole lines with their newlines)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._pending.append(text)
+            if loop is None:
+                self._write_pending()
+                return len(text)
+            if self._scheduled is loop:
+                return len(text)
+            self._scheduled = loop
+        loop.call_soon(self.flush)
+        return len(text)
+
+    def flush(self) -> None:
+        """Write every queued line now."""
+        with self._lock:
+            self._scheduled = None
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        out = sys.stdout if self._stream is None else self._stream
+        out.write(text)
+        out.flush()
+
+
+class _LineLogger:
+    """structlog's logger: every level writes the rendered line to the output."""
+
+    def __init__(self, output: LineOutput) -> None:
+        self._output = output
+
+    def msg(self, message: str) -> None:
+        """Write one rendered event."""
+        self._output.write(message + "\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
 _clock = _UtcClock()
+_output: LineOutput | None = None
 _request_log = structlog.get_logger("http")
 
 
@@ -64,12 +130,13 @@ def _request_line_structlog(
 
 
 def _json_request_writer(
-    stream: TextIO | None,
+    output: LineOutput,
 ) -> Callable[[str, str, int, float, str | None], None]:
     merge = structlog.contextvars.merge_contextvars
     now = _clock.now
     dumps = orjson.dumps
-    option = orjson.OPT_NON_STR_KEYS
+    option = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+    write_line = output.write
 
     def write(method: str, route: str, status: int, duration_ms: float, user: str | None) -> None:
         # The order of structlog's rendering: the call's fields, the event, the context
@@ -85,12 +152,7 @@ def _json_request_writer(
         merge(None, "info", event)
         event["level"] = "info"
         event["timestamp"] = now()
-        line = dumps(event, default=repr, option=option).decode()
-        # One write and flush per line, as structlog's PrintLogger does (to the stdout of the
-        # moment when no stream was given).
-        out = sys.stdout if stream is None else stream
-        out.write(line + "\n")
-        out.flush()
+        write_line(dumps(event, default=repr, option=option).decode())
 
     return write
 
@@ -103,8 +165,13 @@ def configure_logging(
     log_format: str = "json", level: int = logging.INFO, stream: TextIO | None = None
 ) -> None:
     """Configure structlog and the standard library logging to print one line per event."""
-    global request_line
+    global request_line, _output
     out = sys.stdout if stream is None else stream
+    if _output is not None:
+        _output.flush()
+        atexit.unregister(_output.flush)
+    _output = output = LineOutput(stream)
+    atexit.register(output.flush)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -118,18 +185,18 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *args: _LineLogger(output),
         cache_logger_on_first_use=True,
     )
     if level > logging.INFO:
         request_line = _no_request_line
     elif log_format == "json":
-        request_line = _json_request_writer(stream)
+        request_line = _json_request_writer(output)
     else:
         request_line = _request_line_structlog
     # Other libraries' warnings (asyncpg, aiohttp) go through the same renderer, so every
     # line of output is one event in the same format.
-    handler = logging.StreamHandler(out)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.processors.format_exc_info],

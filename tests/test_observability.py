@@ -260,3 +260,24 @@ def test_request_metrics_expose_what_client_counters_and_histograms_would() -> N
     ]
     assert len(created) == 3 + 2
     assert all(abs(float(line.rsplit(" ", 1)[1]) - time.time()) < 60 for line in created)
+
+
+async def test_lines_of_one_loop_step_are_written_together_in_the_order_logged(
+    log_output: io.StringIO,
+) -> None:
+    structlog.get_logger("a").info("first")
+    service_log.request_line("GET", "/x", 200, 0.5, "CORP\\u")
+    structlog.get_logger("b").warning("third")
+    assert log_output.getvalue() == ""  # written when this step of the loop ends
+    await asyncio.sleep(0)
+    events = [json.loads(line)["event"] for line in log_output.getvalue().splitlines()]
+    assert events == ["first", "request", "third"]
+    logging.getLogger("library").warning("fourth")  # the standard library's handler flushes
+    assert json.loads(log_output.getvalue().splitlines()[-1])["event"] == "fourth"
+
+
+def test_a_line_logged_outside_a_running_loop_is_written_at_once(
+    log_output: io.StringIO,
+) -> None:
+    structlog.get_logger("a").info("now")
+    assert json.loads(log_output.getvalue())["event"] == "now"
