@@ -71,15 +71,19 @@ class LineOutput:
 
     def write(self, text: str) -> int:
         """Queue `text` (one or more whole lines with their newlines)."""
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         with self._lock:
             self._pending.append(text)
-            if loop is None:
-                self._write_pending()
-                return len(text)
+            scheduled = self._scheduled
+            if scheduled is not None and not scheduled.is_closed():
+                return len(text)  # the step's flush is due (no loop look-up per line)
+        # The first line of a step. (Python 3.11 asks the kernel for the process id at
+        # every look-up of the running loop: once a step, not once a line.)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return len(text)
+        with self._lock:
             if self._scheduled is loop:
                 return len(text)
             self._scheduled = loop
