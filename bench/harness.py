@@ -536,18 +536,23 @@ class PgStats:
 class Profiler:
     """`py-spy record --format raw` of one process, over a diagnostic run."""
 
-    def __init__(self, pid: int, output: Path, gil_only: bool = False) -> None:
+    def __init__(
+        self, pid: int, output: Path, gil_only: bool = False, rate: int = 100, native: bool = False
+    ) -> None:
         self.pid = pid
         self.output = output
         self.gil_only = gil_only
+        self.rate = rate
+        self.native = native
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = output.with_suffix(".log")
 
     def launch(self) -> None:
-        """Start py-spy (it samples 100 times a second, pausing the process briefly)."""
+        """Start py-spy (it samples `rate` times a second, pausing the process briefly)."""
         exe = executable("py-spy")
         with self.log.open("wb") as log:
             command = [exe, "record", "--pid", str(self.pid), "--format", "raw"]
+            command += ["--rate", str(self.rate), *(["--native"] if self.native else [])]
             command += ["-o", str(self.output), *(["--gil"] if self.gil_only else [])]
             self.proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -717,7 +722,8 @@ async def diagnose(
     hooks: list[Hook] = []
     if args.profile:
         output = profile_path(args.profile_dir, scenario.name)
-        profiler = Profiler(scenario.server.proc.pid, output, args.profile_gil)
+        pid = scenario.server.proc.pid
+        profiler = Profiler(pid, output, args.profile_gil, args.profile_rate, args.profile_native)
         hooks.append(profiler)
     if args.pg_stats and database and options.pg_pid:
         stats = PgStats(args.pg_admin_url, database)
@@ -787,6 +793,12 @@ def add_diagnostic_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--profile-dir", default="/tmp/bench-profile", help="where py-spy writes its profiles"
+    )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy's samples per second")
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="include native frames (C extensions: asyncpg's protocol, uvloop, orjson)",
     )
     parser.add_argument(
         "--profile-top", type=int, default=25, help="functions and statements to list"
