@@ -415,7 +415,7 @@ def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
     base = next((m.result for m in rows if m.scenario == baseline), None)
     header = (
         f"{'scenario':<14} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'vs base':>7} {'srv cpu':>7} {'us/req':>6} {'req/s/core':>10} "
+        f"{'errors':>6} {'vs base':>7} {'srv cpu':>7} {'us/req':>6} {'sys':>4} {'req/s/core':>10} "
         f"{'db cpu':>6} {'db us/req':>9} {'wrk cpu':>7} {'other':>6}"
     )
     print(header)
@@ -427,7 +427,8 @@ def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
         print(
             f"{m.scenario:<14} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} "
             f"{errors:>6} {ratio:>7} {pct(r.cpu_load('server')):>7} "
-            f"{us(r.cpu_us_per_request('server')):>6} {_num(r.per_core('server')):>10} "
+            f"{us(r.cpu_us_per_request('server')):>6} {pct(r.kernel_share('server')):>4} "
+            f"{_num(r.per_core('server')):>10} "
             f"{pct(r.cpu_load('postgres')):>6} {us(r.cpu_us_per_request('postgres')):>9} "
             f"{pct(r.cpu_load('wrk')):>7} {pct(r.other_load()):>6}"
         )
@@ -443,8 +444,9 @@ def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
             print(f"  {m.scenario}: {problem}")
     print(
         "srv cpu / db cpu / wrk cpu / other: the server process, Postgres, wrk, the rest of the "
-        "machine (100% = one core); us/req: CPU microseconds per request; req/s/core: requests "
-        "per second per core of the server process alone (requests / its CPU seconds)."
+        "machine (100% = one core); us/req: CPU microseconds per request; sys: the server's share "
+        "of its CPU in the kernel (socket I/O); req/s/core: requests per second per core of the "
+        "server process alone (requests / its CPU seconds)."
     )
     busy = [m.scenario for m in rows if (m.result.other_load() or 0.0) > OTHER_LOAD_WARNING]
     if busy:
@@ -692,9 +694,10 @@ def layer_of(frames: Sequence[tuple[str, str]]) -> str:
             return "asyncpg (outside a request)"
         return "aiohttp and the event loop (parsing, writing, scheduling)"
     where = "middlewares" if own[-1][1] in MIDDLEWARE_FILES else "handler"
-    if library in ("structlog", "logging") or innermost == "shared/logging.py":
+    files = {f[1].split("/", 1)[0] for f in frames} | {f[1] for f in frames}
+    if files & {"structlog", "logging", "shared/logging.py"}:
         return f"{where}: logging"
-    if library == "prometheus_client":
+    if "prometheus_client" in files:
         return f"{where}: metrics"
     if library == "asyncpg":
         return f"{where}: asyncpg"

@@ -277,6 +277,7 @@ class WrkResult:
     timeouts: int = 0
     bytes_read: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds (run_wrk)
+    kernel_s: dict[str, float] = field(default_factory=dict)  # the part in the kernel (pids)
     output: str = ""  # wrk's own report
 
     @property
@@ -324,6 +325,12 @@ class WrkResult:
         seconds): what one core of it serves, whoever else shares the machine."""
         cpu = self.cpu_s.get(name)
         return None if not cpu else self.requests / cpu
+
+    def kernel_share(self, name: str) -> float | None:
+        """Share of the CPU time of the process `name` spent in the kernel (system calls:
+        socket reads and writes)."""
+        cpu, kernel = self.cpu_s.get(name), self.kernel_s.get(name)
+        return None if not cpu or kernel is None else kernel / cpu
 
     def other_load(self) -> float | None:
         """Share of one core the rest of the machine used over the run: everything busy
@@ -448,6 +455,11 @@ def machine_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
+def _system_seconds(pid: int) -> float | None:
+    split = cpu_split(pid)
+    return None if split is None else split[1]
+
+
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -489,6 +501,9 @@ async def run_wrk(
         "wrk": _children_cpu_seconds,  # wrk is the only child this waits for meanwhile
         "machine": machine_busy_seconds,
     }
+    kernel: dict[str, Callable[[], float | None]] = {
+        name: partial(_system_seconds, pid) for name, pid in (pids or {}).items()
+    }
     with tempfile.TemporaryDirectory(prefix="wrk-") as folder:
         path = Path(folder) / "script.lua"
         path.write_text(lua(script, secrets.token_hex(6), threads))
@@ -503,6 +518,7 @@ async def run_wrk(
             url.rstrip("/"),
         ]
         before = {name: sample() for name, sample in samplers.items()}
+        before_kernel = {name: sample() for name, sample in kernel.items()}
         proc = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
@@ -519,6 +535,7 @@ async def run_wrk(
                 await proc.wait()
             raise
         after = {name: sample() for name, sample in samplers.items()}
+        after_kernel = {name: sample() for name, sample in kernel.items()}
     text = out.decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"wrk exited with {proc.returncode}:\n{text[-2000:]}")
@@ -527,6 +544,10 @@ async def run_wrk(
         start, end = before[name], after[name]
         if start is not None and end is not None:
             result.cpu_s[name] = end - start
+    for name in kernel:
+        start, end = before_kernel[name], after_kernel[name]
+        if start is not None and end is not None:
+            result.kernel_s[name] = end - start
     return result
 
 
