@@ -60,8 +60,8 @@ from typing import Any
 
 import aiohttp
 from harness import (
-    HOST,
     Bench,
+    Callers,
     LoadOptions,
     Measured,
     Metrics,
@@ -74,10 +74,8 @@ from harness import (
     create_databases,
     delta,
     diagnose,
-    executable,
     labels,
     load_options,
-    make_trust_root,
     measure,
     measure_rounds,
     medians,
@@ -88,8 +86,10 @@ from harness import (
     run_bench,
     scrape,
     serve_until_stopped,
+    start_backend,
+    start_baseline,
+    start_site,
     wait_until_serving,
-    write_callers_jwks,
 )
 from wrk import Script
 from yarl import URL
@@ -540,12 +540,8 @@ async def mean_batch(server_url: str) -> str:
 
 async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int] | None) -> int:
     """Set up, measure, run the race, print the report; return the exit code."""
-    from cryptography.fernet import Fernet
-
     from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
     from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
-    from shared import jose
-    from shared.embedded_pg import free_port
 
     databases = {"lbs": "bench_lbs", "qrs_a": "bench_qrs_a", "qrs_b": "bench_qrs_b"}
     await create_databases(
@@ -556,84 +552,30 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
             databases["qrs_b"]: QRS_MIGRATIONS,
         },
     )
-
-    issuer_key = jose.generate_private_key()
-    jwks_file = bench.workdir / "callers.jwks.json"
-    write_callers_jwks(jwks_file, issuer_key)
-
-    def token(identity: tuple[str, str]) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": ISSUER,
-            "aud": "repository-service",
-            "iat": now,
-            "exp": now + 3600 * 4,
-            "userDirectory": identity[0],
-            "userId": identity[1],
-        }
-        return jose.sign(claims, issuer_key, typ=jose.CALLER_TYP)
-
-    lbs_admin = "bench-admin-" + uuid.uuid4().hex
-    lbs_port = free_port()
-    lbs_url = f"http://{HOST}:{lbs_port}"
-    lbs_env = {
-        "LBS_DATABASE_URL": pg.url_for(databases["lbs"]),
-        "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "LBS_ADMIN_TOKENS": lbs_admin,
-        "LBS_HOST": HOST,
-        "LBS_PORT": str(lbs_port),
-        "LBS_PUBLIC_URL": lbs_url,
-        "LBS_LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
-    }
-    # The sites trust the backend's root key, written before either starts.
-    trust_root = bench.workdir / "lbs-trust-root.json"
-    await make_trust_root([executable("license-backend")], trust_root, lbs_env)
-    lbs = bench.start(
-        "license-backend",
-        [executable("license-backend"), "serve", "--no-migrate"],
-        lbs_port,
-        lbs_env,
-    )
+    callers = Callers(bench.workdir, ISSUER)
+    backend = await start_backend(bench, pg.url_for(databases["lbs"]))
+    lbs, lbs_url, lbs_admin = backend.server, backend.url, backend.admin
     roles = {"\\".join(PROXY): ["ProxyService"], "\\".join(ADMIN): ["RootAdmin"]}
     extra_env = dict(kv.split("=", 1) for kv in args.qrs_env)
 
     def start_qrs(name: str, database: str, **env: str) -> Site:
-        port = free_port()
-        server = bench.start(
+        server = start_site(
+            bench,
             name,
-            [executable("repository-service"), "serve", "--no-migrate"],
-            port,
-            {
-                "QRS_DATABASE_URL": pg.url_for(database),
-                "QRS_HOST": HOST,
-                "QRS_PORT": str(port),
-                "QRS_INSTANCE_ID": name,
-                "QRS_LBS_URL": lbs_url,
-                "QRS_LBS_ISSUER": lbs_url,
-                "QRS_LBS_TRUST_ROOT_FILE": str(trust_root),
-                "QRS_AUTH_JWKS_FILE": str(jwks_file),
-                "QRS_AUTH_ISSUERS": ISSUER,
-                "QRS_BOOTSTRAP_ROLES": json.dumps(roles),
-                "QRS_LOG_FORMAT": "json",
-                "QRS_POLL_INTERVAL_SECONDS": "3600",
-                "PYTHONUNBUFFERED": "1",
-                **env,
-                **extra_env,
-            },
+            pg.url_for(database),
+            backend,
+            callers,
+            QRS_BOOTSTRAP_ROLES=json.dumps(roles),
+            QRS_POLL_INTERVAL_SECONDS="3600",
+            **env,
+            **extra_env,
         )
-        return Site(server, pg.url_for(database), token(PROXY))
+        return Site(server, pg.url_for(database), callers.token(PROXY))
 
-    base_port = free_port()
-    baseline = bench.start(
-        "baseline",
-        [sys.executable, str(SCRIPT), "--serve-baseline", str(base_port)],
-        base_port,
-        {"PYTHONUNBUFFERED": "1"},
-    )
+    baseline = start_baseline(bench, SCRIPT)
     # Sessions of "allocated" are never ended, so the per-user limit of live sessions is lifted.
     site = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
-    admin = token(ADMIN)
+    admin = callers.token(ADMIN)
     async with new_session(8, total_timeout=120) as session:
         await wait_until_serving(session, lbs, "/health/ready")
         await wait_until_serving(session, baseline, "/health/ready")

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,16 @@ def serve_until_stopped(app: web.Application, port: int) -> None:
             await runner.cleanup()
 
     run_service(main())
+
+
+def start_baseline(bench: Bench, script: Path) -> Server:
+    """Start `script --serve-baseline PORT` (the script's bare aiohttp app) in its own
+    process."""
+    from shared.embedded_pg import free_port
+
+    port = free_port()
+    command = [sys.executable, str(script), "--serve-baseline", str(port)]
+    return bench.start("baseline", command, port, {"PYTHONUNBUFFERED": "1"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,9 +244,106 @@ async def make_trust_root(command: Sequence[str], path: Path, env: dict[str, str
         str(path),
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # its log lines; shown when it fails
     )
-    if await made.wait() != 0:
-        raise RuntimeError("license-backend keys root failed")
+    _, log = await made.communicate()
+    if made.returncode != 0:
+        raise RuntimeError(f"license-backend keys root failed:\n{log.decode(errors='replace')}")
+
+
+class Callers:
+    """The issuer of the callers' tokens the repository service trusts (its JWKS file)."""
+
+    def __init__(self, workdir: Path, issuer: str) -> None:
+        from shared import jose
+
+        self.issuer = issuer
+        self.key = jose.generate_private_key()
+        self.jwks_file = workdir / "callers.jwks.json"
+        write_callers_jwks(self.jwks_file, self.key)
+
+    def token(self, identity: tuple[str, str], ttl: int = 4 * 3600) -> str:
+        """Mint a caller token for (userDirectory, userId)."""
+        from shared import jose
+
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": "repository-service",
+            "iat": now,
+            "exp": now + ttl,
+            "userDirectory": identity[0],
+            "userId": identity[1],
+        }
+        return jose.sign(claims, self.key, typ=jose.CALLER_TYP)
+
+
+@dataclass
+class Backend:
+    """The running license backend, its admin token and the root key sites trust."""
+
+    server: Server
+    admin: str
+    trust_root: Path
+
+    @property
+    def url(self) -> str:
+        """Where it answers."""
+        return self.server.url
+
+
+async def start_backend(bench: Bench, database_url: str) -> Backend:
+    """Start `license-backend serve --no-migrate` on a migrated database (JSON logs,
+    unbuffered as in the Docker image), after having it write its root key."""
+    from cryptography.fernet import Fernet
+
+    from shared.embedded_pg import free_port
+
+    admin = "bench-admin-" + secrets.token_urlsafe(16)
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    env = {
+        "LBS_DATABASE_URL": database_url,
+        "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "LBS_ADMIN_TOKENS": admin,
+        "LBS_HOST": HOST,
+        "LBS_PORT": str(port),
+        "LBS_PUBLIC_URL": url,
+        "LBS_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [executable("license-backend")]
+    # The sites trust the backend's root key, written before either starts.
+    trust_root = bench.workdir / "lbs-trust-root.json"
+    await make_trust_root(command, trust_root, env)
+    server = bench.start("license-backend", [*command, "serve", "--no-migrate"], port, env)
+    return Backend(server, admin, trust_root)
+
+
+def start_site(
+    bench: Bench, name: str, database_url: str, backend: Backend, callers: Callers, **env: str
+) -> Server:
+    """Start one `repository-service serve --no-migrate` replica (JSON logs, unbuffered)
+    trusting `backend`'s root and `callers`' tokens; `env` adds or overrides settings."""
+    from shared.embedded_pg import free_port
+
+    port = free_port()
+    settings = {
+        "QRS_DATABASE_URL": database_url,
+        "QRS_HOST": HOST,
+        "QRS_PORT": str(port),
+        "QRS_INSTANCE_ID": name,
+        "QRS_LBS_URL": backend.url,
+        "QRS_LBS_ISSUER": backend.url,
+        "QRS_LBS_TRUST_ROOT_FILE": str(backend.trust_root),
+        "QRS_AUTH_JWKS_FILE": str(callers.jwks_file),
+        "QRS_AUTH_ISSUERS": callers.issuer,
+        "QRS_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    command = [executable("repository-service"), "serve", "--no-migrate"]
+    return bench.start(name, command, port, settings)
 
 
 # ---------------------------------------------------------------------------------------
@@ -897,11 +1005,16 @@ def run_bench(
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     pg = EmbeddedPostgres(workdir / "pg")
     bench = Bench(workdir, server_cpus)
-    print(
-        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
-        f"(as the services), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
+    load = (
         f"{wrk_version()}, {args.wrk_threads} thread(s), {args.connections} connections, "
         f"{args.rounds} round(s) of {args.duration}s, warm-up {args.warmup}s"
+        if hasattr(args, "wrk_threads")
+        else f"{args.concurrency} Python clients, {args.duration:g}s"
+    )
+    print(
+        f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
+        f"(as the services), {os.cpu_count()} CPUs"
+        f"{', pinned' if getattr(args, 'pin', False) else ''}; {load}"
     )
     try:
         pg.start()

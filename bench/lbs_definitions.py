@@ -28,14 +28,12 @@ end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 from harness import (
-    HOST,
     Bench,
     LoadOptions,
     Measured,
@@ -48,7 +46,6 @@ from harness import (
     check_load_arguments,
     delta,
     diagnose,
-    executable,
     load_options,
     measure_rounds,
     medians,
@@ -57,6 +54,8 @@ from harness import (
     run_async,
     run_bench,
     serve_until_stopped,
+    start_backend,
+    start_baseline,
     wait_until_serving,
 )
 from wrk import Script
@@ -233,39 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_baseline(args.serve_baseline)
         return 0
 
-    from cryptography.fernet import Fernet
-
     from license_backend.cli import MIGRATIONS
-    from shared.embedded_pg import EmbeddedPostgres, free_port
+    from shared.embedded_pg import EmbeddedPostgres
     from shared.migrations import apply_migrations
 
     wrk_cpus, server_cpus = prepare_load_generator(args.pin)
-    lbs_exe = executable("license-backend")
 
     def run(bench: Bench, pg: EmbeddedPostgres) -> int:
         run_async(apply_migrations(pg.url, MIGRATIONS))
-        admin = "bench-admin-" + secrets.token_urlsafe(16)
-        base_port, lbs_port = free_port(), free_port()
-        baseline = bench.start(
-            "baseline",
-            [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", str(base_port)],
-            base_port,
-            {"PYTHONUNBUFFERED": "1"},
-        )
-        lbs_env = {
-            "LBS_DATABASE_URL": pg.url,
-            "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "LBS_ADMIN_TOKENS": admin,
-            "LBS_HOST": HOST,
-            "LBS_PORT": str(lbs_port),
-            "LBS_PUBLIC_URL": f"http://{HOST}:{lbs_port}",
-            "LBS_LOG_FORMAT": "json",
-            # As in the Docker image: one write per log line.
-            "PYTHONUNBUFFERED": "1",
-        }
-        lbs = bench.start("license-backend", [lbs_exe, "serve", "--no-migrate"], lbs_port, lbs_env)
+        baseline = start_baseline(bench, Path(__file__).resolve())
+        backend = run_async(start_backend(bench, pg.url))
         options = load_options(args, pg.data_dir, wrk_cpus)
-        run_async(benchmark(args, options, baseline, lbs, admin))
+        run_async(benchmark(args, options, baseline, backend.server, backend.admin))
         return 0
 
     return run_bench("lbs-bench-", args, server_cpus, run)
