@@ -479,11 +479,11 @@ def report(
         else f" (targets are stated at {TARGET_CONNECTIONS})"
     )
     b, a, n = base.result, allocated.result, new_users.result
-    ratio = a.rps / b.rps if b.rps else 0.0
+    ratio = allocated.ratio or 0.0
     print(
         f"allocated: target req/s >= {TARGET_RATIO:.0%} of the baseline{at}: "
         f"{verdict(ratio >= TARGET_RATIO and allocated.ok)} "
-        f"({a.rps:.0f} vs {b.rps:.0f} req/s = {ratio:.1%})"
+        f"(median req/s {a.rps:.0f} vs {b.rps:.0f}; median of the rounds' ratios {ratio:.1%})"
     )
     print(
         f"allocated: target p99 <= {TARGET_P99_MS:g} ms{at}: "
@@ -596,7 +596,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
             only_professional_grants,
         ),
     ]
-    best = medians(await measure_rounds(scenarios, options))
+    best = medians(await measure_rounds(scenarios, options), "baseline")
     batching = await mean_batch(site.server.url)
     for scenario in scenarios:
         await diagnose(

@@ -415,6 +415,8 @@ class Measured:
     scenario: str
     result: WrkResult
     problems: list[str] = field(default_factory=list)
+    # The median over the rounds of req/s as a share of the baseline's in the same round.
+    ratio: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -489,13 +491,24 @@ async def measure_rounds(
     return runs
 
 
-def medians(runs: dict[str, list[Measured]]) -> dict[str, Measured]:
-    """Return each scenario's median run by req/s (with the problems of all its runs)."""
+def medians(runs: dict[str, list[Measured]], baseline: str | None = None) -> dict[str, Measured]:
+    """Return each scenario's median run by req/s (with the problems of all its runs) and,
+    given the `baseline` scenario, the median of its per-round ratios to the baseline: the
+    rounds were interleaved, so each ratio compares runs of the same spell of the machine."""
     chosen = {}
+    base = runs.get(baseline) if baseline else None
     for name, measured in runs.items():
         middle = median([m.result for m in measured])
         problems = [p for m in measured for p in m.problems]
-        chosen[name] = Measured(name, middle, problems)
+        ratio = None
+        if base is not None:
+            shares = sorted(
+                m.result.rps / b.result.rps
+                for m, b in zip(measured, base, strict=True)
+                if b.result.rps
+            )
+            ratio = shares[(len(shares) - 1) // 2] if shares else None
+        chosen[name] = Measured(name, middle, problems, ratio)
     return chosen
 
 
@@ -530,7 +543,10 @@ def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
     print("-" * len(header))
     for m in rows:
         r = m.result
-        ratio = f"{r.rps / base.rps:.1%}" if base and base.rps else "-"
+        share = m.ratio
+        if share is None and base is not None and base.rps:
+            share = r.rps / base.rps
+        ratio = "-" if share is None else f"{share:.1%}"
         errors = r.errors + len(m.problems)
         print(
             f"{m.scenario:<14} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} "
@@ -551,10 +567,11 @@ def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
         for problem in m.problems[:3]:
             print(f"  {m.scenario}: {problem}")
     print(
-        "srv cpu / db cpu / wrk cpu / other: the server process, Postgres, wrk, the rest of the "
-        "machine (100% = one core); us/req: CPU microseconds per request; sys: the server's share "
-        "of its CPU in the kernel (socket I/O); req/s/core: requests per second per core of the "
-        "server process alone (requests / its CPU seconds)."
+        "vs base: the median over the rounds of req/s as a share of the baseline's in the same "
+        "round. srv cpu / db cpu / wrk cpu / other: the server process, Postgres, wrk, the rest "
+        "of the machine (100% = one core); us/req: CPU microseconds per request; sys: the "
+        "server's share of its CPU in the kernel (socket I/O); req/s/core: requests per second "
+        "per core of the server process alone (requests / its CPU seconds)."
     )
     busy = [m.scenario for m in rows if (m.result.other_load() or 0.0) > OTHER_LOAD_WARNING]
     if busy:
