@@ -110,8 +110,10 @@ class CallerDirectory:
         self._generation = 0  # moves on at every forget(): reads begun before it are not kept
 
     def forget(self) -> None:
-        """Drop cached callers (after a change of roles or users)."""
+        """Drop cached callers (after a change of roles or users); reads under way finish for
+        the requests waiting for them, but are neither kept nor joined by later requests."""
         self._callers.clear()
+        self._reads.clear()
         self._generation += 1
 
     def verify(self, authorization: str) -> tuple[str, str]:

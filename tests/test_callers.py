@@ -39,3 +39,17 @@ async def test_a_read_begun_before_forget_is_not_kept(make_qrs: Any) -> None:
         )
         # Nothing read before the forget() is served after it.
         assert (await directory.caller("CORP", "bo")).roles == {"RootAdmin"}
+
+
+async def test_a_request_after_forget_does_not_join_a_read_begun_before_it(
+    make_qrs: Any,
+) -> None:
+    async with make_qrs(None, run_poller=False) as qrs:
+        directory = qrs.app[CALLERS]
+        before = asyncio.create_task(directory.caller("CORP", "cy"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        directory.forget()
+        after = asyncio.create_task(directory.caller("CORP", "cy"))
+        first, second = await asyncio.gather(before, after)
+        assert first is not second
