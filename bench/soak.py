@@ -16,11 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -28,16 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.fernet import Fernet
-from harness import create_databases, make_trust_root, postmaster_pid, write_callers_jwks
-
-from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
-from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
-from shared import jose
-from shared.embedded_pg import EmbeddedPostgres, free_port
+from harness import (
+    Backend,
+    Bench,
+    Callers,
+    create_databases,
+    postmaster_pid,
+    prepare_load_generator,
+    run_async,
+    run_bench,
+    start_backend,
+    start_site,
+    wait_until_serving,
+)
 
 XRFKEY = "soak0123456789ab"
-ADMIN_TOKEN = "soak-admin-token"
 ROOT = ("SOAK", "root")
 PROXY = ("SOAK", "proxy")
 
@@ -59,103 +61,54 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Stack:
-    """Postgres, the backend and the replicas, as processes of this run."""
+    """The backend and the replicas, as processes of this run, and the callers' tokens."""
 
-    def __init__(self, replicas: int, poll_interval: float) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="soak-"))
-        self.pg = EmbeddedPostgres(self.folder / "pg")
-        self.procs: list[asyncio.subprocess.Process] = []
-        self.issuer = jose.generate_private_key()
-        self.replicas = replicas
-        self.poll_interval = poll_interval
-        self.lbs_url = ""
-        self.qrs_urls: list[str] = []
+    def __init__(self, backend: Backend, callers: Callers, qrs_urls: list[str]) -> None:
+        self.backend = backend
+        self.callers = callers
+        self.lbs_url = backend.url
+        self.qrs_urls = qrs_urls
 
     def token(self, who: tuple[str, str]) -> str:
         """Mint a caller token for `who`."""
-        claims = {
-            "iss": "soak",
-            "aud": "repository-service",
-            "exp": int(time.time()) + 86400,
-            "userDirectory": who[0],
-            "userId": who[1],
-        }
-        return jose.sign(claims, self.issuer, typ=jose.CALLER_TYP)
+        return self.callers.token(who, ttl=86400)
 
-    async def _spawn(self, module: str, env: dict[str, str]) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            "serve",
-            "--no-migrate",
-            env={**os.environ, **env},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+
+async def start_stack(
+    bench: Bench, pg: Any, replicas: int, poll_interval: float
+) -> tuple[Stack, dict[str, int]]:
+    """Start the backend and the replicas on fresh databases; return the stack and the pids
+    of its processes by name (Postgres included)."""
+    from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
+    from repository_service.cli import MIGRATIONS as QRS_MIGRATIONS
+
+    await create_databases(pg, {"lbs": LBS_MIGRATIONS, "qrs": QRS_MIGRATIONS})
+    callers = Callers(bench.workdir, "soak")
+    backend = await start_backend(bench, pg.url_for("lbs"))
+    sites = [
+        start_site(
+            bench,
+            f"qrs-{n + 1}",
+            pg.url_for("qrs"),
+            backend,
+            callers,
+            QRS_POLL_INTERVAL_SECONDS=str(poll_interval),
+            QRS_MAX_PARALLEL_SESSIONS="50",
         )
-        self.procs.append(proc)
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        """Start everything and wait until every service answers."""
-        await asyncio.to_thread(self.pg.start)
-        await create_databases(self.pg, {"lbs": LBS_MIGRATIONS, "qrs": QRS_MIGRATIONS})
-        jwks = self.folder / "callers.jwks.json"
-        write_callers_jwks(jwks, self.issuer)
-        port = free_port()
-        self.lbs_url = f"http://127.0.0.1:{port}"
-        lbs_env = {
-            "LBS_DATABASE_URL": self.pg.url_for("lbs"),
-            "LBS_PORT": str(port),
-            "LBS_PUBLIC_URL": self.lbs_url,
-            "LBS_ADMIN_TOKENS": ADMIN_TOKEN,
-            "LBS_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "LBS_LOG_FORMAT": "json",
-        }
-        # The sites trust the backend's root key, written before either starts.
-        trust_root = self.folder / "lbs-trust-root.json"
-        await make_trust_root([sys.executable, "-m", "license_backend.cli"], trust_root, lbs_env)
-        await self._spawn("license_backend.cli", lbs_env)
-        for n in range(self.replicas):
-            port = free_port()
-            self.qrs_urls.append(f"http://127.0.0.1:{port}")
-            await self._spawn(
-                "repository_service.cli",
-                {
-                    "QRS_DATABASE_URL": self.pg.url_for("qrs"),
-                    "QRS_PORT": str(port),
-                    "QRS_LBS_URL": self.lbs_url,
-                    "QRS_LBS_TRUST_ROOT_FILE": str(trust_root),
-                    "QRS_AUTH_JWKS_FILE": str(jwks),
-                    "QRS_AUTH_ISSUERS": "soak",
-                    "QRS_INSTANCE_ID": f"soak-{n + 1}",
-                    "QRS_POLL_INTERVAL_SECONDS": str(self.poll_interval),
-                    "QRS_MAX_PARALLEL_SESSIONS": "50",
-                    "QRS_LOG_FORMAT": "json",
-                },
-            )
-        for url in [self.lbs_url, *self.qrs_urls]:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        async with http.get(f"{url}/health/live") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.2)
-
-    async def stop(self) -> None:
-        """Stop every process and remove the database."""
-        for proc in self.procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-        await asyncio.to_thread(self.pg.destroy)
+        for n in range(replicas)
+    ]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        for server in [backend.server, *sites]:
+            await wait_until_serving(http, server, "/health/live")
+    pg_pid = postmaster_pid(pg.data_dir)
+    if pg_pid is None:
+        raise RuntimeError("Postgres is not running")
+    pids = {
+        "lbs": backend.server.proc.pid,
+        **{server.name: server.proc.pid for server in sites},
+        "postgres": pg_pid,
+    }
+    return Stack(backend, callers, [server.url for server in sites]), pids
 
 
 async def qrs_call(
@@ -174,7 +127,7 @@ async def license_site(stack: Stack, http: aiohttp.ClientSession) -> None:
     """Create a license at the backend, apply it, and set up groups, a pool and the proxy."""
     async with http.post(
         f"{stack.lbs_url}/v1/admin/licenses",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        headers={"Authorization": f"Bearer {stack.backend.admin}"},
         json={
             "owner": "Soak",
             "organization": "Soak",
@@ -275,31 +228,20 @@ async def drive(
     return latencies, statuses
 
 
-async def run(args: argparse.Namespace) -> int:
-    stack = Stack(args.replicas, args.poll_interval)
+async def soak(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
+    """Start the stack, license it, warm up, drive the mix and print the report."""
+    stack, pids = await start_stack(bench, pg, args.replicas, args.poll_interval)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as http:
-        try:
-            await stack.start(http)
-            await license_site(stack, http)
-            await drive(stack, http, min(10.0, args.duration / 10), args.concurrency)  # warm up
-            pg_pid = postmaster_pid(stack.pg.data_dir)
-            if pg_pid is None:
-                raise RuntimeError("Postgres is not running")
-            pids = {
-                "lbs": stack.procs[0].pid,
-                **{f"qrs-{n + 1}": p.pid for n, p in enumerate(stack.procs[1:])},
-                "postgres": pg_pid,
-            }
-            rss_start = {name: rss_mib(pid) for name, pid in pids.items()}
-            started = time.monotonic()
-            latencies, statuses = await drive(stack, http, args.duration, args.concurrency)
-            elapsed = time.monotonic() - started
-            rss_end = {name: rss_mib(pid) for name, pid in pids.items()}
-        finally:
-            await stack.stop()
+        await license_site(stack, http)
+        await drive(stack, http, min(10.0, args.duration / 10), args.concurrency)  # warm up
+        rss_start = {name: rss_mib(pid) for name, pid in pids.items()}
+        started = time.monotonic()
+        latencies, statuses = await drive(stack, http, args.duration, args.concurrency)
+        elapsed = time.monotonic() - started
+        rss_end = {name: rss_mib(pid) for name, pid in pids.items()}
     total = sum(len(v) for v in latencies.values())
     print(
         f"\nsoak: {elapsed:.0f} s, {args.concurrency} clients, {args.replicas} replicas,"
@@ -333,7 +275,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--poll-interval", type=float, default=5.0)
-    return asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    _, server_cpus = prepare_load_generator(False)
+    return run_bench(
+        "soak-",
+        args,
+        server_cpus,
+        lambda bench, pg: run_async(soak(args, bench, pg)),
+        (RuntimeError, TimeoutError, OSError, aiohttp.ClientError),
+    )
 
 
 if __name__ == "__main__":

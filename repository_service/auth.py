@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import asyncpg
@@ -19,9 +20,10 @@ from repository_service import tls
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import jose
+from shared.coalesce import Coalesced
 from shared.web.errors import Forbidden, Unauthorized
 from shared.web.observability import USER_KEY
-from shared.web.requests import AmbiguousParameter, bearer_token, query_param
+from shared.web.requests import AmbiguousParameter, bearer_credential, query_param
 
 _XRFKEY = re.compile(r"^[0-9A-Za-z]{16}$")
 XRF_MESSAGE = "XSRF prevention check failed. Possible XSRF discovered."
@@ -49,7 +51,7 @@ class Caller:
     inactive: bool
     read_at: float
 
-    @property
+    @cached_property
     def display(self) -> str:
         """Return `DIR\\user`."""
         return f"{self.user_directory}\\{self.user_id}"
@@ -78,6 +80,11 @@ def check_xrfkey(request: web.Request) -> None:
 def query_xrfkey(request: web.Request) -> str:
     """Return the xrfkey query parameter, its name in any case (`Xrfkey` from qsAPI); "" when
     it is missing or given twice with different values."""
+    query = request.query
+    if len(query) == 1:  # the common call: nothing but the xrfkey, spelt as documented
+        key = query.get("xrfkey")
+        if key is not None:
+            return key
     try:
         return query_param(request, "xrfkey") or ""
     except AmbiguousParameter:
@@ -95,18 +102,30 @@ class CallerDirectory:
         self._issuers = set(settings.auth_issuers)
         self._audience = settings.auth_audience
         self.xrfkey_required = settings.xrfkey_required
+        # By the exact Authorization header: (userDirectory, userId, the token's exp).
         self._tokens: dict[str, tuple[str, str, float]] = {}
         self._callers: dict[tuple[str, str], Caller] = {}
+        # One read of a user at a time: callers of the same user wait for the same read.
+        self._reads: dict[tuple[str, str], Coalesced[Caller]] = {}
+        self._generation = 0  # moves on at every forget(): reads begun before it are not kept
 
     def forget(self) -> None:
-        """Drop cached callers (after a change of roles or users)."""
+        """Drop cached callers (after a change of roles or users); reads under way finish for
+        the requests waiting for them, but are neither kept nor joined by later requests."""
         self._callers.clear()
+        self._reads.clear()
+        self._generation += 1
 
-    def verify(self, token: str) -> tuple[str, str]:
-        """Return (userDirectory, userId) of a valid caller token, or raise 401."""
-        cached = self._tokens.get(token)
+    def verify(self, authorization: str) -> tuple[str, str]:
+        """Return (userDirectory, userId) of the valid caller token in an Authorization header
+        value, or raise 401. A header seen before is not parsed or verified again until its
+        token expires."""
+        cached = self._tokens.get(authorization)
         if cached is not None and cached[2] > time.time():
             return cached[0], cached[1]
+        token = bearer_credential(authorization)
+        if token is None:
+            raise Unauthorized("A bearer token of visible ASCII characters is required.")
         try:
             claims = jose.verify(
                 token,
@@ -126,7 +145,7 @@ class CallerDirectory:
             raise Unauthorized("userDirectory and userId must be non-empty text.")
         if len(self._tokens) >= MAX_CACHED:
             self._tokens.clear()
-        self._tokens[token] = (directory, user_id, float(claims["exp"]))
+        self._tokens[authorization] = (directory, user_id, float(claims["exp"]))
         return directory, user_id
 
     async def caller(self, directory: str, user_id: str) -> Caller:
@@ -138,7 +157,20 @@ class CallerDirectory:
         cached = self._callers.get(key)
         if cached is not None and time.monotonic() - cached.read_at < CALLER_CACHE_SECONDS:
             return cached
-        row = await users.get_or_create(self._pool, directory, user_id)
+        # When the cached record ages out under load, the requests of that user arriving
+        # meanwhile share one read instead of each taking a connection for the same row.
+        read = self._reads.get(key)
+        if read is None:
+            read = self._reads[key] = Coalesced()
+        try:
+            return await read.run(lambda: self._read(key))
+        finally:
+            if not read.waiting and self._reads.get(key) is read:
+                del self._reads[key]
+
+    async def _read(self, key: tuple[str, str]) -> Caller:
+        generation = self._generation
+        row = await users.get_or_create(self._pool, *key)
         caller = Caller(
             id=row["id"],
             user_directory=row["user_directory"],
@@ -147,9 +179,10 @@ class CallerDirectory:
             inactive=row["inactive"],
             read_at=time.monotonic(),
         )
-        if len(self._callers) >= MAX_CACHED:
-            self._callers.clear()
-        self._callers[key] = caller
+        if generation == self._generation:
+            if len(self._callers) >= MAX_CACHED:
+                self._callers.clear()
+            self._callers[key] = caller
         return caller
 
 
@@ -176,11 +209,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     directory = request.app[CALLERS]
     if directory.xrfkey_required:
         check_xrfkey(request)
-    if "Authorization" in request.headers:
-        token = bearer_token(request)
-        if token is None:
-            raise Unauthorized("A bearer token of visible ASCII characters is required.")
-        user_dir, user_id = directory.verify(token)
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        user_dir, user_id = directory.verify(authorization)
     else:
         user_dir, user_id = certificate_identity(request)
     caller = await directory.caller(user_dir, user_id)

@@ -20,8 +20,13 @@ _CREDENTIAL = re.compile(r"[\x21-\x7e]+")
 
 def bearer_token(request: web.Request) -> str | None:
     """Return the request's bearer token; None when absent or not visible ASCII text."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    return bearer_credential(request.headers.get("Authorization", ""))
+
+
+def bearer_credential(authorization: str) -> str | None:
+    """Return the bearer token of an Authorization header value; None when it is not one of
+    visible ASCII text."""
+    scheme, _, token = authorization.partition(" ")
     token = token.strip(" \t")
     if scheme.lower() != "bearer" or not _CREDENTIAL.fullmatch(token):
         return None
