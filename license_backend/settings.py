@@ -45,6 +45,16 @@ class LbsSettings(ServiceSettings):
         ge=0,
         description="How often at most a known installation's last-seen time is written.",
     )
+    site_cache_seconds: float = Field(
+        default=5,
+        ge=0,
+        description=(
+            "How long a replica trusts what it read about a site's key (revoked, blacklisted,"
+            " its definition); each entry lives a random time between half and all of it."
+            " Changes made through a replica clear its cache at once; other replicas see them"
+            " within this time."
+        ),
+    )
     require_installation_id: bool = Field(
         default=True,
         description=(

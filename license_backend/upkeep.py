@@ -1,0 +1,58 @@
+"""A replica's background work: last-seen times written once a second.
+
+It runs as a task owned by the app's cleanup context and stops at once on shutdown; the
+last-seen times still pending are written before the pool closes. A failing run is logged
+once when failing starts and once when it recovers, and retried at the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from license_backend.keys import ACTIVATIONS
+
+log = structlog.get_logger(__name__)
+
+FLUSH_SECONDS = 1.0
+
+
+async def _every(
+    seconds: float, name: str, action: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    failing = False
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await action()
+        except Exception:
+            if not failing:
+                log.warning(f"{name}_failing", exc_info=True)
+            failing = True
+        else:
+            if failing:
+                log.info(f"{name}_recovered")
+            failing = False
+
+
+async def upkeep(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: run the background work while the app serves."""
+    activations = app[ACTIVATIONS]
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_every(FLUSH_SECONDS, "last_seen_flush", activations.flush, stop)),
+    ]
+    yield
+    stop.set()
+    await asyncio.gather(*tasks)
+    try:
+        await activations.flush()
+    except Exception:
+        log.warning("last_seen_flush_failing", exc_info=True)
