@@ -19,6 +19,7 @@ from license_backend.signing import views as signing_views
 from license_backend.signing.keyring import KeyRing
 from license_backend.upkeep import upkeep
 from license_backend.usage import views as usage_views
+from license_backend.usage.service import UsageReports
 from shared.db import create_pool
 from shared.web import endpoints
 from shared.web.app_base import new_app
@@ -67,6 +68,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
     app[READINESS_KEY].required["database"] = database_ok
     app[keys.ACTIVATIONS] = Activations(pool, seen_seconds=settings.activation_seen_seconds)
+    app[usage_views.USAGE] = UsageReports(pool, retention_months=settings.usage_retention_months)
     yield
     await pool.close()
 

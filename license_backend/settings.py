@@ -55,6 +55,15 @@ class LbsSettings(ServiceSettings):
             " within this time."
         ),
     )
+    usage_retention_months: int = Field(
+        default=13,
+        ge=1,
+        le=1200,
+        description=(
+            "Months usage reports (and the idempotency of their reportId) are kept; older"
+            " monthly partitions are dropped."
+        ),
+    )
     require_installation_id: bool = Field(
         default=True,
         description=(

@@ -1,6 +1,7 @@
-"""A replica's background work: last-seen times written once a second.
+"""A replica's background work: last-seen times written once a second, and the usage
+partitions made ahead and pruned past the retention once an hour (and at start).
 
-It runs as a task owned by the app's cleanup context and stops at once on shutdown; the
+Both run as tasks owned by the app's cleanup context and stop at once on shutdown; the
 last-seen times still pending are written before the pool closes. A failing run is logged
 once when failing starts and once when it recovers, and retried at the next tick.
 """
@@ -15,10 +16,12 @@ import structlog
 from aiohttp import web
 
 from license_backend.keys import ACTIVATIONS
+from license_backend.usage.views import USAGE
 
 log = structlog.get_logger(__name__)
 
 FLUSH_SECONDS = 1.0
+USAGE_UPKEEP_SECONDS = 3600.0
 
 
 async def _every(
@@ -44,10 +47,16 @@ async def _every(
 
 async def upkeep(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: run the background work while the app serves."""
-    activations = app[ACTIVATIONS]
+    activations, usage = app[ACTIVATIONS], app[USAGE]
+    try:
+        await usage.maintain()
+    except Exception:
+        # Reports are still stored: a missing month's partition is made on first use.
+        log.warning("usage_upkeep_failing", exc_info=True)
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(_every(FLUSH_SECONDS, "last_seen_flush", activations.flush, stop)),
+        asyncio.create_task(_every(USAGE_UPKEEP_SECONDS, "usage_upkeep", usage.maintain, stop)),
     ]
     yield
     stop.set()

@@ -1,0 +1,66 @@
+-- Usage reports in monthly partitions, so that keeping them bounded is dropping old months
+-- (LBS_USAGE_RETENTION_MONTHS) rather than deleting rows. A unique index of a partitioned
+-- table must include the partition key, so it cannot keep a reportId unique across months:
+-- that is what usage_report_ids is for, one small row per report, whatever its month. The
+-- existing rows are moved into the partitions of their months.
+
+ALTER TABLE usage_reports RENAME TO usage_reports_unpartitioned;
+ALTER INDEX usage_reports_license RENAME TO usage_reports_unpartitioned_license;
+
+CREATE TABLE usage_report_ids (
+    report_id uuid PRIMARY KEY,
+    license_number text NOT NULL REFERENCES licenses (number) ON DELETE CASCADE,
+    -- The month the report is stored in; also what the retention prunes by.
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+-- Rows arrive in time order, so a block range index finds the old ones at almost no cost.
+CREATE INDEX usage_report_ids_received ON usage_report_ids USING brin (received_at);
+
+-- The license is checked by usage_report_ids' foreign key, written in the same statement.
+CREATE TABLE usage_reports (
+    report_id uuid NOT NULL,
+    license_number text NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    report jsonb NOT NULL
+) PARTITION BY RANGE (received_at);
+CREATE INDEX usage_reports_license ON usage_reports (license_number, received_at DESC);
+
+-- Make the partition of the calendar month (UTC) holding `month`, unless it exists; true when
+-- made. Created apart and then attached: attaching takes a lock that lets reports be written
+-- meanwhile, where CREATE TABLE … PARTITION OF would block them.
+CREATE FUNCTION usage_partition_create(month date) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    first date := date_trunc('month', month)::date;
+    name text := 'usage_reports_' || to_char(first, 'YYYYMM');
+BEGIN
+    IF to_regclass(quote_ident(name)) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE TABLE %I (LIKE usage_reports INCLUDING DEFAULTS)', name);
+    EXECUTE format(
+        'ALTER TABLE usage_reports ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+        name,
+        first::timestamp AT TIME ZONE 'UTC',
+        (first + interval '1 month')::timestamp AT TIME ZONE 'UTC'
+    );
+    RETURN true;
+END
+$$;
+
+-- The months of the rows kept, this month and the next two.
+SELECT usage_partition_create(month)
+FROM (
+    SELECT DISTINCT date_trunc('month', received_at AT TIME ZONE 'UTC')::date AS month
+    FROM usage_reports_unpartitioned
+    UNION
+    SELECT ((now() AT TIME ZONE 'UTC') + make_interval(months => n))::date
+    FROM generate_series(0, 2) AS n
+) AS months;
+
+INSERT INTO usage_report_ids (report_id, license_number, received_at)
+SELECT report_id, license_number, received_at FROM usage_reports_unpartitioned;
+INSERT INTO usage_reports (report_id, license_number, received_at, report)
+SELECT report_id, license_number, received_at, report FROM usage_reports_unpartitioned;
+
+DROP TABLE usage_reports_unpartitioned;
