@@ -21,6 +21,7 @@ licenses created together (an import) are not all renewed in the same minute.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -68,11 +69,14 @@ class Definition:
     issued_at: datetime
     # Quoted; a new signature always has a new jti.
     etag: str
+    # The body of a 200, `{"definition", "version"}`, made once rather than per request.
+    body: bytes
 
     @classmethod
     def of(cls, token: str, ver: int, jti: uuid.UUID, issued_at: datetime) -> Definition:
-        """Return the definition with its ETag."""
-        return cls(token, ver, jti, issued_at, f'"{jti}"')
+        """Return the definition with its ETag and answer body."""
+        body = json.dumps({"definition": token, "version": ver}).encode()
+        return cls(token, ver, jti, issued_at, f'"{jti}"', body)
 
 
 @dataclass(frozen=True, slots=True)

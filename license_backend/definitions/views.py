@@ -62,8 +62,7 @@ async def current_definition(request: web.Request) -> web.Response:
         request.app[SERVED].not_modified.inc()
         return web.Response(status=304, headers=headers)
     request.app[SERVED].full.inc()
-    body = CurrentDefinition(definition=definition.token, version=definition.ver)
-    return web.json_response(body.dump(), headers=headers)
+    return web.Response(body=definition.body, content_type="application/json", headers=headers)
 
 
 async def refresh_definition(request: web.Request) -> web.Response:
