@@ -92,3 +92,4 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
         secret=settings.control_secret.get_secret_value(),
     )
     yield
+    await app[keys.SITES].wait_idle()
