@@ -61,6 +61,7 @@ async def upkeep(app: web.Application) -> AsyncIterator[None]:
     yield
     stop.set()
     await asyncio.gather(*tasks)
+    await usage.wait_idle()
     try:
         await activations.flush()
     except Exception:

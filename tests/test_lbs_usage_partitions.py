@@ -3,6 +3,7 @@ time, pruned past the retention, and an existing unpartitioned table converted w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import uuid
@@ -244,8 +245,9 @@ async def test_the_migration_moves_existing_reports_into_partitions(
                 assert await conn.fetchval("SELECT to_regclass($1)", table) is not None
             # A converted reportId sent again is still a no-op; a new one is stored.
             number = "1234567812345678"
-            assert await usage_repo.insert(conn, rows[0][0], number, {}) is None
-            assert await usage_repo.insert(conn, uuid.uuid4(), number, {}) is not None
+            assert await usage_repo.insert(conn, [(rows[0][0], number, {})]) == {}
+            fresh = uuid.uuid4()
+            assert list(await usage_repo.insert(conn, [(fresh, number, {})])) == [fresh]
             assert await conn.fetchval("SELECT count(*) FROM usage_reports") == 4
             assert await conn.fetchval("SELECT to_regclass('usage_reports_unpartitioned')") is None
         finally:
@@ -253,3 +255,30 @@ async def test_the_migration_moves_existing_reports_into_partitions(
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_one_report_id_sent_many_times_at_once_is_stored_once(lbs: LbsHandle) -> None:
+    lic = await lbs.create_license()
+    other = await lbs.create_license(maxActivations=1)
+    body = report()
+    answers = await asyncio.gather(
+        *(post(lbs, lic["key"], body) for _ in range(10)),
+        *(post(lbs, other["key"], body) for _ in range(3)),
+        *(post(lbs, lic["key"], report()) for _ in range(10)),
+    )
+    mine, theirs, distinct = answers[:10], answers[10:13], answers[13:]
+    statuses = sorted(status for status, _ in mine + theirs)
+    first = [status for status, _ in mine + theirs if status == 202]
+    assert len(first) == 1
+    assert statuses.count(409) in (3, 10)  # whichever license was first, the other is refused
+    receipts = {a["reportId"] + a["receivedAt"] for s, a in mine + theirs if s in (200, 202)}
+    assert len(receipts) == 1
+    assert [status for status, _ in distinct] == [202] * 10
+    pool = lbs.app_pool()
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM usage_reports WHERE report_id = $1", uuid.UUID(body["reportId"])
+        )
+        == 1
+    )
+    assert await pool.fetchval("SELECT count(*) FROM usage_reports") == 11

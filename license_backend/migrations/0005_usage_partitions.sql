@@ -7,16 +7,18 @@
 ALTER TABLE usage_reports RENAME TO usage_reports_unpartitioned;
 ALTER INDEX usage_reports_license RENAME TO usage_reports_unpartitioned_license;
 
+-- No foreign keys: the license of a report is the one its key was just found to belong to,
+-- licenses are never deleted, and checking one would lock the license's row for every report
+-- (in the way of a definition being re-signed or an installation activated).
 CREATE TABLE usage_report_ids (
     report_id uuid PRIMARY KEY,
-    license_number text NOT NULL REFERENCES licenses (number) ON DELETE CASCADE,
+    license_number text NOT NULL,
     -- The month the report is stored in; also what the retention prunes by.
     received_at timestamptz NOT NULL DEFAULT now()
 );
 -- Rows arrive in time order, so a block range index finds the old ones at almost no cost.
 CREATE INDEX usage_report_ids_received ON usage_report_ids USING brin (received_at);
 
--- The license is checked by usage_report_ids' foreign key, written in the same statement.
 CREATE TABLE usage_reports (
     report_id uuid NOT NULL,
     license_number text NOT NULL,
@@ -34,6 +36,8 @@ DECLARE
     first date := date_trunc('month', month)::date;
     name text := 'usage_reports_' || to_char(first, 'YYYYMM');
 BEGIN
+    -- One maker at a time (replicas, a report finding no partition): the second sees it made.
+    PERFORM pg_advisory_xact_lock(7265438);
     IF to_regclass(quote_ident(name)) IS NOT NULL THEN
         RETURN false;
     END IF;

@@ -1,13 +1,21 @@
--- name: insert_report
--- The id and the report in one statement. The id's row is what keeps a reportId unique
--- across every month; on a replay it conflicts, nothing is stored and no row comes back.
-WITH fresh AS (
-    INSERT INTO usage_report_ids (report_id, license_number) VALUES ($1, $2)
+-- name: insert_reports
+-- Reports ($1[i], $2[i], $3[i]) and their ids in one statement, so one commit. The id's row
+-- is what keeps a reportId unique across every month: an id already stored (a replay) is
+-- not stored again and gives no row; of one id given twice, the first is stored.
+WITH input AS (
+    SELECT DISTINCT ON (report_id) report_id, license_number, report
+    FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
+         AS t (report_id, license_number, report, i)
+    ORDER BY report_id, i
+), fresh AS (
+    INSERT INTO usage_report_ids (report_id, license_number)
+    SELECT report_id, license_number FROM input
     ON CONFLICT (report_id) DO NOTHING
     RETURNING report_id, license_number, received_at
 ), stored AS (
     INSERT INTO usage_reports (report_id, license_number, received_at, report)
-    SELECT report_id, license_number, received_at, $3::jsonb FROM fresh
+    SELECT f.report_id, f.license_number, f.received_at, i.report::jsonb
+    FROM fresh f JOIN input i USING (report_id)
 )
 SELECT report_id, license_number, received_at FROM fresh;
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,17 @@ q = Queries(Path(__file__).with_name("queries.sql"))
 
 
 async def insert(
-    db: Db, report_id: uuid.UUID, number: str, report: dict[str, Any]
-) -> asyncpg.Record | None:
-    """Store a report and its id; None when the id is already stored (a replay)."""
-    row: asyncpg.Record | None = await db.fetchrow(q.insert_report, report_id, number, report)
-    return row
+    db: Db, reports: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]
+) -> dict[uuid.UUID, asyncpg.Record]:
+    """Store (report id, license, report) each with its id, in one statement; return the
+    rows stored by id (an id already stored, a replay, is missing)."""
+    rows = await db.fetch(
+        q.insert_reports,
+        [report_id for report_id, _, _ in reports],
+        [number for _, number, _ in reports],
+        [json.dumps(report) for _, _, report in reports],
+    )
+    return {row["report_id"]: row for row in rows}
 
 
 async def receipt(db: Db, report_id: uuid.UUID) -> asyncpg.Record | None:

@@ -11,8 +11,10 @@ long as its report is kept, whichever month the replay arrives in.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -20,15 +22,24 @@ import structlog
 from license_backend.catalog.service import LicenseNotFound
 from license_backend.usage import repository as repo
 from license_backend.usage.models import ReportPage, StoredReport, UsageReceipt, UsageReport
+from shared.batching import Batcher
 from shared.web.errors import Conflict
 
 log = structlog.get_logger(__name__)
 
+# Batches of reports being written at a time (one committing while the next fills), and
+# reports per batch.
+INSERTS_IN_FLIGHT = 2
+INSERT_BATCH = 200
 # Partitions made ahead: this month and the next ones, so a month never starts without one.
 MONTHS_AHEAD = 2
 # Report ids deleted per statement, and at most per run (the rest at the next run).
 PRUNE_BATCH = 10_000
 PRUNE_MAX_PER_RUN = 2_000_000
+
+
+# (report id, license number, report as JSON-ready data)
+Report = tuple[uuid.UUID, str, dict[str, Any]]
 
 
 def month_start(moment: datetime) -> date:
@@ -68,18 +79,32 @@ class UsageReports:
     def __init__(self, pool: asyncpg.Pool, *, retention_months: int) -> None:
         self._pool = pool
         self.retention_months = retention_months
+        # Reports that arrive while others are being written go together: one statement and
+        # one commit (one WAL flush) for the lot.
+        self._batches: Batcher[Report, asyncpg.Record | None] = Batcher(
+            self._insert_batch, max_in_flight=INSERTS_IN_FLIGHT, max_batch=INSERT_BATCH
+        )
+
+    async def wait_idle(self) -> None:
+        """Wait until the batches in flight have finished (before closing the pool)."""
+        await self._batches.wait_idle()
+
+    async def _insert_batch(self, reports: Sequence[Report]) -> list[asyncpg.Record | None]:
+        stored = await repo.insert(self._pool, reports)
+        # Of an id sent twice in one batch, the first was stored; the other is a replay.
+        return [stored.pop(report_id, None) for report_id, _, _ in reports]
 
     async def record(self, number: str, body: UsageReport) -> tuple[UsageReceipt, bool]:
         """Store a report once; return its receipt and whether it was stored before."""
-        report = body.model_dump(mode="json", by_alias=True)
+        report = (body.report_id, number, body.model_dump(mode="json", by_alias=True))
         try:
-            row = await repo.insert(self._pool, body.report_id, number, report)
+            row = await self._batches.submit(report)
         except asyncpg.CheckViolationError as exc:
             if not _is_missing_partition(exc):
                 raise
             # The upkeep has not run for months: make this month's partition now.
             await repo.create_partition(self._pool, month_start(datetime.now(UTC)))
-            row = await repo.insert(self._pool, body.report_id, number, report)
+            row = await self._batches.submit(report)
         replayed = row is None
         if row is None:
             row = await repo.receipt(self._pool, body.report_id)
