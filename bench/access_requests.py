@@ -1,46 +1,48 @@
-"""Benchmark of the repository service's hot path, `POST /qrs/license/accessrequest`.
+"""Benchmark of the repository service's hot path, `POST /qrs/license/accessrequest`, with wrk.
 
 Not a test: it starts an embedded Postgres, migrates one license-backend and two
 repository-service databases, and runs the real `license-backend serve --no-migrate` and
 `repository-service serve --no-migrate` in separate processes (JSON logging on, stdout to
 /dev/null, unbuffered as in the Docker image, QRS_POLL_INTERVAL_SECONDS=3600). A minimal
 aiohttp app (one POST handler that reads the JSON body and answers a small JSON object, no
-middlewares) runs in another process as the baseline. This process is the load generator:
-C concurrent keep-alive clients (one aiohttp ClientSession, TCPConnector limit = C).
+middlewares, uvloop as the services) runs in another process as the baseline. wrk
+(`apt-get install -y wrk`) drives the load with `--connections` keep-alive connections, the
+bodies written per request by its Lua (bench/wrk.py):
 
-(a) access requests of users who already hold an allocation. The site is licensed with
-    `--seats-a` professional seats and a professional access group with the rule
-    `user.userId like "*"`; `--users` users are pre-allocated by one access request each.
-    Then, after a warm-up, the clients send access requests for random ones of those users
-    for `--duration` seconds, each with a NEW sessionId (as the proxy does: one call per new
-    session). The QRS runs with QRS_MAX_PARALLEL_SESSIONS=1000000 so that these sessions,
-    which are never ended, do not hit the per-user limit of live sessions. The baseline
-    gets the same requests (same path, headers and bodies).
-    Prints requests/s, p50 and p99 latency, errors and the ratio to the baseline.
+* baseline      - the minimal handler, sent the same requests as "allocated".
+* allocated     - users who already hold an allocation. The site is licensed with `--seats`
+                  professional seats and a professional access group with the rule
+                  `user.userId like "*"`; `--users` users are pre-allocated by one access
+                  request each, then the requests cycle over them, each with a NEW sessionId
+                  (as the proxy does: one call per new session). The QRS runs with
+                  QRS_MAX_PARALLEL_SESSIONS=1000000 so that these sessions, never ended, do
+                  not hit the per-user limit of live sessions.
+* new users     - every request a user never seen before, on the same site with seats to
+                  spare: each answer is an allocation (allocations/s = req/s).
 
-(b) an allocation storm on a fresh site (its own database and QRS process): `--storm-users`
-    new users against `--storm-seats` professional seats, sent once each from C clients.
-    Prints allocations/s (allocations granted / wall time of the storm) and confirms through
-    SQL that exactly min(N, M) professional allocations exist, each holding exactly one seat
-    at or below the total, and that no seat is double-held.
+Each is warmed up once, then the three run `--rounds` times interleaved, and the table shows
+each one's median run (req/s, p50/p90/p99, errors, ratio to the baseline, CPU of the QRS,
+Postgres, wrk and the rest of the machine, and the QRS's requests per second per core of its
+own CPU time). The QRS's `qrs_access_decisions_total` confirms every answer was a
+professional grant.
 
-The tables also show the CPU used by the QRS (and its kernel share), Postgres, this load
-generator and the rest of the machine, per request: on a small machine these say more than
-req/s, which other load disturbs. Each target gets a line saying met / NOT met. Exit status:
-0 when the run completed (whatever the targets), 1 on an error or a broken invariant.
+Then the race: on a fresh site (its own database and QRS process) with `--race-seats`
+professional seats, wrk sends new users for `--race-duration` seconds (far more than there
+are seats); afterwards SQL confirms that exactly that many professional allocations exist,
+each holding exactly one seat at or below the total, no seat double-held, and the QRS's
+decisions that every seat was granted once and every other user was refused
+NoAvailableAccessType.
 
-The servers and the load generator all run uvloop, as the services do. Everything
-listens on 127.0.0.1; every process it starts and the embedded Postgres are removed at the
-end, also on Ctrl-C or SIGTERM. Diagnostics: `--profile` records the QRS with py-spy
-(`pip install py-spy`) during (a)'s measurement and during the storm and prints the functions
-with the most samples (`--profile-gil`: only while the QRS holds the GIL, i.e. its Python
-CPU); `--pg-stats` prints pg_stat_statements of both phases; `--qrs-env NAME=VALUE` adds to
-the QRS processes' environment (to try settings). `--rounds N` repeats (a) N times, the
-baseline and the QRS interleaved, and the tables show each side's median round.
+Each target gets a line saying met / NOT met. Exit status: 0 when the run completed (whatever
+the targets), 1 on an error or a broken invariant. `--profile` / `--pg-stats` run "allocated"
+and "new users" once more under py-spy / pg_stat_statements and print where the time went;
+`--qrs-env NAME=VALUE` adds to the QRS processes' environment (to try settings). Everything
+listens on 127.0.0.1; every process it starts and the embedded Postgres are removed at the end,
+also on Ctrl-C or SIGTERM.
 
-    python bench/access_requests.py [--duration 10] [--concurrency 64] [--warmup 2]
-        [--rounds 1] [--users 2000] [--storm-users 1500] [--storm-seats 1000] [--pin]
-        [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
+    python bench/access_requests.py [--duration 10] [--connections 64] [--rounds 3]
+        [--warmup 2] [--users 2000] [--seats 200000] [--race-seats 500] [--race-duration 2]
+        [--pin] [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -48,48 +50,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
-import re
-import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from harness import (
     HOST,
-    OTHER_LOAD_WARNING,
-    STOP_TIMEOUT,
     Bench,
-    CpuWindow,
-    Result,
+    LoadOptions,
+    Measured,
+    Metrics,
+    Scenario,
     Server,
     add_baseline_argument,
+    add_diagnostic_arguments,
     add_load_arguments,
-    add_pin_argument,
     check_load_arguments,
     create_databases,
-    drive,
+    delta,
+    diagnose,
     executable,
+    labels,
+    load_options,
     make_trust_root,
+    measure,
+    measure_rounds,
+    medians,
     new_session,
-    pct,
-    postmaster_pid,
     prepare_load_generator,
+    print_table,
     run_async,
     run_bench,
+    scrape,
     serve_until_stopped,
-    us,
     wait_until_serving,
     write_callers_jwks,
 )
+from wrk import Script
 from yarl import URL
 
 ACCESS_PATH = "/qrs/license/accessrequest"
@@ -98,12 +100,14 @@ ISSUER = "bench-issuer"
 PROXY = ("INTERNAL", "proxy")
 ADMIN = ("BENCH", "admin")
 PROFESSIONAL = 4  # accessType of ProfessionalAccess
-NO_ACCESS = 3  # accessTypeResultCode NoAvailableAccessType
-TARGET_RATIO = 0.40  # (a): share of the baseline's requests/s
-TARGET_P99_MS = 20.0  # (a): p99 latency
-TARGET_CONNECTIONS = 64  # (a): the targets are stated for this many connections
-TARGET_ALLOCATIONS_PER_S = 1000.0  # (b)
-SETUP_TIMEOUT = 120.0  # seconds for the pre-allocation and for the storm
+DECISIONS = "qrs_access_decisions_total"
+GRANTED = {"code": "Ok", "granted": "true", "access_type": str(PROFESSIONAL)}
+REFUSED = {"code": "NoAvailableAccessType", "granted": "false", "access_type": "0"}
+TARGET_RATIO = 0.35  # allocated: share of the baseline's requests/s
+TARGET_P99_MS = 20.0  # allocated: p99 latency
+TARGET_CONNECTIONS = 64  # the targets are stated for this many connections
+TARGET_ALLOCATIONS_PER_S = 4000.0  # new users
+SETUP_TIMEOUT = 120.0  # seconds for the pre-allocation
 SCRIPT = Path(__file__).resolve()
 
 
@@ -141,7 +145,7 @@ def serve_baseline(port: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Load generation
+# Requests
 
 
 def caller_headers(token: str) -> dict[str, str]:
@@ -154,21 +158,36 @@ def caller_headers(token: str) -> dict[str, str]:
 
 
 def access_url(base: str) -> URL:
-    """Return the access-request URL with its xrfkey (built once, reused by every call)."""
+    """Return the access-request URL with its xrfkey."""
     return URL(f"{base}{ACCESS_PATH}?xrfkey={XRFKEY}")
 
 
-def access_body(directory: str, user_id: str) -> bytes:
-    """Return an access-request body for a new session of a user."""
-    return json.dumps(
-        {"userDirectory": directory, "userId": user_id, "sessionId": uuid.uuid4().hex}
-    ).encode()
+def access_script(token: str, directory: str, user: str, users: Sequence[str] = ()) -> Script:
+    """Return wrk's access request: a new session each, for `user` (a placeholder such as
+    `${unique}` for a new user each, or `${user}` for the next of `users`)."""
+    body = json.dumps({"userDirectory": directory, "userId": user, "sessionId": "${unique}"})
+    return Script(
+        "POST",
+        f"{ACCESS_PATH}?xrfkey={XRFKEY}",
+        headers=caller_headers(token),
+        body=body,
+        table=[{"user": u} for u in users],
+    )
+
+
+def only_professional_grants(before: Metrics, after: Metrics) -> list[str]:
+    """Check that every decision the QRS made meanwhile granted professional access."""
+    grown = delta(before, after, DECISIONS)
+    problems = [f"{n:.0f} decisions {s}" for s, n in grown.items() if labels(s) != GRANTED]
+    if not grown:
+        problems.append(f"no {DECISIONS} recorded")
+    return problems
 
 
 async def post_access(
     session: aiohttp.ClientSession, url: URL, headers: dict[str, str], body: bytes
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Send one access request; return (answer, None) on a 200, else (None, problem)."""
+    """Send one access request (set-up); return (answer, None) on a 200, else (None, why)."""
     try:
         async with session.post(url, data=body, headers=headers) as resp:
             raw = await resp.read()
@@ -185,211 +204,11 @@ async def post_access(
     return answer, None
 
 
-def _professional(answer: dict[str, Any]) -> bool:
-    return answer.get("accessGranted") is True and answer.get("accessType") == PROFESSIONAL
-
-
-# ---------------------------------------------------------------------------------------
-# What runs around a measured phase: py-spy (--profile) and pg_stat_statements (--pg-stats)
-
-
-class Hook(Protocol):
-    """Something started right before a measured phase and stopped right after it."""
-
-    async def begin(self) -> None:
-        """Start (after the warm-up)."""
-
-    async def end(self) -> None:
-        """Stop (right after the measured phase)."""
-
-
-async def enable_pg_stats(admin_url: str) -> None:
-    """Configure pg_stat_statements (takes effect at the next start of the server)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-        await conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
-    finally:
-        await conn.close()
-
-
-class PgStats:
-    """pg_stat_statements of one database over a measured phase."""
-
-    def __init__(self, admin_url: str, database: str) -> None:
-        self.admin_url = admin_url
-        self.database = database
-        self.rows: list[Any] = []
-
-    async def _run(self, query: str, *args: Any) -> list[Any]:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            return list(await conn.fetch(query, *args))
-        finally:
-            await conn.close()
-
-    async def begin(self) -> None:
-        """Forget the statistics so far."""
-        await self._run("SELECT pg_stat_statements_reset()")
-
-    async def end(self) -> None:
-        """Keep the statements of the database, most total execution time first."""
-        self.rows = await self._run(
-            "SELECT s.query, s.calls, s.total_exec_time, s.toplevel FROM pg_stat_statements s"
-            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1"
-            " ORDER BY s.total_exec_time DESC",
-            self.database,
-        )
-
-    def report(self, requests: int, top: int) -> None:
-        """Print the statements with the most execution time."""
-        total = sum(r["total_exec_time"] for r in self.rows if r["toplevel"])
-        if not self.rows or not total:
-            print("  no statements recorded")
-            return
-        print(
-            f"  {total:.0f} ms of top-level statement execution (wall time inside Postgres) "
-            f"for {requests} requests = {total / requests * 1000:.0f} us/request"
-        )
-        print(
-            f"  {'share':>6} {'calls/req':>9} {'mean us':>8}  statement (* = nested in a function)"
-        )
-        for r in self.rows[:top]:
-            text = " ".join(r["query"].split())
-            text = text if len(text) <= 110 else text[:107] + "..."
-            share = r["total_exec_time"] / total
-            mean_us = r["total_exec_time"] / r["calls"] * 1000 if r["calls"] else 0.0
-            nested = " " if r["toplevel"] else "*"
-            print(f"  {share:>6.1%} {r['calls'] / requests:>9.2f} {mean_us:>8.0f} {nested}{text}")
-
-
-class Profiler:
-    """`py-spy record --format raw` of one process, from `start()` until `stop()`."""
-
-    def __init__(self, pid: int, output: Path, gil_only: bool = False) -> None:
-        self.pid = pid
-        self.output = output
-        self.gil_only = gil_only
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = output.with_suffix(".log")
-
-    def launch(self) -> None:
-        """Start py-spy (it samples 100 times a second, pausing the process briefly)."""
-        exe = executable("py-spy")
-        with self.log.open("wb") as log:
-            command = [exe, "record", "--pid", str(self.pid), "--format", "raw"]
-            command += ["-o", str(self.output), *(["--gil"] if self.gil_only else [])]
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-
-    async def start(self) -> None:
-        """Start py-spy and give it time to attach before the load starts."""
-        self.launch()
-        await asyncio.sleep(0.5)
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"py-spy exited: {self.log.read_text(errors='replace')[-500:]}")
-
-    async def begin(self) -> None:
-        """Start recording (a Hook)."""
-        await self.start()
-
-    async def end(self) -> None:
-        """Stop recording (a Hook)."""
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop recording (SIGINT makes py-spy write its output)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT)
-
-
-_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
-
-
-def _frame_key(frame: str) -> tuple[str, str]:
-    """Return (function, shortened file) of a py-spy frame `func (path:line)`."""
-    match = _FRAME.match(frame)
-    if not match:
-        return frame, ""
-    path = match["file"]
-    for marker in ("site-packages/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            if marker != "site-packages/":
-                path = path.split("/", 1)[-1]
-            break
-    else:
-        path = path.split("/work/main/", 1)[-1]
-    return match["func"], path
-
-
-def _package(path: str) -> str:
-    first = path.split("/", 1)[0]
-    return first.removesuffix(".py") or "?"
-
-
-def summarize_profile(path: Path, top: int, gil_only: bool = False) -> None:
-    """Print the functions with the most samples (self and inclusive) and self samples per
-    package, from a py-spy raw (collapsed stacks) file."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        print(f"  no profile: {exc}")
-        return
-    self_samples: Counter[tuple[str, str]] = Counter()
-    inclusive: Counter[tuple[str, str]] = Counter()
-    packages: Counter[str] = Counter()
-    total = 0
-    for line in lines:
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_frame_key(f) for f in stack.split(";")]
-        frames = [f for f in frames if f[1]]  # drop the process/thread name
-        if not frames:
-            continue
-        total += count
-        self_samples[frames[-1]] += count
-        packages[_package(frames[-1][1])] += count
-        for key in set(frames):
-            inclusive[key] += count
-    if not total:
-        print("  no samples")
-        return
-    if gil_only:
-        print(f"  {total} samples while the QRS held the GIL (time blocked in syscalls left out)")
-    else:
-        print(
-            f"  {total} samples while not idle (waits in epoll are left out; time in syscalls "
-            "and time runnable but not scheduled count)"
-        )
-    print(f"  {'self %':>7}  function (file) - top {top} by self samples")
-    for (func, file), n in self_samples.most_common(top):
-        print(f"  {n / total:>7.1%}  {func} ({file})")
-    print(f"  {'self %':>7}  package (where the CPU time is spent)")
-    for pkg, n in packages.most_common(12):
-        print(f"  {n / total:>7.1%}  {pkg}")
-    print(f"  {'incl %':>7}  function (file) - top {top} by inclusive samples")
-    for (func, file), n in inclusive.most_common(top):
-        print(f"  {n / total:>7.1%}  {func} ({file})")
+def access_body(directory: str, user_id: str) -> bytes:
+    """Return an access-request body for a new session of a user."""
+    return json.dumps(
+        {"userDirectory": directory, "userId": user_id, "sessionId": uuid.uuid4().hex}
+    ).encode()
 
 
 # ---------------------------------------------------------------------------------------
@@ -452,43 +271,6 @@ async def license_site(
     )
 
 
-# ---------------------------------------------------------------------------------------
-# (a) users who already hold an allocation
-
-
-@dataclass
-class HotPathResults:
-    """The baseline and the QRS, measured with the same requests."""
-
-    baseline: Result
-    qrs: Result
-    preallocated: int
-    prealloc_seconds: float
-
-
-async def mean_batch(server_url: str) -> str:
-    """The QRS's mean access requests per database batch so far (qrs_access_batch_requests)."""
-    totals = {"sum": 0.0, "count": 0.0}
-    async with new_session(1, total_timeout=30) as session:
-        async with session.get(f"{server_url}/metrics") as resp:
-            for line in (await resp.text()).splitlines():
-                for key in totals:
-                    if line.startswith(f"qrs_access_batch_requests_{key} "):
-                        totals[key] = float(line.split()[1])
-    if not totals["count"]:
-        return "no batches recorded"
-    return (
-        f"{totals['sum']:.0f} requests in {totals['count']:.0f} database batches "
-        f"= {totals['sum'] / totals['count']:.1f} per batch (this process, warm-ups included)"
-    )
-
-
-def median_round(rounds: list[Result]) -> Result:
-    """The round with the median requests/s (the lower middle one of an even count)."""
-    ranked = sorted(rounds, key=lambda result: result.rps)
-    return ranked[(len(ranked) - 1) // 2]
-
-
 async def preallocate(site: Site, users: int, concurrency: int) -> float:
     """Give `users` users a professional allocation, one access request each; return the
     seconds it took."""
@@ -516,91 +298,44 @@ async def preallocate(site: Site, users: int, concurrency: int) -> float:
     return time.perf_counter() - begin
 
 
-async def measure(
-    name: str,
-    base: str,
-    token: str,
-    users: int,
-    args: argparse.Namespace,
-    cpu: CpuWindow,
-    hooks: Sequence[Hook] = (),
-) -> Result:
-    """Warm up, then measure, on one session whose connections stay open throughout."""
-    url = access_url(base)
-    headers = caller_headers(token)
-    randrange = random.randrange
-
-    def bodies() -> bytes:
-        return access_body("BENCH", f"u{randrange(users)}")
-
-    async with new_session(args.concurrency) as session:
-
-        async def post(_worker: int) -> str | None:
-            answer, problem = await post_access(session, url, headers, bodies())
-            if problem is None and answer is not None and not _professional(answer):
-                problem = f"not granted professional access: {answer}"
-            return problem
-
-        print(f"  {name}: warm-up {args.warmup:g}s, measuring {args.duration:g}s ...")
-        if args.warmup > 0:
-            await drive(name, post, args.concurrency, args.warmup)
-        for hook in hooks:
-            await hook.begin()
-        try:
-            return await drive(name, post, args.concurrency, args.duration, cpu)
-        finally:
-            for hook in hooks:
-                await hook.end()
-
-
 # ---------------------------------------------------------------------------------------
-# (b) the allocation storm
+# The race: more new users than seats
 
 
 @dataclass
-class StormResult:
-    """What the storm measured and what the database holds afterwards."""
+class RaceResult:
+    """What the race's wrk run saw and what the QRS and the database hold afterwards."""
 
-    users: int
     seats: int
-    elapsed: float
-    granted: int
-    allocation_ids: set[str]
-    outcomes: Counter[str]
-    errors: int
-    error_samples: list[str]
-    latencies: Result
+    run: Measured
+    decisions: dict[str, float]
     db: dict[str, int]
+    problems: list[str] = field(default_factory=list)
 
     @property
-    def expected(self) -> int:
-        """Allocations there must be: every user while seats last."""
-        return min(self.users, self.seats)
-
-    @property
-    def allocations_per_s(self) -> float:
-        """Allocations granted per second of the storm's wall time."""
-        return self.granted / self.elapsed if self.elapsed > 0 else 0.0
+    def decided(self) -> int:
+        """Access requests the QRS decided (wrk's own count leaves out those in flight)."""
+        return int(sum(self.decisions.values()))
 
     def invariant_problems(self) -> list[str]:
         """Return what is wrong with the seat count (empty when the invariant holds)."""
-        problems = []
-        want = self.expected
-        db = self.db
-        if self.errors:
-            problems.append(f"{self.errors} requests failed")
-        if self.granted != want:
-            problems.append(f"{self.granted} grants answered, expected {want}")
-        if len(self.allocation_ids) != self.granted:
-            problems.append(f"{len(self.allocation_ids)} distinct allocation ids in the grants")
-        denied = self.outcomes.get(f"denied code {NO_ACCESS}", 0)
-        if denied != self.users - want - self.errors:
-            problems.append(f"{denied} NoAvailableAccessType answers, expected {self.users - want}")
-        others = sum(self.outcomes.values()) - self.granted - denied
-        if others:
+        problems = list(self.problems)
+        want = self.seats
+        granted = int(sum(n for s, n in self.decisions.items() if labels(s) == GRANTED))
+        refused = int(sum(n for s, n in self.decisions.items() if labels(s) == REFUSED))
+        if self.decided <= want:
+            problems.append(f"only {self.decided} users for {want} seats: run the race longer")
+        if self.run.result.errors:
+            problems.append(f"{self.run.result.errors} requests failed")
+        if granted != want:
+            problems.append(f"{granted} professional grants answered, expected {want}")
+        if refused != self.decided - want:
             problems.append(
-                f"{others} answers neither a professional grant nor NoAvailableAccessType"
+                f"{refused} NoAvailableAccessType answers, expected {self.decided - want}"
             )
+        others = self.decided - granted - refused
+        if others:
+            problems.append(f"{others} answers neither a grant nor NoAvailableAccessType")
         checks = {
             "professional_allocations": want,
             "allocations_total": want,
@@ -611,15 +346,14 @@ class StormResult:
             "allocations_without_seat": 0,
             "seats_held_by_no_allocation": 0,
             "users_with_several_allocations": 0,
-            "granted_ids_not_in_db": 0,
         }
         for name, expected in checks.items():
-            if db.get(name) != expected:
-                problems.append(f"{name} = {db.get(name)}, expected {expected}")
+            if self.db.get(name) != expected:
+                problems.append(f"{name} = {self.db.get(name)}, expected {expected}")
         return problems
 
 
-async def seat_facts(database_url: str, seats: int, granted_ids: set[str]) -> dict[str, int]:
+async def seat_facts(database_url: str, seats: int) -> dict[str, int]:
     """Read the allocation and seat counts of the storm's database."""
     import asyncpg
 
@@ -664,8 +398,6 @@ async def seat_facts(database_url: str, seats: int, granted_ids: set[str]) -> di
                 seats,
             )
         )
-        in_db = {str(r["id"]) for r in await conn.fetch("SELECT id FROM allocations")}
-        facts["granted_ids_not_in_db"] = len(granted_ids - in_db)
         return facts
     finally:
         await conn.close()
@@ -693,73 +425,34 @@ async def warm_pools(site: Site, concurrency: int) -> None:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
 
 
-async def storm(
-    site: Site, users: int, seats: int, concurrency: int, cpu: CpuWindow, hooks: Sequence[Hook]
-) -> StormResult:
-    """Send one access request for each of `users` new users from `concurrency` clients."""
-    await warm_pools(site, concurrency)
-    url = access_url(site.server.url)
-    headers = caller_headers(site.proxy_token)
-    bodies = [access_body("STORM", f"s{n}") for n in range(users)]
-    pending = iter(bodies)
-    latencies: list[float] = []
-    outcomes: Counter[str] = Counter()
-    allocation_ids: set[str] = set()
-    errors = 0
-    samples: list[str] = []
-    perf = time.perf_counter
+async def settled_decisions(url: str) -> dict[str, float]:
+    """Wait until the QRS's decision count stops growing (requests wrk left in flight are
+    answered) and return it by labels."""
+    last: dict[str, float] | None = None
+    async with asyncio.timeout(60):
+        while True:
+            now = delta({}, await scrape(url), DECISIONS)
+            if now == last:
+                return now
+            last = now
+            await asyncio.sleep(0.5)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        for body in pending:
-            started = perf()
-            answer, problem = await post_access(session, url, headers, body)
-            latencies.append(perf() - started)
-            if problem is not None or answer is None:
-                errors += 1
-                if len(samples) < 3:
-                    samples.append(problem or "no answer")
-                continue
-            if answer.get("accessGranted") is True:
-                outcomes[f"granted accessType {answer.get('accessType')}"] += 1
-                if answer.get("accessType") == PROFESSIONAL and answer.get("allocationId"):
-                    allocation_ids.add(str(answer["allocationId"]))
-            else:
-                outcomes[f"denied code {answer.get('accessTypeResultCode')}"] += 1
 
-    async with new_session(concurrency, total_timeout=SETUP_TIMEOUT) as session:
-        # Open the client's connections first, so the storm does not time TCP set-up.
-        async def touch() -> None:
-            async with session.get(f"{site.server.url}/health/live") as resp:
-                await resp.read()
-
-        await asyncio.gather(*(touch() for _ in range(concurrency)))
-        for hook in hooks:
-            await hook.begin()
-        try:
-            cpu.start()
-            begin = perf()
-            async with asyncio.timeout(SETUP_TIMEOUT):
-                await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-            elapsed = perf() - begin
-            cpu.stop()
-        finally:
-            for hook in hooks:
-                await hook.end()
-    granted = outcomes.get(f"granted accessType {PROFESSIONAL}", 0)
-    lat = Result("storm", len(latencies), errors, elapsed, latencies, cpu)
-    db = await seat_facts(site.database_url, seats, allocation_ids)
-    return StormResult(
-        users, seats, elapsed, granted, allocation_ids, outcomes, errors, samples, lat, db
-    )
+async def race(site: Site, seats: int, seconds: int, options: LoadOptions) -> RaceResult:
+    """Send new users to a site with `seats` seats for `seconds`; check the seat count."""
+    await warm_pools(site, options.connections)
+    before = await scrape(site.server.url)
+    if delta({}, before, DECISIONS):
+        raise RuntimeError("the race's site decided access before the race")
+    scenario = Scenario("race", site.server, access_script(site.proxy_token, "RACE", "${unique}"))
+    run = await measure(scenario, options, seconds)
+    decisions = await settled_decisions(site.server.url)
+    db = await seat_facts(site.database_url, seats)
+    return RaceResult(seats, run, decisions, db)
 
 
 # ---------------------------------------------------------------------------------------
 # Report
-
-
-def _share(part: float | None, whole: float | None) -> float | None:
-    return None if part is None or not whole else part / whole
 
 
 def verdict(met: bool) -> str:
@@ -767,153 +460,86 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
-def report_hot_path(hot: HotPathResults, concurrency: int) -> tuple[bool, bool]:
-    """Print (a)'s table; return whether the two targets were met."""
-    base, qrs = hot.baseline, hot.qrs
+def report(
+    rows: list[Measured], users: int, prealloc_s: float, connections: int, batching: str
+) -> None:
+    """Print the table of the median runs and the targets."""
+    base, allocated, new_users = rows
     print()
     print(
-        f"(a) access requests of {hot.preallocated} users who hold a professional allocation, "
-        f"a new sessionId each, {concurrency} keep-alive connections"
+        f"access requests at {connections} connections: 'allocated' = {users} users who hold a "
+        f"professional allocation (pre-allocating them took {prealloc_s:.2f}s), a new session "
+        "each; 'new users' = a user never seen before each, seats to spare"
+    )
+    print_table(rows, "baseline")
+    print(f"batching: {batching}")
+    at = (
+        ""
+        if connections == TARGET_CONNECTIONS
+        else f" (targets are stated at {TARGET_CONNECTIONS})"
+    )
+    b, a, n = base.result, allocated.result, new_users.result
+    ratio = a.rps / b.rps if b.rps else 0.0
+    print(
+        f"allocated: target req/s >= {TARGET_RATIO:.0%} of the baseline{at}: "
+        f"{verdict(ratio >= TARGET_RATIO and allocated.ok)} "
+        f"({a.rps:.0f} vs {b.rps:.0f} req/s = {ratio:.1%})"
     )
     print(
-        f"    (pre-allocating them took {hot.prealloc_seconds:.2f}s = "
-        f"{hot.preallocated / hot.prealloc_seconds:.0f} allocations/s)"
-    )
-    header = (
-        f"{'scenario':<9} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'vs base':>7} {'srv cpu':>7} {'us/req':>6} {'sys':>4} {'db cpu':>6} "
-        f"{'db us/req':>9} {'gen cpu':>7} {'other':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in (base, qrs):
-        ratio = r.rps / base.rps if base.rps else float("nan")
-        cpu = r.cpu or CpuWindow(0, None)
-        print(
-            f"{r.name:<9} {r.ok:>9} {r.rps:>7.0f} {r.percentile_ms(50):>7.2f} "
-            f"{r.percentile_ms(99):>7.2f} {r.errors:>6} {ratio:>7.1%} "
-            f"{pct(r.load(cpu.server_s)):>7} {us(r.per_request_us(cpu.server_s)):>6} "
-            f"{pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
-            f"{pct(r.load(cpu.db_s)):>6} {us(r.per_request_us(cpu.db_s)):>9} "
-            f"{pct(r.load(cpu.client_s)):>7} {pct(r.load(cpu.other_s)):>6}"
-        )
-    for r in (base, qrs):
-        for sample in r.error_samples:
-            print(f"  {r.name} error: {sample}")
-    print(
-        "srv cpu / db cpu / gen cpu / other: the server process, Postgres, this load generator, "
-        "the rest of the machine (100% = one core); us/req: CPU microseconds per request; "
-        "sys: the server's share of its CPU spent in the kernel (socket I/O)."
+        f"allocated: target p99 <= {TARGET_P99_MS:g} ms{at}: "
+        f"{verdict(a.p99_ms <= TARGET_P99_MS and allocated.ok)} (p99 {a.p99_ms:.2f} ms)"
     )
     print(
-        f"with {concurrency} closed-loop connections the mean latency is {concurrency} / req/s, "
-        f"so a p99 under {TARGET_P99_MS:g} ms needs well over "
-        f"{concurrency / TARGET_P99_MS * 1000:.0f} req/s."
+        f"new users: target >= {TARGET_ALLOCATIONS_PER_S:.0f} allocations/s{at}: "
+        f"{verdict(n.rps >= TARGET_ALLOCATIONS_PER_S and new_users.ok)} "
+        f"({n.rps:.0f}/s, p99 {n.p99_ms:.2f} ms)"
     )
-    busy = [
-        r.name
-        for r in (base, qrs)
-        if (r.load(r.cpu.other_s if r.cpu else None) or 0) > OTHER_LOAD_WARNING
-    ]
-    if busy:
-        print(
-            f"note: other load on the machine during {', '.join(busy)} disturbed the req/s "
-            "figures (see 'other'); rerun on a quiet machine."
-        )
-    gen = base.load(base.cpu.client_s if base.cpu else None)
-    if gen is not None and gen > 0.9:
-        print(
-            "note: the load generator used about one full core during the baseline, so the "
-            "baseline's req/s is the generator's limit rather than the handler's."
-        )
-    ratio = qrs.rps / base.rps if base.rps else 0.0
-    p99 = qrs.percentile_ms(99)
-    ratio_met = ratio >= TARGET_RATIO and qrs.errors == 0
-    p99_met = p99 < TARGET_P99_MS and qrs.errors == 0
-    at = "" if concurrency == TARGET_CONNECTIONS else f" (target is stated at {TARGET_CONNECTIONS})"
-    print(
-        f"(a) target req/s >= {TARGET_RATIO:.0%} of the baseline: {verdict(ratio_met)} "
-        f"({qrs.rps:.0f} vs {base.rps:.0f} req/s = {ratio:.1%}, {qrs.errors} errors)"
-    )
-    print(
-        f"(a) target p99 < {TARGET_P99_MS:g} ms at {concurrency} connections{at}: "
-        f"{verdict(p99_met)} (p99 {p99:.2f} ms)"
-    )
-    return ratio_met, p99_met
 
 
-def report_storm(result: StormResult, concurrency: int) -> tuple[bool, bool]:
-    """Print (b)'s table; return whether the rate target was met and the invariant holds."""
-    lat = result.latencies
-    cpu = lat.cpu or CpuWindow(0, None)
+def report_race(result: RaceResult, batching: str) -> bool:
+    """Print the race and its invariant; return whether the invariant holds."""
+    r = result.run.result
     print()
     print(
-        f"(b) allocation storm: {result.users} new users, {result.seats} professional seats, "
-        f"{concurrency} clients, one access request per user"
+        f"race: new users against {result.seats} professional seats for {r.duration_s:.0f}s: "
+        f"{result.decided} decided ({r.rps:.0f} req/s, p99 {r.p99_ms:.2f} ms)"
     )
-    header = (
-        f"{'wall s':>7} {'granted':>7} {'alloc/s':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'srv cpu':>7} {'us/req':>6} {'sys':>4} {'db cpu':>6} {'db us/req':>9} "
-        f"{'gen cpu':>7} {'other':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    print(
-        f"{result.elapsed:>7.3f} {result.granted:>7} {result.allocations_per_s:>8.0f} "
-        f"{result.users / result.elapsed:>7.0f} {lat.percentile_ms(50):>7.2f} "
-        f"{lat.percentile_ms(99):>7.2f} {result.errors:>6} {pct(lat.load(cpu.server_s)):>7} "
-        f"{us(lat.per_request_us(cpu.server_s)):>6} "
-        f"{pct(_share(cpu.server_sys_s, cpu.server_s)):>4} "
-        f"{pct(lat.load(cpu.db_s)):>6} {us(lat.per_request_us(cpu.db_s)):>9} "
-        f"{pct(lat.load(cpu.client_s)):>7} {pct(lat.load(cpu.other_s)):>6}"
-    )
-    if (lat.load(cpu.other_s) or 0) > OTHER_LOAD_WARNING:
-        print("note: other load on the machine during the storm disturbed it (see 'other').")
-    print("answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(result.outcomes.items())))
-    for sample in result.error_samples:
-        print(f"  storm error: {sample}")
-    print("database after the storm (SQL):")
+    print(f"batching: {batching}")
+    print("decisions: " + ", ".join(f"{k}: {v:.0f}" for k, v in sorted(result.decisions.items())))
+    print("database after the race (SQL):")
     for name, value in result.db.items():
         print(f"  {name:<32} {value}")
     problems = result.invariant_problems()
-    rate_met = result.allocations_per_s >= TARGET_ALLOCATIONS_PER_S
-    print(
-        f"(b) target >= {TARGET_ALLOCATIONS_PER_S:.0f} allocations/s: {verdict(rate_met)} "
-        f"({result.granted} in {result.elapsed:.3f}s = {result.allocations_per_s:.0f}/s)"
-    )
     if problems:
-        print("(b) invariant: BROKEN - " + "; ".join(problems))
+        print("race invariant: BROKEN - " + "; ".join(problems))
     else:
         print(
-            f"(b) invariant: intact (exactly {result.expected} professional allocations, one seat "
-            f"each, all at or below {result.seats}, no seat double-held)"
+            f"race invariant: intact (exactly {result.seats} professional allocations, one seat "
+            f"each, all at or below {result.seats}, no seat double-held; "
+            f"{result.decided - result.seats} users refused)"
         )
-    return rate_met, not problems
+    return not problems
+
+
+async def mean_batch(server_url: str) -> str:
+    """The QRS's mean access requests per database batch so far (qrs_access_batch_requests)."""
+    samples = await scrape(server_url)
+    total = samples.get("qrs_access_batch_requests_sum", 0.0)
+    count = samples.get("qrs_access_batch_requests_count", 0.0)
+    if not count:
+        return "no batches recorded"
+    return (
+        f"{total:.0f} requests in {count:.0f} database batches = {total / count:.1f} per batch "
+        "(this process, warm-ups included)"
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Orchestration
 
 
-def phase_hooks(
-    args: argparse.Namespace, site: Site, name: str, admin_url: str, database: str
-) -> tuple[list[Hook], Profiler | None, PgStats | None]:
-    """Return what runs around a measured phase of `site`, as asked on the command line."""
-    hooks: list[Hook] = []
-    profiler = stats = None
-    if args.profile:
-        folder = Path(args.profile_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        profiler = Profiler(site.server.proc.pid, folder / f"{name}.txt", args.profile_gil)
-        hooks.append(profiler)
-    if args.pg_stats:
-        stats = PgStats(admin_url, database)
-        hooks.append(stats)
-    return hooks, profiler, stats
-
-
-async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
-    """Set up, run (a) and (b), print the report; return the exit code."""
+async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int] | None) -> int:
+    """Set up, measure, run the race, print the report; return the exit code."""
     from cryptography.fernet import Fernet
 
     from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
@@ -941,7 +567,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
             "iss": ISSUER,
             "aud": "repository-service",
             "iat": now,
-            "exp": now + 3600,
+            "exp": now + 3600 * 4,
             "userDirectory": identity[0],
             "userId": identity[1],
         }
@@ -1005,91 +631,44 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
         base_port,
         {"PYTHONUNBUFFERED": "1"},
     )
-    # Sessions of (a) are never ended, so the per-user limit of live sessions is lifted.
-    site_a = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
+    # Sessions of "allocated" are never ended, so the per-user limit of live sessions is lifted.
+    site = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
     admin = token(ADMIN)
-    pg_pid = postmaster_pid(pg.data_dir)
-
-    async with new_session(8, total_timeout=60) as session:
+    async with new_session(8, total_timeout=120) as session:
         await wait_until_serving(session, lbs, "/health/ready")
         await wait_until_serving(session, baseline, "/health/ready")
-        await license_site(session, site_a, lbs_url, lbs_admin, admin, args.seats_a)
+        await license_site(session, site, lbs_url, lbs_admin, admin, args.seats)
 
-    print(f"(a) pre-allocating {args.users} users ...")
-    prealloc_s = await preallocate(site_a, args.users, args.concurrency)
-    hooks_a, profiler_a, stats_a = phase_hooks(args, site_a, "qrs-a", pg.url, databases["qrs_a"])
-    base_rounds: list[Result] = []
-    qrs_rounds: list[Result] = []
-    for round_no in range(1, args.rounds + 1):
-        # Interleaved rounds: a slow spell of a shared machine hits both sides alike.
-        base_rounds.append(
-            await measure(
-                "baseline",
-                baseline.url,
-                site_a.proxy_token,
-                args.users,
-                args,
-                CpuWindow(baseline.proc.pid, pg_pid),
-            )
-        )
-        qrs_rounds.append(
-            await measure(
-                "qrs",
-                site_a.server.url,
-                site_a.proxy_token,
-                args.users,
-                args,
-                CpuWindow(site_a.server.proc.pid, pg_pid),
-                hooks_a if round_no == 1 else (),
-            )
-        )
-        if args.rounds > 1:
-            ratio = qrs_rounds[-1].rps / base_rounds[-1].rps if base_rounds[-1].rps else 0.0
-            print(
-                f"  round {round_no}: baseline {base_rounds[-1].rps:.0f} req/s, "
-                f"qrs {qrs_rounds[-1].rps:.0f} req/s, {ratio:.1%}"
-            )
-    base_result, qrs_result = median_round(base_rounds), median_round(qrs_rounds)
-    hot = HotPathResults(base_result, qrs_result, args.users, prealloc_s)
-    batches_a = await mean_batch(site_a.server.url)
-    bench.stop(site_a.server)
+    print(f"pre-allocating {args.users} users ...")
+    prealloc_s = await preallocate(site, args.users, min(args.connections, 64))
+    users = [f"u{n}" for n in range(args.users)]
+    options = load_options(args, pg.data_dir, wrk_cpus)
+    allocated = access_script(site.proxy_token, "BENCH", "${user}", users)
+    scenarios = [
+        Scenario("baseline", baseline, allocated),
+        Scenario("allocated", site.server, allocated, only_professional_grants),
+        Scenario(
+            "new users",
+            site.server,
+            access_script(site.proxy_token, "NEW", "${unique}"),
+            only_professional_grants,
+        ),
+    ]
+    best = medians(await measure_rounds(scenarios, options))
+    batching = await mean_batch(site.server.url)
+    for scenario in scenarios[1:]:
+        await diagnose(scenario, options, args, databases["qrs_a"])
+    bench.stop(site.server)
     bench.stop(baseline)
 
-    site_b = start_qrs("qrs-b", databases["qrs_b"])
-    async with new_session(8, total_timeout=60) as session:
-        await license_site(session, site_b, lbs_url, lbs_admin, admin, args.storm_seats)
-    print(
-        f"(b) storm: {args.storm_users} new users, {args.storm_seats} seats, "
-        f"{args.concurrency} clients ..."
-    )
-    hooks_b, profiler_b, stats_b = phase_hooks(args, site_b, "qrs-b", pg.url, databases["qrs_b"])
-    storm_result = await storm(
-        site_b,
-        args.storm_users,
-        args.storm_seats,
-        args.concurrency,
-        CpuWindow(site_b.server.proc.pid, pg_pid),
-        hooks_b,
-    )
-    batches_b = await mean_batch(site_b.server.url)
+    race_site = start_qrs("qrs-b", databases["qrs_b"])
+    async with new_session(8, total_timeout=120) as session:
+        await license_site(session, race_site, lbs_url, lbs_admin, admin, args.race_seats)
+    print(f"race: new users against {args.race_seats} seats for {args.race_duration}s ...")
+    raced = await race(race_site, args.race_seats, args.race_duration, options)
 
-    report_hot_path(hot, args.concurrency)
-    print(f"(a) batching: {batches_a}")
-    _, intact = report_storm(storm_result, args.concurrency)
-    print(f"(b) batching: {batches_b}")
-    phases = (
-        ("(a)", profiler_a, stats_a, qrs_result.ok + qrs_result.errors),
-        ("(b)", profiler_b, stats_b, storm_result.users),
-    )
-    for label, profiler, stats, requests in phases:
-        if profiler is not None:
-            print()
-            print(f"py-spy profile of the QRS during {label}: {profiler.output}")
-            summarize_profile(profiler.output, args.profile_top, args.profile_gil)
-        if stats is not None:
-            print()
-            print(f"pg_stat_statements of the QRS database during {label}:")
-            stats.report(requests, args.profile_top)
+    report([best[s.name] for s in scenarios], args.users, prealloc_s, args.connections, batching)
+    intact = report_race(raced, await mean_batch(race_site.server.url))
     return 0 if intact else 1
 
 
@@ -1100,37 +679,16 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_load_arguments(parser, 64, "seconds of (a)", "warm-up seconds of (a)")
+    add_load_arguments(parser, 64)
+    parser.add_argument("--users", type=int, default=2000, help="pre-allocated users")
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="(a) interleaved baseline/QRS rounds; the tables show each side's median round",
+        "--seats", type=int, default=200_000, help="professional seats of the measured site"
     )
-    parser.add_argument("--users", type=int, default=2000, help="(a) pre-allocated users")
-    parser.add_argument("--seats-a", type=int, default=100_000, help="(a) professional seats")
-    parser.add_argument("--storm-users", type=int, default=1500, help="(b) new users, N")
-    parser.add_argument("--storm-seats", type=int, default=1000, help="(b) seats, M")
-    add_pin_argument(parser)
+    parser.add_argument("--race-seats", type=int, default=500, help="seats of the race's site")
     parser.add_argument(
-        "--profile", action="store_true", help="record the QRS with py-spy during (a) and (b)"
+        "--race-duration", type=int, default=2, help="seconds of new users in the race"
     )
-    parser.add_argument(
-        "--profile-dir", default="/tmp/access-requests-profile", help="where py-spy writes"
-    )
-    parser.add_argument(
-        "--profile-top", type=int, default=25, help="functions and statements to list"
-    )
-    parser.add_argument(
-        "--pg-stats",
-        action="store_true",
-        help="record pg_stat_statements during (a) and (b) (restarts Postgres once at start)",
-    )
-    parser.add_argument(
-        "--profile-gil",
-        action="store_true",
-        help="sample only while the QRS holds the GIL (leaves out time blocked in syscalls)",
-    )
+    add_diagnostic_arguments(parser)
     parser.add_argument(
         "--qrs-env",
         action="append",
@@ -1142,12 +700,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.serve_baseline is None:
         check_load_arguments(parser, args)
-        if not 1 <= args.concurrency <= 1024:
-            parser.error("--concurrency must be in [1, 1024]")
-        if not 1 <= args.users <= args.seats_a or args.seats_a > 1_000_000:
-            parser.error("--users must be in [1, --seats-a] and --seats-a at most 1000000")
-        if not 1 <= args.storm_users <= 200_000 or not 1 <= args.storm_seats <= 200_000:
-            parser.error("--storm-users and --storm-seats must be in [1, 200000]")
+        if not 1 <= args.users <= args.seats or args.seats > 1_000_000:
+            parser.error("--users must be in [1, --seats] and --seats at most 1000000")
+        if not 1 <= args.race_seats <= 200_000 or not 1 <= args.race_duration <= 60:
+            parser.error("--race-seats must be in [1, 200000] and --race-duration in [1, 60]")
         if any("=" not in kv or kv.startswith("=") for kv in args.qrs_env):
             parser.error("--qrs-env takes NAME=VALUE")
     return args
@@ -1162,17 +718,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from shared.embedded_pg import EmbeddedPostgres
 
-    server_cpus = prepare_load_generator(args.pin)
-    if args.profile and not shutil.which(executable("py-spy")):
-        print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
-        return 2
+    wrk_cpus, server_cpus = prepare_load_generator(args.pin)
 
     def body(bench: Bench, pg: EmbeddedPostgres) -> int:
-        if args.pg_stats:
-            run_async(enable_pg_stats(pg.url))
-            pg.stop()
-            pg.start()
-        return run_async(run(args, bench, pg))
+        return run_async(run(args, bench, pg, wrk_cpus))
 
     def on_error(exc: Exception, bench: Bench) -> None:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""What the benchmarks in this folder share: server processes, the embedded Postgres run,
-CPU accounting, timed load and its results, and the command-line options they have in common.
+"""What the benchmarks in this folder share: server processes and their baselines, the
+embedded Postgres run, scenarios measured with wrk (`wrk.py`) in interleaved rounds and their
+table, py-spy and pg_stat_statements around a diagnostic run, and the command-line options.
 
 The scripts run as `python bench/<script>.py`, which puts this folder on the import path.
 A baseline server imports its script (and so this module) in a fresh process, so everything
@@ -14,19 +15,23 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
+from wrk import INSTALL_HINT as WRK_INSTALL_HINT
+from wrk import Script, WrkResult, median, run_wrk
+from wrk import installed as wrk_installed
 
 from shared.cli import run_service
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
     from shared.embedded_pg import EmbeddedPostgres
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 OTHER_LOAD_WARNING = 0.15  # share of a core used by the rest of the machine worth a warning
 REQUEST_TIMEOUT = 10.0  # seconds, per request
@@ -152,6 +158,23 @@ def executable(name: str) -> str:
     return shutil.which(name) or str(Path(sys.executable).with_name(name))
 
 
+def wrk_version() -> str:
+    """Return wrk's version line (`wrk 4.1.0 ...`)."""
+    done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    words = (done.stdout or done.stderr).split()
+    return " ".join(words[:2]) if words else "wrk"
+
+
+def new_session(connections: int, total_timeout: float = REQUEST_TIMEOUT) -> aiohttp.ClientSession:
+    """Return a client session (for setting up and checking, not for load) with at most
+    `connections` keep-alive connections."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0),
+        timeout=aiohttp.ClientTimeout(total=total_timeout),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
 @dataclass
 class Bench:
     """The work folder of a run and every server it started, to clean up."""
@@ -216,58 +239,7 @@ async def make_trust_root(command: Sequence[str], path: Path, env: dict[str, str
 
 
 # ---------------------------------------------------------------------------------------
-# CPU accounting (Linux /proc; shows whether the server or the load generator saturated)
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def process_cpu(pid: int) -> float | None:
-    """Return the user+system CPU seconds of `pid`, or None when /proc is not available."""
-    split = process_cpu_split(pid)
-    return None if split is None else split[0] + split[1]
-
-
-def process_cpu_split(pid: int) -> tuple[float, float] | None:
-    """Return the (user, system) CPU seconds of `pid`, or None when /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def children_cpu(parent: int) -> float | None:
-    """Return the CPU seconds of `parent` and its direct children (Postgres backends).
-
-    Backends that exited during the interval are not counted (they are few here: the
-    services' pools keep their connections)."""
-    own = process_cpu(parent)
-    if own is None:
-        return None
-    total = own
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent:
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
-def machine_busy() -> float | None:
-    """Return the busy CPU seconds of the whole machine (all CPUs, steal included)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+# Postgres and the services' metrics
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -278,161 +250,145 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-def _add(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a + b
+Metrics = dict[str, float]
 
 
-@dataclass
-class CpuWindow:
-    """CPU seconds used between `start()` and `stop()` by the server, Postgres, this process
-    and the rest of the machine."""
+async def scrape(url: str) -> Metrics:
+    """Return the samples of a service's `/metrics`, by series (`name{labels}`)."""
+    async with new_session(1, total_timeout=30) as session:
+        async with session.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+    samples: Metrics = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
 
-    server_pid: int
-    pg_pid: int | None
-    client_s: float | None = None
-    server_s: float | None = None
-    server_sys_s: float | None = None  # the part of server_s spent in the kernel
-    db_s: float | None = None
-    other_s: float | None = None
-    _start: tuple[float | None, ...] = ()
 
-    def _sample(self) -> tuple[float | None, ...]:
-        split = process_cpu_split(self.server_pid)
-        return (
-            time.process_time(),
-            None if split is None else split[0] + split[1],
-            None if split is None else split[1],
-            children_cpu(self.pg_pid) if self.pg_pid else None,
-            machine_busy(),
-        )
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
-    def start(self) -> None:
-        """Take the first sample."""
-        self._start = self._sample()
 
-    def stop(self) -> None:
-        """Take the second sample and compute the differences."""
-        end = self._sample()
-        diffs = [
-            None if a is None or b is None else b - a for a, b in zip(self._start, end, strict=True)
-        ]
-        self.client_s, self.server_s, self.server_sys_s, self.db_s, busy = diffs
-        ours = (self.client_s, self.server_s, self.db_s)
-        if busy is not None and None not in ours:
-            self.other_s = max(0.0, busy - sum(x or 0.0 for x in ours))
+def labels(series: str) -> dict[str, str]:
+    """Return the labels of a series' `{name="value",...}` part."""
+    return dict(_LABEL.findall(series))
 
-    def merge(self, other: CpuWindow) -> CpuWindow:
-        """Return the sum of two windows of the same server."""
-        return CpuWindow(
-            self.server_pid,
-            self.pg_pid,
-            _add(self.client_s, other.client_s),
-            _add(self.server_s, other.server_s),
-            _add(self.server_sys_s, other.server_sys_s),
-            _add(self.db_s, other.db_s),
-            _add(self.other_s, other.other_s),
-        )
+
+def delta(before: Metrics, after: Metrics, name: str) -> dict[str, float]:
+    """Return how much each series of metric `name` grew, by its labels (`{...}`)."""
+    grown = {}
+    for series, value in after.items():
+        if series.startswith(name + "{"):
+            change = value - before.get(series, 0.0)
+            if change:
+                grown[series[len(name) :]] = change
+    return grown
 
 
 # ---------------------------------------------------------------------------------------
-# Load generation
+# Measuring with wrk: scenarios, interleaved rounds, their medians
 
 
 @dataclass
-class Result:
-    """What one timed run measured."""
+class Scenario:
+    """One load (a wrk script) against one server; `verify` reads the server's metric
+    samples before and after a run and returns what was wrong with its answers."""
 
     name: str
-    ok: int
-    errors: int
-    elapsed: float
-    latencies: list[float]
-    cpu: CpuWindow | None = None
-    error_samples: list[str] = field(default_factory=list)
+    server: Server
+    script: Script
+    verify: Callable[[Metrics, Metrics], list[str]] | None = None
+
+
+@dataclass
+class Measured:
+    """One wrk run of a scenario and what its verification found."""
+
+    scenario: str
+    result: WrkResult
+    problems: list[str] = field(default_factory=list)
 
     @property
-    def rps(self) -> float:
-        """Successful requests per second."""
-        return self.ok / self.elapsed if self.elapsed > 0 else 0.0
-
-    def load(self, cpu_seconds: float | None) -> float | None:
-        """Return CPU seconds as a share of one core over the measured time."""
-        return None if cpu_seconds is None or self.elapsed <= 0 else cpu_seconds / self.elapsed
-
-    def per_request_us(self, cpu_seconds: float | None) -> float | None:
-        """Return CPU microseconds per successful request."""
-        return None if cpu_seconds is None or not self.ok else cpu_seconds / self.ok * 1e6
-
-    def percentile_ms(self, p: int) -> float:
-        """Return the p-th percentile latency in milliseconds (successful requests)."""
-        if not self.latencies:
-            return float("nan")
-        if len(self.latencies) == 1:
-            return self.latencies[0] * 1000
-        cuts = statistics.quantiles(self.latencies, n=100, method="inclusive")
-        return cuts[p - 1] * 1000
-
-    def merge(self, other: Result) -> Result:
-        """Return the sum of two rounds of the same scenario."""
-        cpu = None if self.cpu is None or other.cpu is None else self.cpu.merge(other.cpu)
-        return Result(
-            self.name,
-            self.ok + other.ok,
-            self.errors + other.errors,
-            self.elapsed + other.elapsed,
-            self.latencies + other.latencies,
-            cpu,
-            (self.error_samples + other.error_samples)[:3],
-        )
+    def ok(self) -> bool:
+        """No error answer, no socket error, nothing wrong in the server's account."""
+        return self.result.errors == 0 and not self.problems
 
 
-async def drive(
-    name: str,
-    call: Callable[[int], Awaitable[str | None]],
-    concurrency: int,
-    seconds: float,
-    cpu: CpuWindow | None = None,
-) -> Result:
-    """Run `concurrency` keep-alive workers for `seconds`, each calling `call(worker index)`
-    over and over; a call returns None on success, otherwise what went wrong."""
-    latencies: list[float] = []
-    errors = 0
-    samples: list[str] = []
-    perf = time.perf_counter
+@dataclass
+class LoadOptions:
+    """How every scenario of a run is driven."""
 
-    async def worker(index: int, deadline: float) -> None:
-        nonlocal errors
-        while True:
-            started = perf()
-            if started >= deadline:
-                return
-            problem = await call(index)
-            if problem is None:
-                latencies.append(perf() - started)
-            else:
-                errors += 1
-                if len(samples) < 3:
-                    samples.append(problem)
-                await asyncio.sleep(0.01)  # do not spin on a dead server
-
-    if cpu:
-        cpu.start()
-    begin = perf()
-    deadline = begin + seconds
-    await asyncio.gather(*(worker(i, deadline) for i in range(concurrency)))
-    elapsed = perf() - begin
-    if cpu:
-        cpu.stop()
-    return Result(name, len(latencies), errors, elapsed, latencies, cpu, samples)
+    connections: int
+    duration: int
+    warmup: int
+    rounds: int
+    threads: int = 1
+    wrk_cpus: set[int] | None = None
+    pg_pid: int | None = None
 
 
-def new_session(concurrency: int, total_timeout: float = REQUEST_TIMEOUT) -> aiohttp.ClientSession:
-    """Return a client session with `concurrency` keep-alive connections at most."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=0),
-        timeout=aiohttp.ClientTimeout(total=total_timeout),
-        cookie_jar=aiohttp.DummyCookieJar(),
+def load_options(args: argparse.Namespace, pg_data: Path, wrk_cpus: set[int] | None) -> LoadOptions:
+    """Return the load options of the command line (see `add_load_arguments`)."""
+    return LoadOptions(
+        args.connections,
+        args.duration,
+        args.warmup,
+        args.rounds,
+        args.wrk_threads,
+        wrk_cpus,
+        postmaster_pid(pg_data),
     )
+
+
+async def measure(scenario: Scenario, options: LoadOptions, seconds: int | None = None) -> Measured:
+    """Run wrk once on `scenario` (for `seconds`, else the options' duration)."""
+    before = await scrape(scenario.server.url) if scenario.verify else {}
+    result = await run_wrk(
+        scenario.server.url,
+        scenario.script,
+        connections=options.connections,
+        duration=seconds or options.duration,
+        threads=options.threads,
+        request_timeout=REQUEST_TIMEOUT,
+        cpus=options.wrk_cpus,
+        pids={"server": scenario.server.proc.pid},
+        trees={"postgres": options.pg_pid} if options.pg_pid else {},
+    )
+    problems = []
+    if scenario.verify:
+        await asyncio.sleep(0.2)  # requests wrk left in flight are answered meanwhile
+        problems = scenario.verify(before, await scrape(scenario.server.url))
+    return Measured(scenario.name, result, problems)
+
+
+async def measure_rounds(
+    scenarios: Sequence[Scenario], options: LoadOptions
+) -> dict[str, list[Measured]]:
+    """Warm every scenario up once, then run them all `options.rounds` times, interleaved
+    (a slow spell of a shared machine hits every scenario alike); return each one's runs."""
+    for scenario in scenarios:
+        if options.warmup:
+            print(f"  warm-up {scenario.name} ({options.warmup}s)")
+            await measure(scenario, options, options.warmup)
+    runs: dict[str, list[Measured]] = {s.name: [] for s in scenarios}
+    for round_no in range(1, options.rounds + 1):
+        line = []
+        for scenario in scenarios:
+            measured = await measure(scenario, options)
+            runs[scenario.name].append(measured)
+            line.append(f"{scenario.name} {measured.result.rps:.0f}")
+        print(f"  round {round_no}/{options.rounds} req/s: " + ", ".join(line))
+    return runs
+
+
+def medians(runs: dict[str, list[Measured]]) -> dict[str, Measured]:
+    """Return each scenario's median run by req/s (with the problems of all its runs)."""
+    chosen = {}
+    for name, measured in runs.items():
+        middle = median([m.result for m in measured])
+        problems = [p for m in measured for p in m.problems]
+        chosen[name] = Measured(name, middle, problems)
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------
@@ -449,25 +405,343 @@ def us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def print_table(rows: Sequence[Measured], baseline: str | None = None) -> None:
+    """Print one line per run: throughput, latency, errors, the ratio to the `baseline`
+    row, and the CPU of the server, Postgres, wrk and the rest of the machine."""
+    base = next((m.result for m in rows if m.scenario == baseline), None)
+    header = (
+        f"{'scenario':<14} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+        f"{'errors':>6} {'vs base':>7} {'srv cpu':>7} {'us/req':>6} {'req/s/core':>10} "
+        f"{'db cpu':>6} {'db us/req':>9} {'wrk cpu':>7} {'other':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for m in rows:
+        r = m.result
+        ratio = f"{r.rps / base.rps:.1%}" if base and base.rps else "-"
+        errors = r.errors + len(m.problems)
+        print(
+            f"{m.scenario:<14} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p90_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{errors:>6} {ratio:>7} {pct(r.cpu_load('server')):>7} "
+            f"{us(r.cpu_us_per_request('server')):>6} {_num(r.per_core('server')):>10} "
+            f"{pct(r.cpu_load('postgres')):>6} {us(r.cpu_us_per_request('postgres')):>9} "
+            f"{pct(r.cpu_load('wrk')):>7} {pct(r.other_load()):>6}"
+        )
+    for m in rows:
+        r = m.result
+        if r.errors:
+            print(
+                f"  {m.scenario}: {r.non_2xx_3xx} answers >= 400, socket errors: connect "
+                f"{r.connect_errors}, read {r.read_errors}, write {r.write_errors}, "
+                f"timeout {r.timeouts}"
+            )
+        for problem in m.problems[:3]:
+            print(f"  {m.scenario}: {problem}")
+    print(
+        "srv cpu / db cpu / wrk cpu / other: the server process, Postgres, wrk, the rest of the "
+        "machine (100% = one core); us/req: CPU microseconds per request; req/s/core: requests "
+        "per second per core of the server process alone (requests / its CPU seconds)."
+    )
+    busy = [m.scenario for m in rows if (m.result.other_load() or 0.0) > OTHER_LOAD_WARNING]
+    if busy:
+        print(
+            f"note: other load on the machine during {', '.join(busy)} disturbed the req/s "
+            "figures; rerun on a quiet machine (us/req and req/s/core are less affected)."
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Diagnostics around one extra run: py-spy (--profile) and pg_stat_statements (--pg-stats)
+
+
+class Hook(Protocol):
+    """Something started right before a diagnostic run and stopped right after it."""
+
+    async def begin(self) -> None:
+        """Start."""
+
+    async def end(self) -> None:
+        """Stop."""
+
+
+async def enable_pg_stats(admin_url: str) -> None:
+    """Configure pg_stat_statements (takes effect at the next start of the server)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        await conn.execute("ALTER SYSTEM SET pg_stat_statements.track = 'all'")
+    finally:
+        await conn.close()
+
+
+class PgStats:
+    """pg_stat_statements of one database over a diagnostic run."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        self.admin_url = admin_url
+        self.database = database
+        self.rows: list[Any] = []
+
+    async def _run(self, query: str, *args: Any) -> list[Any]:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    async def begin(self) -> None:
+        """Forget the statistics so far."""
+        await self._run("SELECT pg_stat_statements_reset()")
+
+    async def end(self) -> None:
+        """Keep the statements of the database, most total execution time first."""
+        self.rows = await self._run(
+            "SELECT s.query, s.calls, s.total_exec_time, s.toplevel FROM pg_stat_statements s"
+            " JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1"
+            " ORDER BY s.total_exec_time DESC",
+            self.database,
+        )
+
+    def report(self, requests: int, top: int) -> None:
+        """Print the statements with the most execution time."""
+        total = sum(r["total_exec_time"] for r in self.rows if r["toplevel"])
+        if not self.rows or not total or not requests:
+            print("  no statements recorded")
+            return
+        print(
+            f"  {total:.0f} ms of top-level statement execution (wall time inside Postgres) "
+            f"for {requests} requests = {total / requests * 1000:.0f} us/request"
+        )
+        print(
+            f"  {'share':>6} {'calls/req':>9} {'mean us':>8}  statement (* = nested in a function)"
+        )
+        for r in self.rows[:top]:
+            text = " ".join(r["query"].split())
+            text = text if len(text) <= 110 else text[:107] + "..."
+            share = r["total_exec_time"] / total
+            mean_us = r["total_exec_time"] / r["calls"] * 1000 if r["calls"] else 0.0
+            nested = " " if r["toplevel"] else "*"
+            print(f"  {share:>6.1%} {r['calls'] / requests:>9.2f} {mean_us:>8.0f} {nested}{text}")
+
+
+class Profiler:
+    """`py-spy record --format raw` of one process, over a diagnostic run."""
+
+    def __init__(self, pid: int, output: Path, gil_only: bool = False) -> None:
+        self.pid = pid
+        self.output = output
+        self.gil_only = gil_only
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = output.with_suffix(".log")
+
+    def launch(self) -> None:
+        """Start py-spy (it samples 100 times a second, pausing the process briefly)."""
+        exe = executable("py-spy")
+        with self.log.open("wb") as log:
+            command = [exe, "record", "--pid", str(self.pid), "--format", "raw"]
+            command += ["-o", str(self.output), *(["--gil"] if self.gil_only else [])]
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+
+    async def begin(self) -> None:
+        """Start py-spy and give it time to attach before the load starts."""
+        self.launch()
+        await asyncio.sleep(0.5)
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"py-spy exited: {self.log.read_text(errors='replace')[-500:]}")
+
+    async def end(self) -> None:
+        """Stop recording (SIGINT makes py-spy write its output)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
+
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _frame_key(frame: str) -> tuple[str, str]:
+    """Return (function, shortened file) of a py-spy frame `func (path:line)`."""
+    match = _FRAME.match(frame)
+    if not match:
+        return frame, ""
+    path = match["file"]
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker != "site-packages/":
+                path = path.split("/", 1)[-1]
+            break
+    else:
+        path = str(Path(path).resolve()).removeprefix(str(ROOT) + "/")
+    return match["func"], path
+
+
+def _package(path: str) -> str:
+    first = path.split("/", 1)[0]
+    return first.removesuffix(".py") or "?"
+
+
+def summarize_profile(path: Path, top: int, gil_only: bool = False) -> None:
+    """Print the functions with the most samples (self and inclusive) and self samples per
+    package, from a py-spy raw (collapsed stacks) file."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        print(f"  no profile: {exc}")
+        return
+    self_samples: Counter[tuple[str, str]] = Counter()
+    inclusive: Counter[tuple[str, str]] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_key(f) for f in stack.split(";")]
+        frames = [f for f in frames if f[1]]  # drop the process/thread name
+        if not frames:
+            continue
+        total += count
+        self_samples[frames[-1]] += count
+        packages[_package(frames[-1][1])] += count
+        for key in set(frames):
+            inclusive[key] += count
+    if not total:
+        print("  no samples")
+        return
+    if gil_only:
+        print(
+            f"  {total} samples while the server held the GIL (time blocked in syscalls left out)"
+        )
+    else:
+        print(
+            f"  {total} samples while not idle (waits in epoll are left out; time in syscalls "
+            "and time runnable but not scheduled count)"
+        )
+    print(f"  {'self %':>7}  function (file) - top {top} by self samples")
+    for (func, file), n in self_samples.most_common(top):
+        print(f"  {n / total:>7.1%}  {func} ({file})")
+    print(f"  {'self %':>7}  package (where the CPU time is spent)")
+    for pkg, n in packages.most_common(12):
+        print(f"  {n / total:>7.1%}  {pkg}")
+    print(f"  {'incl %':>7}  function (file) - top {top} by inclusive samples")
+    for (func, file), n in inclusive.most_common(top):
+        print(f"  {n / total:>7.1%}  {func} ({file})")
+
+
+def profile_path(folder: str, scenario: str) -> Path:
+    """Return where the profile of `scenario` goes (creating the folder)."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path / (re.sub(r"\W+", "-", scenario) + ".txt")
+
+
+async def diagnose(
+    scenario: Scenario, options: LoadOptions, args: argparse.Namespace, database: str | None
+) -> None:
+    """With --profile and/or --pg-stats, run `scenario` once more (outside the measured
+    rounds) under py-spy and pg_stat_statements of `database`, and print what they saw."""
+    profiler = stats = None
+    hooks: list[Hook] = []
+    if args.profile:
+        output = profile_path(args.profile_dir, scenario.name)
+        profiler = Profiler(scenario.server.proc.pid, output, args.profile_gil)
+        hooks.append(profiler)
+    if args.pg_stats and database and options.pg_pid:
+        stats = PgStats(args.pg_admin_url, database)
+        hooks.append(stats)
+    if not hooks:
+        return
+    for hook in hooks:
+        await hook.begin()
+    try:
+        measured = await measure(scenario, options)
+    finally:
+        for hook in hooks:
+            await hook.end()
+    print()
+    print(f"diagnostic run of {scenario.name}: {measured.result.rps:.0f} req/s")
+    if profiler is not None:
+        print(f"py-spy profile of {scenario.server.name}: {profiler.output}")
+        summarize_profile(profiler.output, args.profile_top, args.profile_gil)
+    if stats is not None:
+        print(f"pg_stat_statements of database {database}:")
+        stats.report(measured.result.requests, args.profile_top)
+
+
 # ---------------------------------------------------------------------------------------
 # Command line and the run around it
 
 
-def add_load_arguments(
-    parser: argparse.ArgumentParser, concurrency: int, measured: str, warmup: str
-) -> None:
-    """Add --duration, --concurrency and --warmup (with the help of what they measure)."""
-    parser.add_argument("--duration", type=float, default=10.0, help=measured)
-    parser.add_argument("--concurrency", type=int, default=concurrency, help="keep-alive clients")
-    parser.add_argument("--warmup", type=float, default=2.0, help=warmup)
-
-
-def add_pin_argument(parser: argparse.ArgumentParser) -> None:
-    """Add --pin."""
+def add_load_arguments(parser: argparse.ArgumentParser, connections: int) -> None:
+    """Add how the scenarios are driven: --duration, --connections, --warmup, --rounds,
+    --wrk-threads, --pin."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (wrk)")
+    parser.add_argument(
+        "--connections",
+        "--concurrency",
+        type=int,
+        default=connections,
+        help="keep-alive connections wrk keeps open",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of warm-up per scenario, once"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of every scenario, interleaved; the tables show each one's median run",
+    )
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads")
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="pin the load generator to CPU 0 and the servers to CPU 1 (Linux, >= 2 CPUs)",
+        help="pin wrk to CPU 0 and the servers to CPU 1 (Linux, >= 2 CPUs)",
+    )
+
+
+def add_diagnostic_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --profile, --profile-gil, --profile-dir, --profile-top and --pg-stats."""
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, run each service scenario once more under py-spy",
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample only while the server holds the GIL (leaves out time blocked in syscalls)",
+    )
+    parser.add_argument(
+        "--profile-dir", default="/tmp/bench-profile", help="where py-spy writes its profiles"
+    )
+    parser.add_argument(
+        "--profile-top", type=int, default=25, help="functions and statements to list"
+    )
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="after the rounds, run each service scenario once more under pg_stat_statements "
+        "(restarts Postgres once at start)",
     )
 
 
@@ -477,9 +751,20 @@ def add_baseline_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject a --duration or --warmup out of range."""
-    if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
-        parser.error("--duration must be in (0, 600] and --warmup in [0, 60]")
+    """Reject load options out of range, and exit 2 when wrk (or py-spy for --profile) is
+    missing."""
+    if not 1 <= args.duration <= 600 or not 0 <= args.warmup <= 60:
+        parser.error("--duration must be in [1, 600] and --warmup in [0, 60]")
+    if not 1 <= args.connections <= 10_000 or not 1 <= args.rounds <= 20:
+        parser.error("--connections must be in [1, 10000] and --rounds in [1, 20]")
+    if not 1 <= args.wrk_threads <= args.connections:
+        parser.error("--wrk-threads must be in [1, --connections]")
+    if not wrk_installed():
+        print(WRK_INSTALL_HINT, file=sys.stderr)
+        raise SystemExit(2)
+    if getattr(args, "profile", False) and not shutil.which(executable("py-spy")):
+        print("--profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _raise_exit(signum: int, frame: object) -> None:
@@ -506,21 +791,21 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         signal.signal(signal.SIGTERM, _raise_exit)
 
 
-def prepare_load_generator(pin: bool) -> set[int] | None:
+def prepare_load_generator(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     """Keep this process's output to the tables (the migration runner logs through
-    structlog), make SIGTERM end it through the clean-up as Ctrl-C does, and with `pin` pin
-    it to CPU 0 (exit 2 where the machine cannot); return the servers' CPUs."""
+    structlog), make SIGTERM end it through the clean-up as Ctrl-C does; return the CPUs of
+    wrk and of the servers (CPU 0 and CPU 1 with `pin`, else None; exit 2 where the machine
+    cannot)."""
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     signal.signal(signal.SIGTERM, _raise_exit)
     if not pin:
-        return None
+        return None, None
     if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
         print("--pin needs Linux and at least 2 CPUs", file=sys.stderr)
         raise SystemExit(2)
-    os.sched_setaffinity(0, {0})
-    return {1}
+    return {0}, {1}
 
 
 def _print_error(exc: Exception, bench: Bench) -> None:
@@ -546,10 +831,16 @@ def run_bench(
     print(
         f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, uvloop "
         f"(as the services), {os.cpu_count()} CPUs{', pinned' if args.pin else ''}; "
-        f"concurrency {args.concurrency}, warm-up {args.warmup:g}s, duration {args.duration:g}s"
+        f"{wrk_version()}, {args.wrk_threads} thread(s), {args.connections} connections, "
+        f"{args.rounds} round(s) of {args.duration}s, warm-up {args.warmup}s"
     )
     try:
         pg.start()
+        args.pg_admin_url = pg.url
+        if getattr(args, "pg_stats", False):
+            run_async(enable_pg_stats(pg.url))
+            pg.stop()
+            pg.start()
         return body(bench, pg)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted", file=sys.stderr)

@@ -1,22 +1,28 @@
-"""Benchmark of the license backend's hot path, `GET /v1/definitions/current`.
+"""Benchmark of the license backend's hot path, `GET /v1/definitions/current`, with wrk.
 
 Not a test: it starts an embedded Postgres, the real `license-backend serve --no-migrate` in a
 separate process (JSON logging on, stdout to /dev/null, unbuffered as in the Docker image),
-and a minimal aiohttp app (one handler, no middlewares) in another separate process as the
-baseline. This process is the load generator: N concurrent keep-alive clients (one aiohttp
-ClientSession, TCPConnector limit = N) drive each scenario for a fixed time after a warm-up:
+and a minimal aiohttp app (one handler, no middlewares, uvloop as the services) in another
+process as the baseline. wrk (`apt-get install -y wrk`) drives each scenario with
+`--connections` keep-alive connections:
 
 * baseline  - the minimal handler (200, small JSON body with an ETag)
-* lbs 200   - the definition endpoint without If-None-Match (full signed definition)
-* lbs 304   - the definition endpoint with If-None-Match = the ETag of a first 200
+* lbs 200   - the definition endpoint without If-None-Match (the full signed definition);
+              the requests cycle over `--licenses` sites (signed key, installation id)
+* lbs 304   - the same with If-None-Match = each site's current ETag
 
-It prints requests/s, p50 and p99 latency, errors and the ratio to the baseline for each,
-and whether the 304 path reached the target of >= 50 % of the baseline's requests/s.
-Everything listens on 127.0.0.1; every process it starts and the embedded Postgres are
-removed at the end, also on Ctrl-C. The servers and the load generator all run uvloop, as
-the services do.
+Each scenario is warmed up once, then the three run `--rounds` times interleaved; the table
+shows each one's median run: req/s, p50/p90/p99, errors, the ratio to the baseline, and the
+CPU of the server, Postgres, wrk and the rest of the machine, with the server's requests per
+second per core (requests / its CPU seconds), which stays meaningful when wrk shares the
+cores. The server's `lbs_definitions_served_total` confirms every answer had the scenario's
+status. The last line says whether the 304 path reached the target share of the baseline.
+`--profile` / `--pg-stats` run the two service scenarios once more under py-spy /
+pg_stat_statements and print where the time went. Everything it starts is removed at the
+end, also on Ctrl-C.
 
-    python bench/lbs_definitions.py [--duration 10] [--concurrency 32] [--warmup 2]
+    python bench/lbs_definitions.py [--duration 10] [--connections 50] [--rounds 3]
+        [--warmup 2] [--licenses 8] [--pin] [--profile [--profile-gil]] [--pg-stats]
 """
 
 from __future__ import annotations
@@ -24,39 +30,42 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 from harness import (
     HOST,
-    OTHER_LOAD_WARNING,
     Bench,
-    CpuWindow,
-    Result,
+    LoadOptions,
+    Measured,
+    Metrics,
+    Scenario,
     Server,
     add_baseline_argument,
+    add_diagnostic_arguments,
     add_load_arguments,
-    add_pin_argument,
     check_load_arguments,
-    drive,
+    delta,
+    diagnose,
     executable,
-    new_session,
-    pct,
-    postmaster_pid,
+    load_options,
+    measure_rounds,
+    medians,
     prepare_load_generator,
+    print_table,
     run_async,
     run_bench,
     serve_until_stopped,
-    us,
     wait_until_serving,
 )
+from wrk import Script
 
 DEFINITIONS_PATH = "/v1/definitions/current"
 # Every site names its installation (SPEC 9.2); one bench site per license.
 INSTALLATION = "00000000-0000-4000-8000-00000000be9c"
-TARGET_RATIO = 0.50
+TARGET_RATIO = 0.60
+SERVED = "lbs_definitions_served_total"
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,56 +86,6 @@ def serve_baseline(port: int) -> None:
     app = web.Application()
     app.router.add_get(DEFINITIONS_PATH, handler)
     serve_until_stopped(app, port)
-
-
-# ---------------------------------------------------------------------------------------
-# Load generation
-
-
-@dataclass
-class Scenario:
-    """One endpoint driven with one set of headers per worker (cycled)."""
-
-    name: str
-    server: Server
-    headers: list[dict[str, str]]
-    expected_status: int
-
-
-def requester(
-    session: aiohttp.ClientSession, scenario: Scenario
-) -> Callable[[int], Awaitable[str | None]]:
-    """Return the call of one request of the scenario (None when it answers as expected)."""
-    url = scenario.server.url + DEFINITIONS_PATH
-    expected = scenario.expected_status
-
-    async def get(index: int) -> str | None:
-        headers = scenario.headers[index % len(scenario.headers)]
-        try:
-            async with session.get(url, headers=headers) as resp:
-                await resp.read()
-                if resp.status != expected:
-                    return f"HTTP {resp.status}"
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
-
-    return get
-
-
-async def run_scenario(
-    scenario: Scenario,
-    args: argparse.Namespace,
-    pg_data: Path,
-) -> Result:
-    """Warm up, then measure, on one session whose connections stay open throughout."""
-    cpu = CpuWindow(scenario.server.proc.pid, postmaster_pid(pg_data))
-    async with new_session(args.concurrency) as session:
-        get = requester(session, scenario)
-        print(f"  {scenario.name}: warm-up {args.warmup:g}s, measuring {args.duration:g}s ...")
-        if args.warmup > 0:
-            await drive(scenario.name, get, args.concurrency, args.warmup)
-        return await drive(scenario.name, get, args.concurrency, args.duration, cpu)
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,92 +135,72 @@ async def first_etag(session: aiohttp.ClientSession, url: str, key: str) -> str:
     return etag
 
 
+def served_only(status: int) -> Callable[[Metrics, Metrics], list[str]]:
+    """Return a check that the backend served definitions with no status but `status`."""
+
+    def verify(before: Metrics, after: Metrics) -> list[str]:
+        grown = delta(before, after, SERVED)
+        return [
+            f"{SERVED}{labels} grew by {n:.0f}"
+            for labels, n in grown.items()
+            if labels != f'{{status="{status}"}}'
+        ]
+
+    return verify
+
+
 async def benchmark(
-    args: argparse.Namespace, baseline: Server, lbs: Server, admin: str, pg_data: Path
-) -> list[Result]:
-    """Wait for both servers, prepare licenses and ETags, run the three scenarios."""
+    args: argparse.Namespace, options: LoadOptions, baseline: Server, lbs: Server, admin: str
+) -> bool:
+    """Wait for both servers, prepare licenses and ETags, run the three scenarios, report;
+    return whether the 304 target was met."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await wait_until_serving(session, baseline, DEFINITIONS_PATH)
         await wait_until_serving(session, lbs, "/health/ready")
         keys = await create_licenses(session, lbs.url, admin, args.licenses)
         etags = [await first_etag(session, lbs.url, key) for key in keys]
-    auth = [site_headers(key) for key in keys]
-    conditional = [{**h, "If-None-Match": etag} for h, etag in zip(auth, etags, strict=True)]
+    sites = [{"key": f"Bearer {key}", "etag": etag} for key, etag in zip(keys, etags, strict=True)]
+    site = {"Authorization": "${key}", "X-Installation-Id": INSTALLATION}
+    conditional = {**site, "If-None-Match": "${etag}"}
     scenarios = [
-        Scenario("baseline", baseline, [{}], 200),
-        Scenario("lbs 200", lbs, auth, 200),
-        Scenario("lbs 304", lbs, conditional, 304),
+        Scenario("baseline", baseline, Script("GET", DEFINITIONS_PATH)),
+        Scenario(
+            "lbs 200",
+            lbs,
+            Script("GET", DEFINITIONS_PATH, headers=site, table=sites),
+            served_only(200),
+        ),
+        Scenario(
+            "lbs 304",
+            lbs,
+            Script("GET", DEFINITIONS_PATH, headers=conditional, table=sites),
+            served_only(304),
+        ),
     ]
-    totals: list[Result] = []
-    for round_no in range(args.rounds):
-        if args.rounds > 1:
-            print(f"round {round_no + 1}/{args.rounds}")
-        results = [await run_scenario(s, args, pg_data) for s in scenarios]
-        totals = [t.merge(r) for t, r in zip(totals, results, strict=True)] if totals else results
-    return totals
+    best = medians(await measure_rounds(scenarios, options))
+    for scenario in scenarios[1:]:
+        await diagnose(scenario, options, args, "postgres")
+    return report([best[s.name] for s in scenarios])
 
 
 # ---------------------------------------------------------------------------------------
 # Report
 
 
-def report(results: list[Result]) -> bool:
+def report(rows: list[Measured]) -> bool:
     """Print the table and the verdict; return whether the 304 target was met."""
-    base = results[0]
     print()
-    header = (
-        f"{'scenario':<10} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'errors':>6} {'vs base':>8} {'srv cpu':>7} {'us/req':>7} {'db cpu':>6} {'gen cpu':>7} "
-        f"{'other':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        ratio = r.rps / base.rps if base.rps else float("nan")
-        cpu = r.cpu or CpuWindow(0, None)
-        print(
-            f"{r.name:<10} {r.ok:>9} {r.rps:>8.0f} {r.percentile_ms(50):>7.2f} "
-            f"{r.percentile_ms(99):>7.2f} {r.errors:>6} {ratio:>8.1%} "
-            f"{pct(r.load(cpu.server_s)):>7} {us(r.per_request_us(cpu.server_s)):>7} "
-            f"{pct(r.load(cpu.db_s)):>6} {pct(r.load(cpu.client_s)):>7} "
-            f"{pct(r.load(cpu.other_s)):>6}"
-        )
-    for r in results:
-        for sample in r.error_samples:
-            print(f"  {r.name} error: {sample}")
-    print()
-    print(
-        "srv cpu / db cpu / gen cpu / other: the server process, Postgres, this load generator, "
-        "the rest of the machine (100% = one core); us/req: server CPU microseconds per request."
-    )
-    busy = [
-        r.name
-        for r in results
-        if (r.load(r.cpu.other_s if r.cpu else None) or 0.0) > OTHER_LOAD_WARNING
-    ]
-    if busy:
-        print(
-            f"note: other load on the machine during {', '.join(busy)} disturbed the req/s "
-            "figures; rerun on a quiet machine or with --rounds 3 (us/req is less affected)."
-        )
-    gen = base.load(base.cpu.client_s if base.cpu else None)
-    if gen is not None and gen > 0.9:
-        print(
-            "note: the load generator used ~one full core during the baseline, so the "
-            "baseline's req/s is its limit rather than the server's and the req/s ratios lean "
-            "optimistic; compare us/req for the servers' own cost."
-        )
-    lbs304 = results[2]
-    got = lbs304.rps / base.rps if base.rps else 0.0
-    base_us = base.per_request_us(base.cpu.server_s if base.cpu else None)
-    lbs_us = lbs304.per_request_us(lbs304.cpu.server_s if lbs304.cpu else None)
+    print_table(rows, "baseline")
+    base, lbs304 = rows[0].result, rows[2]
+    base_us = base.cpu_us_per_request("server")
+    lbs_us = lbs304.result.cpu_us_per_request("server")
     if base_us and lbs_us:
         print(f"by server CPU per request, the 304 path costs {lbs_us / base_us:.1f}x the baseline")
-    met = got >= TARGET_RATIO and lbs304.errors == 0
-    verdict = "MET" if met else "NOT MET"
+    got = lbs304.result.rps / base.rps if base.rps else 0.0
+    met = got >= TARGET_RATIO and lbs304.ok
     print(
-        f"304 target (>= {TARGET_RATIO:.0%} of baseline req/s): {verdict} "
-        f"({lbs304.rps:.0f} vs {base.rps:.0f} req/s = {got:.1%})"
+        f"304 target (>= {TARGET_RATIO:.0%} of baseline req/s): {'MET' if met else 'NOT MET'} "
+        f"({lbs304.result.rps:.0f} vs {base.rps:.0f} req/s = {got:.1%})"
     )
     return met
 
@@ -273,25 +212,17 @@ def report(results: list[Result]) -> bool:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_load_arguments(parser, 32, "seconds per scenario", "warm-up seconds per scenario")
+    add_load_arguments(parser, 50)
     parser.add_argument(
-        "--licenses", type=int, default=8, help="distinct licenses (keys) the clients cycle over"
+        "--licenses", type=int, default=8, help="distinct sites (keys) the requests cycle over"
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="repeat the three scenarios, interleaved, and report their sums (less noise)",
-    )
-    add_pin_argument(parser)
+    add_diagnostic_arguments(parser)
     add_baseline_argument(parser)
     args = parser.parse_args(argv)
     if args.serve_baseline is None:
         check_load_arguments(parser, args)
-        if not 1 <= args.concurrency <= 1024 or not 1 <= args.licenses <= 1000:
-            parser.error("--concurrency must be in [1, 1024] and --licenses in [1, 1000]")
-        if not 1 <= args.rounds <= 20:
-            parser.error("--rounds must be in [1, 20]")
+        if not 1 <= args.licenses <= 1000:
+            parser.error("--licenses must be in [1, 1000]")
     return args
 
 
@@ -308,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shared.embedded_pg import EmbeddedPostgres, free_port
     from shared.migrations import apply_migrations
 
-    server_cpus = prepare_load_generator(args.pin)
+    wrk_cpus, server_cpus = prepare_load_generator(args.pin)
     lbs_exe = executable("license-backend")
 
     def run(bench: Bench, pg: EmbeddedPostgres) -> int:
@@ -333,8 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "PYTHONUNBUFFERED": "1",
         }
         lbs = bench.start("license-backend", [lbs_exe, "serve", "--no-migrate"], lbs_port, lbs_env)
-        results = run_async(benchmark(args, baseline, lbs, admin, pg.data_dir))
-        report(results)
+        options = load_options(args, pg.data_dir, wrk_cpus)
+        run_async(benchmark(args, options, baseline, lbs, admin))
         return 0
 
     return run_bench("lbs-bench-", args, server_cpus, run)
