@@ -129,7 +129,7 @@ async def _run(args: argparse.Namespace, settings: LbsSettings) -> int:
         app = create_app(settings)
         if not args.no_migrate:
             await apply_migrations(settings.database_url, MIGRATIONS)
-        await run_until_stopped(app, settings.host, settings.port)
+        await run_until_stopped(app, settings.host, settings.port, reuse_port=settings.reuse_port)
         return 0
     await apply_migrations(settings.database_url, MIGRATIONS)
     if args.command == "migrate":

@@ -64,6 +64,13 @@ class LbsSettings(ServiceSettings):
             " monthly partitions are dropped."
         ),
     )
+    reuse_port: bool = Field(
+        default=False,
+        description=(
+            "Listen with SO_REUSEPORT: several backend processes on one host share HOST:PORT"
+            " and the kernel spreads connections over them (one process per core)."
+        ),
+    )
     require_installation_id: bool = Field(
         default=True,
         description=(
