@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from license_backend.usage import repository as usage_repo
+from license_backend.usage.models import UsageReport
 from license_backend.usage.service import add_months, month_start, retention_cutoff
 from license_backend.usage.views import USAGE
 from shared.migrations import apply_migrations
@@ -217,25 +218,31 @@ async def test_the_migration_moves_existing_reports_into_partitions(
                 (uuid.uuid4(), datetime(2024, 3, 31, 23, 59, 59, tzinfo=UTC)),
                 (uuid.uuid4(), datetime(2025, 7, 1, tzinfo=UTC)),
             ]
-            for report_id, at in rows:
+            for n, (report_id, at) in enumerate(rows):
+                # As the API stored them before: the validated body, as JSON.
+                stored = {**report(str(report_id)), "analyzerMinutesUsed": n}
+                stored["periodStart"] = "2024-03-01T00:00:00Z"
                 await conn.execute(
                     "INSERT INTO usage_reports (report_id, license_number, received_at, report)"
                     " VALUES ($1, '1234567812345678', $2, $3)",
                     report_id,
                     at,
-                    {"reportId": str(report_id)},
+                    stored,
                 )
             assert await apply_migrations(url, MIGRATIONS["lbs"]) == ["0005_usage_partitions"]
             moved = await conn.fetch(
-                "SELECT tableoid::regclass::text AS part, report_id, received_at, report"
-                " FROM usage_reports ORDER BY received_at"
+                "SELECT tableoid::regclass::text AS part, * FROM usage_reports ORDER BY received_at"
             )
             assert [(r["part"], r["report_id"], r["received_at"]) for r in moved] == [
                 ("usage_reports_202403", rows[0][0], rows[0][1]),
                 ("usage_reports_202403", rows[1][0], rows[1][1]),
                 ("usage_reports_202507", rows[2][0], rows[2][1]),
             ]
-            assert moved[0]["report"] == {"reportId": str(rows[0][0])}
+            # Every field of the report is a column now, the report unchanged.
+            assert [r["analyzer_minutes_used"] for r in moved] == [0, 1, 2]
+            as_sent = {**report(str(rows[1][0])), "analyzerMinutesUsed": 1}
+            as_sent["periodStart"] = "2024-03-01T00:00:00Z"
+            assert usage_repo.report_of(moved[1]).model_dump(mode="json", by_alias=True) == as_sent
             kept = await conn.fetch("SELECT report_id, received_at FROM usage_report_ids")
             assert sorted(kept) == sorted(rows)
             # This month and the next two exist for what comes next.
@@ -245,9 +252,10 @@ async def test_the_migration_moves_existing_reports_into_partitions(
                 assert await conn.fetchval("SELECT to_regclass($1)", table) is not None
             # A converted reportId sent again is still a no-op; a new one is stored.
             number = "1234567812345678"
-            assert await usage_repo.insert(conn, [(rows[0][0], number, {})]) == {}
-            fresh = uuid.uuid4()
-            assert list(await usage_repo.insert(conn, [(fresh, number, {})])) == [fresh]
+            replay = UsageReport.model_validate(report(str(rows[0][0])))
+            assert await usage_repo.insert(conn, [(number, replay)]) == {}
+            fresh = UsageReport.model_validate(report())
+            assert list(await usage_repo.insert(conn, [(number, fresh)])) == [fresh.report_id]
             assert await conn.fetchval("SELECT count(*) FROM usage_reports") == 4
             assert await conn.fetchval("SELECT to_regclass('usage_reports_unpartitioned')") is None
         finally:
@@ -282,3 +290,22 @@ async def test_one_report_id_sent_many_times_at_once_is_stored_once(lbs: LbsHand
         == 1
     )
     assert await pool.fetchval("SELECT count(*) FROM usage_reports") == 11
+
+
+async def test_report_times_are_stored_as_instants(lbs: LbsHandle) -> None:
+    lic = await lbs.create_license()
+    naive = {
+        **report(),
+        "periodStart": "2026-11-01T00:00:00",
+        "periodEnd": "2026-11-01T01:10:00+01:00",
+    }
+    assert (await post(lbs, lic["key"], naive))[0] == 202
+    for edge in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"):
+        status, error = await post(lbs, lic["key"], {**report(), "periodStart": edge})
+        assert status == 400 and error["error"]["code"] == "ValidationFailed", edge
+    async with lbs.session.get(
+        f"{lbs.url}/v1/admin/licenses/{lic['number']}/usage", headers=lbs.admin_headers()
+    ) as resp:
+        [item] = (await resp.json())["items"]
+    assert item["report"]["periodStart"] == "2026-11-01T00:00:00Z"
+    assert item["report"]["periodEnd"] == "2026-11-01T00:10:00Z"

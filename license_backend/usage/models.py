@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.models import ApiModel, OutModel
 
@@ -21,6 +21,17 @@ class Assignments(ApiModel):
     user: int = Field(ge=0, le=MAX_COUNT)
 
 
+def _utc(value: datetime) -> datetime:
+    # Stored as instants: a time without an offset is taken as UTC, and one that is no
+    # instant a datetime can hold in UTC (year 1 at +01:00) is refused rather than stored.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the years 1 to 9999 in UTC") from None
+
+
 class UsageReport(ApiModel):
     """Body of `POST /v1/usage`."""
 
@@ -31,6 +42,8 @@ class UsageReport(ApiModel):
     analyzer_minutes_used: int = Field(ge=0, le=MAX_COUNT)
     login_passes_used: int = Field(ge=0, le=MAX_COUNT)
     instance_id: str = Field(min_length=1, max_length=200)
+
+    _in_utc = field_validator("period_start", "period_end")(_utc)
 
 
 class UsageReceipt(OutModel):

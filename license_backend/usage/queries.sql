@@ -1,11 +1,16 @@
 -- name: insert_reports
--- Reports ($1[i], $2[i], $3[i]) and their ids in one statement, so one commit. The id's row
--- is what keeps a reportId unique across every month: an id already stored (a replay) is
--- not stored again and gives no row; of one id given twice, the first is stored.
+-- Reports (the i-th element of every array) and their ids in one statement, so one commit.
+-- The id's row is what keeps a reportId unique across every month: an id already stored (a
+-- replay) is not stored again and gives no row; of one id given twice, the first is stored.
 WITH input AS (
-    SELECT DISTINCT ON (report_id) report_id, license_number, report
-    FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
-         AS t (report_id, license_number, report, i)
+    SELECT DISTINCT ON (report_id) *
+    FROM unnest(
+        $1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::integer[],
+        $6::integer[], $7::integer[], $8::integer[], $9::integer[], $10::text[]
+    ) WITH ORDINALITY AS t (
+        report_id, license_number, period_start, period_end, professional, analyzer,
+        user_access, analyzer_minutes_used, login_passes_used, instance_id, i
+    )
     ORDER BY report_id, i
 ), fresh AS (
     INSERT INTO usage_report_ids (report_id, license_number)
@@ -13,8 +18,13 @@ WITH input AS (
     ON CONFLICT (report_id) DO NOTHING
     RETURNING report_id, license_number, received_at
 ), stored AS (
-    INSERT INTO usage_reports (report_id, license_number, received_at, report)
-    SELECT f.report_id, f.license_number, f.received_at, i.report::jsonb
+    INSERT INTO usage_reports (
+        received_at, period_start, period_end, report_id, professional, analyzer, user_access,
+        analyzer_minutes_used, login_passes_used, license_number, instance_id
+    )
+    SELECT f.received_at, i.period_start, i.period_end, f.report_id, i.professional,
+           i.analyzer, i.user_access, i.analyzer_minutes_used, i.login_passes_used,
+           f.license_number, i.instance_id
     FROM fresh f JOIN input i USING (report_id)
 )
 SELECT report_id, license_number, received_at FROM fresh;
@@ -23,7 +33,7 @@ SELECT report_id, license_number, received_at FROM fresh;
 SELECT report_id, license_number, received_at FROM usage_report_ids WHERE report_id = $1;
 
 -- name: list_reports
-SELECT report_id, received_at, report FROM usage_reports
+SELECT * FROM usage_reports
 WHERE license_number = $1
   AND ($2::uuid IS NULL OR (received_at, report_id) <
        (SELECT received_at, report_id FROM usage_report_ids

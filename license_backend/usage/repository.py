@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
+from license_backend.usage.models import Assignments, UsageReport
 from shared.db import Conn, Db
 from shared.sql import Queries
 
@@ -18,17 +17,42 @@ q = Queries(Path(__file__).with_name("queries.sql"))
 
 
 async def insert(
-    db: Db, reports: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]
+    db: Db, reports: Sequence[tuple[str, UsageReport]]
 ) -> dict[uuid.UUID, asyncpg.Record]:
-    """Store (report id, license, report) each with its id, in one statement; return the
-    rows stored by id (an id already stored, a replay, is missing)."""
+    """Store (license, report) each with its id, in one statement; return the rows stored by
+    id (an id already stored, a replay, is missing)."""
+    bodies = [report for _, report in reports]
     rows = await db.fetch(
         q.insert_reports,
-        [report_id for report_id, _, _ in reports],
-        [number for _, number, _ in reports],
-        [json.dumps(report) for _, _, report in reports],
+        [r.report_id for r in bodies],
+        [number for number, _ in reports],
+        [r.period_start for r in bodies],
+        [r.period_end for r in bodies],
+        [r.assignments.professional for r in bodies],
+        [r.assignments.analyzer for r in bodies],
+        [r.assignments.user for r in bodies],
+        [r.analyzer_minutes_used for r in bodies],
+        [r.login_passes_used for r in bodies],
+        [r.instance_id for r in bodies],
     )
     return {row["report_id"]: row for row in rows}
+
+
+def report_of(row: asyncpg.Record) -> UsageReport:
+    """Return the report a `usage_reports` row holds."""
+    return UsageReport(
+        report_id=row["report_id"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        assignments=Assignments(
+            professional=row["professional"],
+            analyzer=row["analyzer"],
+            user=row["user_access"],
+        ),
+        analyzer_minutes_used=row["analyzer_minutes_used"],
+        login_passes_used=row["login_passes_used"],
+        instance_id=row["instance_id"],
+    )
 
 
 async def receipt(db: Db, report_id: uuid.UUID) -> asyncpg.Record | None:

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
 import asyncpg
 import structlog
@@ -38,8 +37,8 @@ PRUNE_BATCH = 10_000
 PRUNE_MAX_PER_RUN = 2_000_000
 
 
-# (report id, license number, report as JSON-ready data)
-Report = tuple[uuid.UUID, str, dict[str, Any]]
+# (license number, report)
+Report = tuple[str, UsageReport]
 
 
 def month_start(moment: datetime) -> date:
@@ -92,11 +91,11 @@ class UsageReports:
     async def _insert_batch(self, reports: Sequence[Report]) -> list[asyncpg.Record | None]:
         stored = await repo.insert(self._pool, reports)
         # Of an id sent twice in one batch, the first was stored; the other is a replay.
-        return [stored.pop(report_id, None) for report_id, _, _ in reports]
+        return [stored.pop(report.report_id, None) for _, report in reports]
 
     async def record(self, number: str, body: UsageReport) -> tuple[UsageReceipt, bool]:
         """Store a report once; return its receipt and whether it was stored before."""
-        report = (body.report_id, number, body.model_dump(mode="json", by_alias=True))
+        report = (number, body)
         try:
             row = await self._batches.submit(report)
         except asyncpg.CheckViolationError as exc:
@@ -126,7 +125,14 @@ class UsageReports:
         except ValueError:
             cursor = None
         rows = await repo.page(self._pool, number, cursor, limit + 1)
-        items = [StoredReport(**dict(r)) for r in rows[:limit]]
+        items = [
+            StoredReport(
+                report_id=r["report_id"],
+                received_at=r["received_at"],
+                report=repo.report_of(r).model_dump(mode="json", by_alias=True),
+            )
+            for r in rows[:limit]
+        ]
         next_cursor = str(items[-1].report_id) if len(rows) > limit else None
         return ReportPage(items=items, next=next_cursor)
 
