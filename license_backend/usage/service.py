@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 # reports per batch.
 INSERTS_IN_FLIGHT = 2
 INSERT_BATCH = 200
+INSERT_INTERVAL = 0.005
 # Partitions made ahead: this month and the next ones, so a month never starts without one.
 MONTHS_AHEAD = 2
 # Report ids deleted per statement, and at most per run (the rest at the next run).
@@ -81,7 +82,10 @@ class UsageReports:
         # Reports that arrive while others are being written go together: one statement and
         # one commit (one WAL flush) for the lot.
         self._batches: Batcher[Report, asyncpg.Record | None] = Batcher(
-            self._insert_batch, max_in_flight=INSERTS_IN_FLIGHT, max_batch=INSERT_BATCH
+            self._insert_batch,
+            max_in_flight=INSERTS_IN_FLIGHT,
+            max_batch=INSERT_BATCH,
+            min_interval=INSERT_INTERVAL,
         )
 
     async def wait_idle(self) -> None:

@@ -19,7 +19,11 @@ async def post_usage(request: web.Request) -> web.Response:
     site = await require_site(request)
     body = await read_body(request, UsageReport)
     receipt, replayed = await request.app[USAGE].record(site.license_number, body)
-    return web.json_response(receipt.dump(), status=200 if replayed else 202)
+    return web.Response(
+        body=receipt.model_dump_json(by_alias=True),
+        status=200 if replayed else 202,
+        content_type="application/json",
+    )
 
 
 async def list_usage(request: web.Request) -> web.Response:
