@@ -2,6 +2,9 @@
 -- When a known installation was last seen; no row when it is not active.
 SELECT last_seen_at FROM activations WHERE license_number = $1 AND installation_id = $2;
 
+-- name: commit_without_waiting
+SET LOCAL synchronous_commit = off;
+
 -- name: touch_many
 -- Known installations seen again: move their last-seen times (and addresses) along, never back.
 UPDATE activations a SET last_seen_at = greatest(a.last_seen_at, v.seen_at), address = v.address

@@ -24,7 +24,10 @@ async def seen_at(db: Db, number: str, installation: uuid.UUID) -> datetime | No
 async def touch_many(
     conn: Conn, seen: Mapping[tuple[str, uuid.UUID], tuple[str, datetime]]
 ) -> None:
-    """Move the last-seen times (and addresses) of known installations along."""
+    """Move the last-seen times (and addresses) of known installations along; the caller
+    owns the transaction."""
+    # Informational times: a crash may lose the last second of them.
+    await conn.execute(q.commit_without_waiting)
     keys = list(seen)
     await conn.execute(
         q.touch_many,

@@ -79,8 +79,6 @@ class Activations:
         pending, self._pending = self._pending, {}
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                # Informational times: a crash may lose the last second of them.
-                await conn.execute("SET LOCAL synchronous_commit = off")
                 await repo.touch_many(conn, pending)
         except BaseException:
             for key, value in pending.items():  # kept for the next flush (newer ones win)

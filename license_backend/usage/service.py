@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 import structlog
 
+from license_backend.catalog import repository as catalog
 from license_backend.catalog.service import LicenseNotFound
 from license_backend.usage import repository as repo
 from license_backend.usage.models import ReportPage, StoredReport, UsageReceipt, UsageReport
@@ -122,7 +123,7 @@ class UsageReports:
 
     async def list(self, number: str, after: str | None, limit: int) -> ReportPage:
         """Return one page of the license's reports, newest first."""
-        if await self._pool.fetchval("SELECT 1 FROM licenses WHERE number = $1", number) is None:
+        if await catalog.get_license(self._pool, number) is None:
             raise LicenseNotFound()
         try:
             cursor = uuid.UUID(after) if after else None
