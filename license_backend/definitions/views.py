@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from license_backend.auth import INSTALLATION_PARAM, require_site
 from license_backend.catalog.views import CATALOG
@@ -14,18 +17,25 @@ from shared.models import OutModel
 from shared.web.endpoints import Endpoint
 
 
-class DefinitionsServed:
-    """`lbs_definitions_served_total` by status, its two children looked up once."""
+class DefinitionsServed(Collector):
+    """`lbs_definitions_served_total` by status: plain counts (the event loop is the only
+    writer, so no lock per request), read when /metrics is scraped."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        counter = Counter(
-            "lbs_definitions_served_total",
+        self.full = 0
+        self.not_modified = 0
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the counter with its two statuses."""
+        family = CounterMetricFamily(
+            "lbs_definitions_served",
             "Signed definitions served, by status (200 full, 304 not modified).",
-            ["status"],
-            registry=registry,
+            labels=["status"],
         )
-        self.full = counter.labels("200")
-        self.not_modified = counter.labels("304")
+        family.add_metric(["200"], self.full)
+        family.add_metric(["304"], self.not_modified)
+        yield family
 
 
 SERVED = web.AppKey("definitions_served", DefinitionsServed)
@@ -59,9 +69,9 @@ async def current_definition(request: web.Request) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     held = request.headers.get("If-None-Match")
     if held is not None and (held == etag or _matches(held, etag)):
-        request.app[SERVED].not_modified.inc()
+        request.app[SERVED].not_modified += 1
         return web.Response(status=304, headers=headers)
-    request.app[SERVED].full.inc()
+    request.app[SERVED].full += 1
     return web.Response(body=definition.body, content_type="application/json", headers=headers)
 
 
