@@ -16,6 +16,7 @@ The whole API:
   - `${run}`     a random token of this wrk run (differs between rounds)
   - `${unique}`  `${run}-${thread}-${n}`: a value no other request of any run carries
                  (new users, new sessions, ...)
+  - `${uuid}`    the same, spelt as a version-4 UUID (ids an API checks for that form)
   - `${NAME}`    column NAME of `Script.table`, a list of rows cycled per request (each
                  thread starting at a different row): keys, ETags, known users, ...
 
@@ -69,8 +70,8 @@ INSTALL_HINT = "wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)"
 RESULT_MARK = "wrk-result "
 PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9)
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_BUILTINS = {"thread", "n", "run", "unique"}
-_PER_REQUEST = {"n", "unique"}
+_BUILTINS = {"thread", "n", "run", "unique", "uuid"}
+_PER_REQUEST = {"n", "unique", "uuid"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,6 +131,11 @@ def _lua_expression(text: str) -> str:
         name = match[1]
         if name == "unique":
             parts.append('run .. "-" .. id .. "-" .. n')
+        elif name == "uuid":
+            # run is 12 hex digits (run_wrk): 8-4 of it, then the thread and the counter.
+            parts.append(
+                'string.format("%s-%s-4%03x-8000-%012x", run:sub(1, 8), run:sub(9, 12), id, n)'
+            )
         elif name in ("thread", "n", "run"):
             parts.append({"thread": "id", "n": "n", "run": "run"}[name])
         else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import Counter
 
 from license_backend import keys
 from license_backend.activations import views as activation_views
@@ -18,7 +17,9 @@ from license_backend.lef import views as lef_views
 from license_backend.settings import LbsSettings
 from license_backend.signing import views as signing_views
 from license_backend.signing.keyring import KeyRing
+from license_backend.upkeep import upkeep
 from license_backend.usage import views as usage_views
+from license_backend.usage.service import UsageReports
 from shared.db import create_pool
 from shared.web import endpoints
 from shared.web.app_base import new_app
@@ -41,14 +42,10 @@ def create_app(settings: LbsSettings) -> web.Application:
         raise MissingEncryptionKey()
     app = new_app("License backend")
     app[keys.SETTINGS] = settings
-    app[keys.DEFINITIONS_SERVED] = Counter(
-        "lbs_definitions_served_total",
-        "Signed definitions served, by status (200 full, 304 not modified).",
-        ["status"],
-        registry=app[METRICS_KEY].registry,
-    )
+    app[definition_views.SERVED] = definition_views.DefinitionsServed(app[METRICS_KEY].registry)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_signing)
+    app.cleanup_ctx.append(upkeep)
     for table in (
         signing_views.ENDPOINTS,
         definition_views.ENDPOINTS,
@@ -71,6 +68,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
     app[READINESS_KEY].required["database"] = database_ok
     app[keys.ACTIVATIONS] = Activations(pool, seen_seconds=settings.activation_seen_seconds)
+    app[usage_views.USAGE] = UsageReports(pool, retention_months=settings.usage_retention_months)
     yield
     await pool.close()
 
@@ -83,7 +81,9 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
         await keyring.ensure_key(conn)
     app[keys.KEYRING] = keyring
     issuer, ttl = settings.public_url, settings.definition_ttl_seconds
-    app[keys.SITES] = SiteDirectory(app[keys.POOL], keyring, issuer, ttl)
+    app[keys.SITES] = SiteDirectory(
+        app[keys.POOL], keyring, issuer, ttl, cache_seconds=settings.site_cache_seconds
+    )
     app[catalog_views.CATALOG] = Catalog(
         app[keys.POOL],
         keyring,
@@ -92,3 +92,4 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
         secret=settings.control_secret.get_secret_value(),
     )
     yield
+    await app[keys.SITES].wait_idle()

@@ -9,7 +9,12 @@ import uuid
 
 from aiohttp import web
 
-from license_backend.definitions.service import LicenseKeyInvalid, SiteState
+from license_backend.definitions.service import (
+    Credentials,
+    LicenseBlacklisted,
+    LicenseKeyInvalid,
+    Site,
+)
 from license_backend.keys import ACTIVATIONS, POOL, SETTINGS, SITES
 from shared.web.errors import BadRequest, Unauthorized
 from shared.web.observability import USER_KEY
@@ -74,19 +79,43 @@ def installation_of(request: web.Request) -> uuid.UUID | None:
     return uuid.UUID(value)
 
 
-async def require_site(request: web.Request) -> SiteState:
-    """Authenticate the site by its signed license key and admit its installation."""
+async def require_site(request: web.Request) -> Site:
+    """Authenticate the site by its signed license key and admit its installation.
+
+    Found by the raw headers when cached: a hit parses nothing and reads nothing."""
+    headers = request.headers
+    credentials = (headers.get("Authorization"), headers.get(INSTALLATION_HEADER))
+    sites = request.app[SITES]
+    site = sites.cache.get(credentials)
+    if site is None:
+        site = await sites.cache.load(credentials, lambda: _authenticate(request, credentials))
+    if site.revoked:
+        raise LicenseKeyInvalid(details={"reason": "key unknown or revoked"})
+    if site.blacklisted:
+        raise LicenseBlacklisted()
+    request[USER_KEY] = site.user
+    return site
+
+
+async def _authenticate(request: web.Request, credentials: Credentials) -> Site:
+    """Recognise the key and admit the installation: what a cached site stands for."""
     token = bearer_token(request)
     if token is None:
         raise LicenseKeyInvalid("A signed license key is required.")
-    state = await request.app[SITES].authenticate(token)
-    request[USER_KEY] = f"license:{state.license_number}"
-    installation = installation_of(request)
+    given = credentials[1]
+    installation = uuid.UUID(given) if given is not None and _UUID.fullmatch(given) else None
+    site, seen_at = await request.app[SITES].recognise(credentials, token, installation)
+    if site.revoked or site.blacklisted:
+        return site  # refused by the caller, whatever the installation
     if installation is not None:
-        await admit(request, state.license_number, installation)
+        await request.app[ACTIVATIONS].admit(
+            site.license_number, installation, request.remote or "unknown", seen_at
+        )
+    elif given is not None:
+        raise InvalidInstallationId()
     elif request.app[SETTINGS].require_installation_id:
         raise InstallationIdRequired()
-    return state
+    return site
 
 
 async def admit(request: web.Request, number: str, installation: uuid.UUID) -> None:

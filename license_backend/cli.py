@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import asyncpg
 
 from license_backend.app import MissingEncryptionKey, create_app
 from license_backend.auth import ADMIN_TOKEN_PREFIX, hash_token
+from license_backend.catalog.importer import Imported, Refused, import_licenses
 from license_backend.catalog.models import LicenseCreate
 from license_backend.catalog.service import Catalog
 from license_backend.settings import LbsSettings
@@ -65,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--max-activations", type=int, default=1, help="sites the license may be active at"
     )
+    imp = lic.add_parser(
+        "import",
+        parents=[common],
+        help="create licenses from JSON lines, one create body a line",
+        description=(
+            "Create a license per line of FILE (JSON lines; '-' reads stdin), each line the"
+            " body of POST /v1/admin/licenses. Prints line, serial, control number and key per"
+            " license imported (JSON lines with --json) once its batch is committed; refused"
+            " lines are reported with their number and reason, the others still imported."
+            " Exit status 1 when any line was not imported."
+        ),
+    )
+    imp.add_argument("file", help="JSON lines file, or - for standard input")
+    imp.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        help="licenses created per transaction (all of a batch or none)",
+    )
+    imp.add_argument(
+        "--from-line", type=int, default=1, help="skip the lines before this one (to resume)"
+    )
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     keys.add_parser("rotate", parents=[common], help="add a new current signing key")
     root = keys.add_parser(
@@ -106,7 +129,7 @@ async def _run(args: argparse.Namespace, settings: LbsSettings) -> int:
         app = create_app(settings)
         if not args.no_migrate:
             await apply_migrations(settings.database_url, MIGRATIONS)
-        await run_until_stopped(app, settings.host, settings.port)
+        await run_until_stopped(app, settings.host, settings.port, reuse_port=settings.reuse_port)
         return 0
     await apply_migrations(settings.database_url, MIGRATIONS)
     if args.command == "migrate":
@@ -120,6 +143,8 @@ async def _run(args: argparse.Namespace, settings: LbsSettings) -> int:
         emit({"name": args.name, "token": token}, args.json, token)
     elif args.command == "keys":
         await _keys(args, settings)
+    elif args.command == "license" and args.action == "import":
+        return await _import_licenses(args, settings)
     elif args.command == "license":
         await _create_license(args, settings)
     return 0
@@ -191,15 +216,84 @@ async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> No
     emit(created.dump(), args.json, text)
 
 
+async def _import_licenses(args: argparse.Namespace, settings: LbsSettings) -> int:
+    if not 1 <= args.batch_size <= 10_000 or args.from_line < 1:
+        print(
+            "error: --batch-size must be in [1, 10000] and --from-line at least 1", file=sys.stderr
+        )
+        return 2
+    stream: BinaryIO = args.stream
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            keyring = await _keyring(settings, conn)
+        catalog = Catalog(
+            pool,
+            keyring,
+            issuer=settings.public_url,
+            ttl=settings.definition_ttl_seconds,
+            secret=secret(settings.control_secret),
+        )
+        summary = await import_licenses(
+            catalog,
+            stream,
+            batch_size=args.batch_size,
+            from_line=args.from_line,
+            report=lambda item: _print_imported(item, args.json),
+        )
+    finally:
+        await pool.close()
+    done: dict[str, object] = {"imported": summary.imported, "refused": summary.refused}
+    if summary.stopped_at is not None:
+        done |= {"stoppedAtLine": summary.stopped_at, "reason": summary.stop_reason}
+    if args.json:
+        print(json.dumps(done), flush=True)
+    else:
+        text = f"imported {summary.imported} license(s), refused {summary.refused} line(s)"
+        if summary.stopped_at is not None:
+            text += (
+                f"; stopped ({summary.stop_reason}): nothing from line {summary.stopped_at} on"
+                f" was imported (rerun with --from-line {summary.stopped_at})"
+            )
+        print(text, file=sys.stderr)
+    return 0 if summary.refused == 0 and summary.stopped_at is None else 1
+
+
+def _print_imported(item: Imported | Refused, as_json: bool) -> None:
+    if isinstance(item, Refused):
+        if as_json:
+            print(json.dumps({"line": item.line, "error": item.reason}))
+        else:
+            print(f"line {item.line}: {item.reason}", file=sys.stderr)
+        return
+    lic = item.license
+    if as_json:
+        print(
+            json.dumps(
+                {"line": item.line, "number": lic.number, "control": lic.control, "key": lic.key}
+            )
+        )
+    else:
+        print(f"{item.line}\t{lic.number}\t{lic.control}\t{lic.key}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `license-backend` command."""
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(LbsSettings, args)
-        # `keys root` prints the trust anchor on stdout; log lines must not mix into it.
+        importing = args.command == "license" and args.action == "import"
+        # `keys root` prints the trust anchor and `license import` the keys made on stdout;
+        # log lines must not mix into them.
         configure_logging(
-            settings.log_format, stream=sys.stderr if args.command == "keys" else None
+            settings.log_format,
+            stream=sys.stderr if args.command == "keys" or importing else None,
         )
+        if importing:
+            # Opened here, before the event loop runs: reading it is the command's whole job.
+            with open(0 if args.file == "-" else args.file, "rb", closefd=args.file != "-") as f:
+                args.stream = f
+                return run_service(_run(args, settings))
         return run_service(_run(args, settings))
     except MissingEncryptionKey as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import Counter
 
 from license_backend.activations.service import Activations
 from license_backend.definitions.service import SiteDirectory
@@ -16,4 +15,3 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 KEYRING = web.AppKey("keyring", KeyRing)
 SITES = web.AppKey("sites", SiteDirectory)
 ACTIVATIONS = web.AppKey("activations", Activations)
-DEFINITIONS_SERVED = web.AppKey("definitions_served", Counter)

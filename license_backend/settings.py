@@ -45,6 +45,32 @@ class LbsSettings(ServiceSettings):
         ge=0,
         description="How often at most a known installation's last-seen time is written.",
     )
+    site_cache_seconds: float = Field(
+        default=5,
+        ge=0,
+        description=(
+            "How long a replica trusts what it read about a site's key (revoked, blacklisted,"
+            " its definition); each entry lives a random time between half and all of it."
+            " Changes made through a replica clear its cache at once; other replicas see them"
+            " within this time."
+        ),
+    )
+    usage_retention_months: int = Field(
+        default=13,
+        ge=1,
+        le=1200,
+        description=(
+            "Months usage reports (and the idempotency of their reportId) are kept; older"
+            " monthly partitions are dropped."
+        ),
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description=(
+            "Listen with SO_REUSEPORT: several backend processes on one host share HOST:PORT"
+            " and the kernel spreads connections over them (one process per core)."
+        ),
+    )
     require_installation_id: bool = Field(
         default=True,
         description=(

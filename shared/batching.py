@@ -3,7 +3,10 @@
 A database round trip and a transaction cost the same for one item as for dozens, so under
 load sending the waiting items as one batch multiplies throughput; when idle, an item goes
 out at once, alone, and waits for nothing. At most `max_in_flight` batches run at a time;
-items that arrive meanwhile queue up and leave together as soon as one finishes.
+items that arrive meanwhile queue up and leave together as soon as one finishes. With
+`min_interval`, batches also start at most that often: under a steady stream of items (each
+batch a round trip, and each round trip costing system calls on both sides) the items of the
+interval leave as one batch, while an item arriving after a quiet spell still leaves at once.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ class Batcher(Generic[Item, Result]):
         *,
         max_in_flight: int,
         max_batch: int,
+        min_interval: float = 0.0,
     ) -> None:
         self._run_batch = run_batch
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
+        self._min_interval = min_interval
+        self._last_start = float("-inf")
+        self._held = False  # a start is scheduled for when the interval is over
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,13 +59,31 @@ class Batcher(Generic[Item, Result]):
         # Callers that gave up while waiting (cancelled) are not sent at all.
         self._waiting = [entry for entry in self._waiting if not entry[1].done()]
         while self._waiting and self._in_flight < self._max_in_flight:
+            if self._min_interval:
+                now = asyncio.get_running_loop().time()
+                wait = self._last_start + self._min_interval - now
+                if wait > 0:
+                    if not self._held:
+                        self._held = True
+                        self._own(asyncio.create_task(self._start_later(wait)))
+                    return
+                self._last_start = now
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
             self._in_flight += 1
-            task = asyncio.create_task(self._run(batch))
-            # The loop keeps only weak references to tasks: hold them until they finish.
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._own(asyncio.create_task(self._run(batch)))
+
+    def _own(self, task: asyncio.Task[None]) -> None:
+        # The loop keeps only weak references to tasks: hold them until they finish.
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_later(self, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self._held = False
+        self._start_batches()
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

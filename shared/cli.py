@@ -73,12 +73,18 @@ def secret(value: SecretStr | None) -> str:
 
 
 async def run_until_stopped(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve `app` (over HTTPS with `ssl_context`) until SIGINT or SIGTERM, then shut down."""
+    """Serve `app` (over HTTPS with `ssl_context`; with `reuse_port`, sharing the port with
+    other processes) until SIGINT or SIGTERM, then shut down."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None)
     await site.start()
     # Everything loaded so far lives as long as the process: move it out of the garbage
     # collector's sight, so that full collections stay short (no long pauses under load).

@@ -106,3 +106,18 @@ async def test_a_caller_that_gives_up_while_waiting_is_not_sent() -> None:
     assert await first == 0
     assert [await waiting[0], await waiting[2]] == [2, 6]
     assert recorder.batches == [[0], [1, 3]]
+
+
+async def test_with_a_minimum_interval_a_stream_of_items_leaves_in_few_batches() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    batcher = Batcher(recorder.run, max_in_flight=2, max_batch=100, min_interval=0.2)
+    # After a quiet spell the first item leaves at once, alone.
+    assert await batcher.submit(0) == 0
+    assert recorder.batches == [[0]]
+    # Items arriving within the interval wait for its end and leave together, although a
+    # second batch could be in flight.
+    tasks = [asyncio.create_task(batcher.submit(n)) for n in range(1, 21)]
+    assert await asyncio.gather(*tasks) == [2 * n for n in range(1, 21)]
+    assert recorder.batches == [[0], list(range(1, 21))]
+    await batcher.wait_idle()

@@ -156,3 +156,23 @@ async def test_a_rate_paces_the_requests_and_error_answers_are_counted(
     result = await wrk.run_wrk(url, script, connections=4, duration=2)
     assert 0 < len(seen) <= 150  # unpaced, this app answers thousands a second
     assert result.non_2xx_3xx == result.requests == len(seen)
+
+
+@needs_wrk
+async def test_uuid_is_a_new_version_4_uuid_per_request(
+    recorder: tuple[str, list[dict[str, Any]]],
+) -> None:
+    import uuid
+
+    url, seen = recorder
+    script = wrk.Script(
+        "POST",
+        "/report",
+        headers={"Content-Type": "application/json"},
+        body='{"reportId": "${uuid}"}',
+    )
+    result = await wrk.run_wrk(url, script, connections=2, threads=2, duration=1)
+    assert result.requests > 0 and result.errors == 0
+    ids = [s["body"]["reportId"] for s in seen]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)

@@ -1,8 +1,16 @@
--- name: touch
--- A known installation: move its last-seen time (and address) along.
-UPDATE activations SET last_seen_at = now(), address = $3
-WHERE license_number = $1 AND installation_id = $2
-RETURNING 1;
+-- name: seen_at
+-- When a known installation was last seen; no row when it is not active.
+SELECT last_seen_at FROM activations WHERE license_number = $1 AND installation_id = $2;
+
+-- name: commit_without_waiting
+SET LOCAL synchronous_commit = off;
+
+-- name: touch_many
+-- Known installations seen again: move their last-seen times (and addresses) along, never back.
+UPDATE activations a SET last_seen_at = greatest(a.last_seen_at, v.seen_at), address = v.address
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[])
+     AS v (license_number, installation_id, address, seen_at)
+WHERE a.license_number = v.license_number AND a.installation_id = v.installation_id;
 
 -- name: lock_license
 -- Serialises activations of one license across requests and replicas.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -13,9 +15,27 @@ from shared.sql import Queries
 q = Queries(Path(__file__).with_name("queries.sql"))
 
 
-async def touch(db: Db, number: str, installation: uuid.UUID, address: str) -> bool:
-    """Move a known installation's last-seen time; False when it is not activated."""
-    return await db.fetchval(q.touch, number, installation, address) is not None
+async def seen_at(db: Db, number: str, installation: uuid.UUID) -> datetime | None:
+    """Return when an installation was last seen on the license; None when it is not active."""
+    value: datetime | None = await db.fetchval(q.seen_at, number, installation)
+    return value
+
+
+async def touch_many(
+    conn: Conn, seen: Mapping[tuple[str, uuid.UUID], tuple[str, datetime]]
+) -> None:
+    """Move the last-seen times (and addresses) of known installations along; the caller
+    owns the transaction."""
+    # Informational times: a crash may lose the last second of them.
+    await conn.execute(q.commit_without_waiting)
+    keys = list(seen)
+    await conn.execute(
+        q.touch_many,
+        [number for number, _ in keys],
+        [installation for _, installation in keys],
+        [seen[k][0] for k in keys],
+        [seen[k][1] for k in keys],
+    )
 
 
 async def lock_license(conn: Conn, number: str) -> int | None:

@@ -10,7 +10,7 @@ from license_backend.activations.models import ActivationPage
 from license_backend.activations.service import ActivationNotFound
 from license_backend.auth import require_admin
 from license_backend.catalog.models import ListQuery
-from license_backend.keys import ACTIVATIONS
+from license_backend.keys import ACTIVATIONS, SITES
 from shared.web.endpoints import Endpoint, NoBody
 from shared.web.errors import ValidationFailed
 from shared.web.requests import read_query
@@ -36,6 +36,8 @@ async def delete_activation(request: web.Request) -> web.Response:
     except ValueError:
         raise ActivationNotFound() from None
     await request.app[ACTIVATIONS].release(request.match_info["number"], installation)
+    # This replica forgets the installation's admission at once; others within their cache time.
+    request.app[SITES].invalidate()
     return web.Response(status=204)
 
 

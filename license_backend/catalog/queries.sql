@@ -1,9 +1,15 @@
--- name: insert_license
+-- name: insert_licenses
+-- Many at once (an import); numbers already taken are skipped, and their rows not returned.
 INSERT INTO licenses (
     number, control, owner, organization, product, professional, analyzer, tokens,
     analyzer_minutes, valid_from, valid_to, subscription, elastic, cloud_services,
     overage_professional, overage_analyzer, overage_analyzer_time, max_activations
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::integer[],
+    $8::integer[], $9::integer[], $10::date[], $11::date[], $12::boolean[], $13::boolean[],
+    $14::boolean[], $15::boolean[], $16::boolean[], $17::boolean[], $18::integer[]
+)
 ON CONFLICT (number) DO NOTHING
 RETURNING *;
 
@@ -37,7 +43,7 @@ WHERE number = $1
 RETURNING *;
 
 -- name: insert_key
-INSERT INTO license_keys (jti, license_number) VALUES ($1, $2);
+INSERT INTO license_keys (jti, license_number, key_hash, kid) VALUES ($1, $2, $3, $4);
 
 -- name: revoke_other_keys
 UPDATE license_keys SET revoked_at = now()

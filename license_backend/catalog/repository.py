@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +65,33 @@ def to_license(row: asyncpg.Record) -> License:
     )
 
 
-async def insert_license(
-    conn: Conn, number: str, control: str, body: LicenseCreate, valid_from: Any
-) -> asyncpg.Record | None:
-    """Insert a license; None when the number is already taken."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        q.insert_license,
-        number,
-        control,
-        body.owner,
-        body.organization,
-        body.product,
-        body.professional,
-        body.analyzer,
-        body.tokens,
-        body.analyzer_minutes,
-        valid_from,
-        body.valid_to,
-        body.subscription,
-        body.elastic,
-        body.cloud_services,
-        body.overage.professional,
-        body.overage.analyzer,
-        body.overage.analyzer_time,
-        body.max_activations,
-    )
-    return row
+async def insert_licenses(
+    conn: Conn, rows: Sequence[tuple[str, str, LicenseCreate, date]]
+) -> list[asyncpg.Record]:
+    """Insert (number, control, body, valid from) rows; those whose number is taken are
+    skipped and missing from the answer, which is in no particular order."""
+    bodies = [body for _, _, body, _ in rows]
+    columns: list[list[Any]] = [
+        [number for number, _, _, _ in rows],
+        [control for _, control, _, _ in rows],
+        [b.owner for b in bodies],
+        [b.organization for b in bodies],
+        [b.product for b in bodies],
+        [b.professional for b in bodies],
+        [b.analyzer for b in bodies],
+        [b.tokens for b in bodies],
+        [b.analyzer_minutes for b in bodies],
+        [valid_from for _, _, _, valid_from in rows],
+        [b.valid_to for b in bodies],
+        [b.subscription for b in bodies],
+        [b.elastic for b in bodies],
+        [b.cloud_services for b in bodies],
+        [b.overage.professional for b in bodies],
+        [b.overage.analyzer for b in bodies],
+        [b.overage.analyzer_time for b in bodies],
+        [b.max_activations for b in bodies],
+    ]
+    return list(await conn.fetch(q.insert_licenses, *columns))
 
 
 async def get_license(db: Db, number: str, *, for_update: bool = False) -> asyncpg.Record | None:
@@ -117,9 +120,9 @@ async def set_max_activations(conn: Conn, number: str, limit: int) -> asyncpg.Re
     return row
 
 
-async def insert_key(conn: Conn, jti: uuid.UUID, number: str) -> None:
-    """Record a signed key issued for a license."""
-    await conn.execute(q.insert_key, jti, number)
+async def insert_keys(conn: Conn, keys: Sequence[tuple[uuid.UUID, str, bytes, str]]) -> None:
+    """Record signed keys issued for licenses: (jti, license number, key hash, kid) each."""
+    await conn.executemany(q.insert_key, keys)
 
 
 async def revoke_other_keys(conn: Conn, number: str, keep: uuid.UUID) -> int:

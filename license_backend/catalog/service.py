@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,11 @@ from license_backend.catalog.models import (
     LicensePatch,
     LicenseWithKey,
 )
-from license_backend.definitions.service import ensure_definition, issue_license_key
+from license_backend.definitions.service import (
+    ensure_definition,
+    issue_license_key,
+    sign_definitions,
+)
 from license_backend.signing.keyring import KeyRing
 from shared.web.errors import ApiError, NotFound, ValidationFailed
 
@@ -32,6 +37,13 @@ def control_number(serial: str, secret: str) -> str:
     """Derive the 5-digit control number of a serial with a keyed hash."""
     digest = hmac.new(secret.encode(), serial.encode(), hashlib.sha256).digest()
     return f"{int.from_bytes(digest[:8], 'big') % 100_000:05d}"
+
+
+def validity_problem(body: LicenseCreate, valid_from: date) -> dict[str, str] | None:
+    """Return what is wrong with a new license's validity, or None."""
+    if body.valid_to is not None and body.valid_to < valid_from:
+        return {"field": "validTo", "problem": "before validFrom"}
+    return None
 
 
 def _new_number() -> str:
@@ -50,19 +62,51 @@ class Catalog:
 
     async def create(self, body: LicenseCreate) -> LicenseWithKey:
         """Create a license with a fresh number, its first key and its first definition."""
-        valid_from = body.valid_from or datetime.now(UTC).date()
-        if body.valid_to is not None and body.valid_to < valid_from:
-            raise ValidationFailed(details=[{"field": "validTo", "problem": "before validFrom"}])
+        [created] = await self.create_many([body])
+        return created
+
+    async def create_many(self, bodies: Sequence[LicenseCreate]) -> list[LicenseWithKey]:
+        """Create licenses, each with a fresh number, its first key and its first definition,
+        in one transaction: all of them or none. The answer is in the bodies' order."""
+        today = datetime.now(UTC).date()
+        starts = [body.valid_from or today for body in bodies]
+        for body, valid_from in zip(bodies, starts, strict=True):
+            problem = validity_problem(body, valid_from)
+            if problem is not None:
+                raise ValidationFailed(details=[problem])
         async with self.pool.acquire() as conn, conn.transaction():
-            row = None
-            while row is None:  # a clash of 16 random digits is rare; just draw again
-                number = _new_number()
-                control = control_number(number, self.secret)
-                row = await repo.insert_license(conn, number, control, body, valid_from)
-            key, jti = issue_license_key(self.keyring, number, self.issuer)
-            await repo.insert_key(conn, jti, number)
-            await ensure_definition(conn, self.keyring, number, issuer=self.issuer, ttl=self.ttl)
-        return LicenseWithKey(**repo.to_license(row).model_dump(), key=key)
+            rows: dict[int, asyncpg.Record] = {}
+            while len(rows) < len(bodies):  # a clash of 16 random digits is rare: draw again
+                drawn = {i: _new_number() for i in range(len(bodies)) if i not in rows}
+                inserted = await repo.insert_licenses(
+                    conn,
+                    [
+                        (number, control_number(number, self.secret), bodies[i], starts[i])
+                        for i, number in drawn.items()
+                    ],
+                )
+                by_number = {row["number"]: row for row in inserted}
+                for i, number in drawn.items():
+                    # Two bodies that drew the same number: only one row came back for both.
+                    if number in by_number:
+                        rows[i] = by_number.pop(number)
+            ordered = [rows[i] for i in range(len(bodies))]
+            keys = [issue_license_key(self.keyring, row["number"], self.issuer) for row in ordered]
+            await repo.insert_keys(
+                conn,
+                [
+                    (k.jti, row["number"], k.key_hash, k.kid)
+                    for k, row in zip(keys, ordered, strict=True)
+                ],
+            )
+            now = datetime.now(UTC).replace(microsecond=0)
+            await sign_definitions(
+                conn, self.keyring, ordered, issuer=self.issuer, ttl=self.ttl, now=now
+            )
+        return [
+            LicenseWithKey(**repo.to_license(row).model_dump(), key=key.token)
+            for row, key in zip(ordered, keys, strict=True)
+        ]
 
     async def get(self, number: str) -> License:
         """Return one license."""
@@ -107,10 +151,10 @@ class Catalog:
         async with self.pool.acquire() as conn, conn.transaction():
             if await repo.get_license(conn, number, for_update=True) is None:
                 raise LicenseNotFound()
-            key, jti = issue_license_key(self.keyring, number, self.issuer)
-            await repo.insert_key(conn, jti, number)
-            revoked = await repo.revoke_other_keys(conn, number, jti) if revoke_others else 0
-        return IssuedKey(key=key, jti=str(jti), revoked=revoked)
+            key = issue_license_key(self.keyring, number, self.issuer)
+            await repo.insert_keys(conn, [(key.jti, number, key.key_hash, key.kid)])
+            revoked = await repo.revoke_other_keys(conn, number, key.jti) if revoke_others else 0
+        return IssuedKey(key=key.token, jti=str(key.jti), revoked=revoked)
 
     async def refresh(self, number: str) -> int:
         """Re-derive the license's definition now and return its version."""

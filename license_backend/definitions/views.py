@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from license_backend.auth import INSTALLATION_PARAM, require_site
 from license_backend.catalog.views import CATALOG
-from license_backend.keys import DEFINITIONS_SERVED, SITES
+from license_backend.keys import SITES
 from shared.models import OutModel
 from shared.web.endpoints import Endpoint
+
+
+class DefinitionsServed(Collector):
+    """`lbs_definitions_served_total` by status: plain counts (the event loop is the only
+    writer, so no lock per request), read when /metrics is scraped."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.full = 0
+        self.not_modified = 0
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the counter with its two statuses."""
+        family = CounterMetricFamily(
+            "lbs_definitions_served",
+            "Signed definitions served, by status (200 full, 304 not modified).",
+            labels=["status"],
+        )
+        family.add_metric(["200"], self.full)
+        family.add_metric(["304"], self.not_modified)
+        yield family
+
+
+SERVED = web.AppKey("definitions_served", DefinitionsServed)
 
 
 class CurrentDefinition(OutModel):
@@ -31,16 +61,18 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 async def current_definition(request: web.Request) -> web.Response:
     """Serve the current signed definition; 304 when the site already has it."""
-    sites = request.app[SITES]
-    state = await require_site(request)
-    definition = await sites.current(state)
-    headers = {"ETag": definition.etag, "Cache-Control": "no-cache"}
-    if _matches(request.headers.get("If-None-Match", ""), definition.etag):
-        request.app[DEFINITIONS_SERVED].labels("304").inc()
+    site = await require_site(request)
+    definition = site.definition
+    if definition is None or time.time() >= site.renew_at:
+        definition = await request.app[SITES].current(site)
+    etag = definition.etag
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    held = request.headers.get("If-None-Match")
+    if held is not None and (held == etag or _matches(held, etag)):
+        request.app[SERVED].not_modified += 1
         return web.Response(status=304, headers=headers)
-    request.app[DEFINITIONS_SERVED].labels("200").inc()
-    body = CurrentDefinition(definition=definition.token, version=definition.ver)
-    return web.json_response(body.dump(), headers=headers)
+    request.app[SERVED].full += 1
+    return web.Response(body=definition.body, content_type="application/json", headers=headers)
 
 
 async def refresh_definition(request: web.Request) -> web.Response:
