@@ -194,8 +194,12 @@ BEGIN
     -- stays true until this transaction ends.
     PERFORM pg_advisory_xact_lock(hashtextextended('session:' || user_uuid::text, 0));
     v_already := EXISTS (SELECT 1 FROM sessions WHERE session_id = p_session AND ended_at IS NULL);
-    SELECT count(*) INTO v_live FROM sessions
-    WHERE user_id = user_uuid AND ended_at IS NULL AND last_activity > v_now - p.idle;
+    -- Counted up to the limit only: more than that changes no answer.
+    SELECT count(*) INTO v_live FROM (
+        SELECT 1 FROM sessions
+        WHERE user_id = user_uuid AND ended_at IS NULL AND last_activity > v_now - p.idle
+        LIMIT p.max_live
+    ) AS live;
 
     <<grant>>
     BEGIN
