@@ -29,10 +29,13 @@ log = structlog.get_logger("access")
 
 q = Queries(Path(__file__).with_name("queries.sql"))
 
-# Batches in flight per replica and requests per batch. A few batches in flight keep
-# Postgres busy while the replica reads the last answers; a cap on the size bounds the time
-# a batch holds its per-user locks.
-MAX_IN_FLIGHT = 4
+# Batches in flight per replica and requests per batch. Two in flight keep Postgres busy
+# while the replica reads the last answers, and one batch goes on while another waits for
+# the disk (a batch that allocated commits synchronously); more would only make smaller
+# batches, each with its round trip and commit (bench/access_requests.py: 4 in flight cost
+# a fifth of the throughput). A cap on the size bounds the time a batch holds its per-user
+# locks.
+MAX_IN_FLIGHT = 2
 MAX_BATCH = 64
 
 # The access_policy composite: (kinds, pools, codes, locks, totals, login_code, time_code,
