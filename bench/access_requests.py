@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from diagnostics import diagnose
 from harness import (
     Bench,
     Callers,
@@ -73,7 +74,6 @@ from harness import (
     check_load_arguments,
     create_databases,
     delta,
-    diagnose,
     labels,
     load_options,
     measure,

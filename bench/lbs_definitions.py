@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiohttp
+from diagnostics import diagnose
 from harness import (
     Bench,
     LoadOptions,
@@ -45,7 +46,6 @@ from harness import (
     add_load_arguments,
     check_load_arguments,
     delta,
-    diagnose,
     load_options,
     measure_rounds,
     medians,

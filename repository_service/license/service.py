@@ -13,22 +13,18 @@ import structlog
 
 from repository_service.audit import log as audit
 from repository_service.auth import ROLE_ROOT, WRITE_ROLES, Caller
-from repository_service.lbs.client import LbsClient, LbsRefused, LbsUnavailable
+from repository_service.lbs.client import LbsClient
 from repository_service.license import entitlements as ent
 from repository_service.license import repository as site_license
 from repository_service.license.entity import LicenseEntities
 from repository_service.license.errors import (
     AlreadyLicensed,
     ApplyFailed,
-    KeyEditInProgress,
-    LbsUnavailableError,
-    LicenseExpired,
     NotLicensed,
-    NotSignedKey,
-    RefreshRefused,
 )
 from repository_service.license.events import TotalsChanged, TotalsChangedHandlers
 from repository_service.license.lease import KeyEditLease
+from repository_service.license.refresh import Refreshes
 from repository_service.license.resolve import Applied, LefFields, LicenseResolver, blank
 from repository_service.license.sync import LicenseSync, store_definition
 from repository_service.qrs.entities import check_not_modified_since
@@ -58,6 +54,7 @@ class SiteLicenseService:
         self.entities = LicenseEntities(site_secret)
         self.resolver = LicenseResolver(lbs, settings)
         self.lease = KeyEditLease(pool, settings.key_edit_lease_seconds)
+        self.refresh = Refreshes(pool, lbs, self.lease)
         # One refresh at a time per process: concurrent requests share its answer.
         self.refreshes: Coalesced[tuple[int, dict[str, Any]]] = Coalesced()
         # Announced by every change of the stored license; handlers are registered by the app.
@@ -401,42 +398,6 @@ class SiteLicenseService:
                 before=self.entities.audit_view(before),
             )
         self.totals_changed.committed(changed)
-
-    # ---- refresh -------------------------------------------------------------------------
-
-    async def request_refresh(self, caller: Caller) -> datetime:
-        """Ask the backend to re-derive the definition; the next poll brings it."""
-        row = await self.row()
-        if row is None:
-            raise NotLicensed()
-        lic = site_license.from_row(row)
-        if lic.mode != "signedKey":
-            raise NotSignedKey()
-        if await self.lease.held():
-            raise KeyEditInProgress()
-        now = datetime.now(UTC)
-        e = lic.entitlements
-        if e.is_expired(now):
-            raise LicenseExpired(details={"validTo": e.valid_to})
-        try:
-            await self.lbs.refresh(row["license_key"])
-        except LbsUnavailable as exc:
-            raise LbsUnavailableError(details={"reason": exc.reason}) from None
-        except LbsRefused as exc:
-            # The backend answered: an outage (502) would send the admin looking elsewhere.
-            raise RefreshRefused(
-                details={"code": exc.code, "reason": exc.message or exc.code}
-            ) from None
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q.set_refresh_requested, now)
-            await audit.append(
-                conn,
-                actor=caller.display,
-                action="license.refresh",
-                entity_type="License",
-                entity_id=row["id"],
-            )
-        return now
 
 
 async def _make_first_applier_root(conn: Conn, caller: Caller) -> None:

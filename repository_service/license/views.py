@@ -143,7 +143,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 async def _refresh(app: web.Application, caller: Caller) -> tuple[int, dict[str, Any]]:
     site = app[SITE]
-    requested = await site.request_refresh(caller)
+    requested = await site.refresh.request(caller)
     if app[SETTINGS].refresh_triggers_poll:
         await app[POLLER].poll_once()
         row = await site.row()
