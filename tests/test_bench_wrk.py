@@ -155,7 +155,10 @@ async def test_a_rate_paces_the_requests_and_error_answers_are_counted(
     script = wrk.Script("GET", "/paced?status=503", rate=50)
     result = await wrk.run_wrk(url, script, connections=4, duration=2)
     assert 0 < len(seen) <= 150  # unpaced, this app answers thousands a second
-    assert result.non_2xx_3xx == result.requests == len(seen)
+    assert result.non_2xx_3xx == result.requests
+    # wrk stops its clock with up to one request per connection still on the wire: the app
+    # may have answered those too.
+    assert result.requests <= len(seen) <= result.requests + 4
 
 
 @needs_wrk
