@@ -7,7 +7,8 @@ import json
 import secrets
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -187,6 +188,24 @@ async def _loaded(keyring: KeyRing, conn: Conn) -> KeyRing:
     return keyring
 
 
+@asynccontextmanager
+async def _catalog(settings: LbsSettings) -> AsyncIterator[Catalog]:
+    """The catalog on a small pool of its own, for one command."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            keyring = await _keyring(settings, conn)
+        yield Catalog(
+            pool,
+            keyring,
+            issuer=settings.public_url,
+            ttl=settings.definition_ttl_seconds,
+            secret=secret(settings.control_secret),
+        )
+    finally:
+        await pool.close()
+
+
 async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> None:
     body = LicenseCreate(
         owner=args.owner,
@@ -198,20 +217,8 @@ async def _create_license(args: argparse.Namespace, settings: LbsSettings) -> No
         valid_to=args.valid_to,
         max_activations=args.max_activations,
     )
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            keyring = await _keyring(settings, conn)
-        catalog = Catalog(
-            pool,
-            keyring,
-            issuer=settings.public_url,
-            ttl=settings.definition_ttl_seconds,
-            secret=secret(settings.control_secret),
-        )
+    async with _catalog(settings) as catalog:
         created = await catalog.create(body)
-    finally:
-        await pool.close()
     text = f"serial:  {created.number}\ncontrol: {created.control}\nkey:     {created.key}"
     emit(created.dump(), args.json, text)
 
@@ -223,17 +230,7 @@ async def _import_licenses(args: argparse.Namespace, settings: LbsSettings) -> i
         )
         return 2
     stream: BinaryIO = args.stream
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            keyring = await _keyring(settings, conn)
-        catalog = Catalog(
-            pool,
-            keyring,
-            issuer=settings.public_url,
-            ttl=settings.definition_ttl_seconds,
-            secret=secret(settings.control_secret),
-        )
+    async with _catalog(settings) as catalog:
         summary = await import_licenses(
             catalog,
             stream,
@@ -241,8 +238,6 @@ async def _import_licenses(args: argparse.Namespace, settings: LbsSettings) -> i
             from_line=args.from_line,
             report=lambda item: _print_imported(item, args.json),
         )
-    finally:
-        await pool.close()
     done: dict[str, object] = {"imported": summary.imported, "refused": summary.refused}
     if summary.stopped_at is not None:
         done |= {"stoppedAtLine": summary.stopped_at, "reason": summary.stop_reason}
