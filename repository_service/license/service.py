@@ -184,23 +184,8 @@ class SiteLicenseService:
         now: datetime,
     ) -> asyncpg.Record:
         """Store a first license applied by serial, control number and LEF."""
-        serial, ctrl, name, org, text, content = fields
         row: asyncpg.Record = await one(
-            conn,
-            q.insert_license,
-            license_id,
-            "lef",
-            lef.format_serial(serial),
-            ctrl,
-            name,
-            org,
-            text,
-            "",
-            None,
-            ent.from_lef(content).to_json(),
-            now,
-            now,
-            caller.display,
+            conn, q.insert_license, license_id, *_lef_columns(fields), now, now, caller.display
         )
         return row
 
@@ -334,24 +319,10 @@ class SiteLicenseService:
         self, conn: Conn, row: asyncpg.Record, fields: LefFields, caller: Caller, now: datetime
     ) -> asyncpg.Record:
         """Store new serial, control number, names and LEF; `updated` moves if the LEF did."""
-        serial, ctrl, name, org, text, content = fields
-        lef_changed = text != row["lef"]
+        lef_text = fields[4]
+        updated = now if lef_text != row["lef"] else row["updated"]
         stored: asyncpg.Record = await one(
-            conn,
-            q.update_identity,
-            row["id"],
-            "lef",
-            lef.format_serial(serial),
-            ctrl,
-            name,
-            org,
-            text,
-            "",
-            None,
-            ent.from_lef(content).to_json(),
-            now if lef_changed else row["updated"],
-            now,
-            caller.display,
+            conn, q.update_identity, row["id"], *_lef_columns(fields), updated, now, caller.display
         )
         return stored
 
@@ -421,3 +392,21 @@ def _same_serial(given: Any, stored: str) -> bool:
         return lef.normalize_serial(str(given)) == stored.replace(" ", "")
     except lef.LefError:
         return False
+
+
+def _lef_columns(fields: LefFields) -> tuple[object, ...]:
+    """The columns a LEF license stores, in the order of insert_license and update_identity:
+    mode, serial, control, name, organization, LEF, key (none), key number (none) and what
+    the LEF grants."""
+    serial, control, name, org, text, content = fields
+    return (
+        "lef",
+        lef.format_serial(serial),
+        control,
+        name,
+        org,
+        text,
+        "",
+        None,
+        ent.from_lef(content).to_json(),
+    )
