@@ -10,6 +10,10 @@ middlewares, uvloop as the services) runs in another process as the baseline. wr
 bodies written per request by its Lua (bench/wrk.py):
 
 * baseline      - the minimal handler, sent the same requests as "allocated".
+* floor         - the baseline's handler that also inserts each request as a row in
+                  Postgres, batched as the service batches (two batches in flight, one
+                  statement and one transaction each, commits not waiting for the disk):
+                  what any service that records its sessions in the database pays at least.
 * allocated     - users who already hold an allocation. The site is licensed with `--seats`
                   professional seats and a professional access group with the rule
                   `user.userId like "*"`; `--users` users are pre-allocated by one access
@@ -20,7 +24,7 @@ bodies written per request by its Lua (bench/wrk.py):
 * new users     - every request a user never seen before, on the same site with seats to
                   spare: each answer is an allocation (allocations/s = req/s).
 
-Each is warmed up once, then the three run `--rounds` times interleaved, and the table shows
+Each is warmed up once, then the four run `--rounds` times interleaved, and the table shows
 each one's median run (req/s, p50/p90/p99, errors, ratio to the baseline, CPU of the QRS,
 Postgres, wrk and the rest of the machine, and the QRS's requests per second per core of its
 own CPU time). The QRS's `qrs_access_decisions_total` confirms every answer was a
@@ -139,6 +143,72 @@ def serve_baseline(port: int) -> None:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
+    app.router.add_post(ACCESS_PATH, handler)
+    app.router.add_get("/health/ready", ready)
+    serve_until_stopped(app, port)
+
+
+# The floor: bare aiohttp that also records each request in Postgres, with the service's
+# batching (two batches in flight, one statement and one transaction per batch, commits not
+# waiting for the disk). No decision: the least any service that keeps its sessions in the
+# database does per request. (`access_requests.py --serve-baseline PORT --floor-db URL`)
+FLOOR_TABLE = """
+CREATE TABLE IF NOT EXISTS floor_sessions (
+    session_id text PRIMARY KEY,
+    user_id text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+FLOOR_INSERT = """
+INSERT INTO floor_sessions (session_id, user_id) SELECT * FROM unnest($1::text[], $2::text[])
+"""
+
+
+def serve_floor(port: int, database_url: str) -> None:
+    """Serve the baseline's handler, each request also inserted as a row, in batches."""
+    import asyncpg
+    from aiohttp import web
+
+    from shared.batching import Batcher
+
+    allocation = str(uuid.uuid4())
+    pools: list[asyncpg.Pool] = []
+
+    async def insert(items: Sequence[tuple[str, str]]) -> list[None]:
+        await pools[0].execute(
+            FLOOR_INSERT, [session for session, _ in items], [user for _, user in items]
+        )
+        return [None] * len(items)
+
+    batches: Batcher[tuple[str, str], None] = Batcher(insert, max_in_flight=2, max_batch=64)
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        await batches.submit((uuid.uuid4().hex, str(body.get("userId"))))
+        return web.json_response(
+            {
+                "accessGranted": True,
+                "accessType": PROFESSIONAL,
+                "accessTypeResultCode": 0,
+                "duration": None,
+                "allocationId": allocation,
+            }
+        )
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def database(app: web.Application) -> Any:
+        pool = await asyncpg.create_pool(
+            database_url, min_size=2, max_size=4, server_settings={"synchronous_commit": "off"}
+        )
+        await pool.execute(FLOOR_TABLE)
+        pools.append(pool)
+        yield
+        await pool.close()
+
+    app = web.Application()
+    app.cleanup_ctx.append(database)
     app.router.add_post(ACCESS_PATH, handler)
     app.router.add_get("/health/ready", ready)
     serve_until_stopped(app, port)
@@ -464,12 +534,13 @@ def report(
     rows: list[Measured], users: int, prealloc_s: float, connections: int, batching: str
 ) -> None:
     """Print the table of the median runs and the targets."""
-    base, allocated, new_users = rows
+    base, floor, allocated, new_users = rows
     print()
     print(
         f"access requests at {connections} connections: 'allocated' = {users} users who hold a "
         f"professional allocation (pre-allocating them took {prealloc_s:.2f}s), a new session "
-        "each; 'new users' = a user never seen before each, seats to spare"
+        "each; 'new users' = a user never seen before each, seats to spare; 'floor' = the "
+        "baseline that also inserts each request as a row, batched as the service batches"
     )
     print_table(rows, "baseline")
     print(f"batching: {batching}")
@@ -493,6 +564,10 @@ def report(
         f"new users: target >= {TARGET_ALLOCATIONS_PER_S:.0f} allocations/s{at}: "
         f"{verdict(n.rps >= TARGET_ALLOCATIONS_PER_S and new_users.ok)} "
         f"({n.rps:.0f}/s, p99 {n.p99_ms:.2f} ms)"
+    )
+    print(
+        f"floor: a batched row per request costs bare aiohttp {1 - (floor.ratio or 0.0):.0%} "
+        f"of its req/s ({floor.result.rps:.0f}/s, p99 {floor.result.p99_ms:.2f} ms)"
     )
 
 
@@ -573,12 +648,29 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
         return Site(server, pg.url_for(database), callers.token(PROXY))
 
     baseline = start_baseline(bench, SCRIPT)
+    from shared.embedded_pg import free_port
+
+    floor_port = free_port()
+    floor = bench.start(
+        "floor",
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--serve-baseline",
+            str(floor_port),
+            "--floor-db",
+            pg.url_for(databases["qrs_a"]),
+        ],
+        floor_port,
+        {"PYTHONUNBUFFERED": "1"},
+    )
     # Sessions of "allocated" are never ended, so the per-user limit of live sessions is lifted.
     site = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
     admin = callers.token(ADMIN)
     async with new_session(8, total_timeout=120) as session:
         await wait_until_serving(session, lbs, "/health/ready")
         await wait_until_serving(session, baseline, "/health/ready")
+        await wait_until_serving(session, floor, "/health/ready")
         await license_site(session, site, lbs_url, lbs_admin, admin, args.seats)
 
     print(f"pre-allocating {args.users} users ...")
@@ -588,6 +680,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
     allocated = access_script(site.proxy_token, "BENCH", "${user}", users)
     scenarios = [
         Scenario("baseline", baseline, allocated),
+        Scenario("floor", floor, allocated),
         Scenario("allocated", site.server, allocated, only_professional_grants),
         Scenario(
             "new users",
@@ -600,10 +693,14 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
     batching = await mean_batch(site.server.url)
     for scenario in scenarios:
         await diagnose(
-            scenario, options, args, None if scenario.server is baseline else databases["qrs_a"]
+            scenario,
+            options,
+            args,
+            None if scenario.server in (baseline, floor) else databases["qrs_a"],
         )
     bench.stop(site.server)
     bench.stop(baseline)
+    bench.stop(floor)
 
     race_site = start_qrs("qrs-b", databases["qrs_b"])
     async with new_session(8, total_timeout=120) as session:
@@ -641,6 +738,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra environment of both QRS processes (e.g. QRS_DB_POOL_MAX_SIZE=30)",
     )
     add_baseline_argument(parser)
+    parser.add_argument("--floor-db", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline is None:
         check_load_arguments(parser, args)
@@ -656,6 +754,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the tables."""
     args = parse_args(argv)
+    if args.serve_baseline is not None and args.floor_db:
+        serve_floor(args.serve_baseline, args.floor_db)
+        return 0
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline)
         return 0
