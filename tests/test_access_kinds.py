@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from repository_service.access.kinds import KINDS
 from repository_service.license.entitlements import POOLS
@@ -42,8 +43,9 @@ async def test_the_schema_allows_exactly_the_registered_access_types(
     assert checks[("seats", "pool")] == set(POOLS) == {kind.pool for kind in KINDS}
 
 
-def test_the_decision_sql_spells_no_access_type() -> None:
-    sql = (MIGRATIONS / "0009_access_decision.sql").read_text()
+@pytest.mark.parametrize("migration", ["0009_access_decision.sql", "0010_grant_held.sql"])
+def test_the_decision_sql_spells_no_access_type(migration: str) -> None:
+    sql = (MIGRATIONS / migration).read_text()
     for kind in KINDS:
         assert f"'{kind.name}'" not in sql and f"'{kind.pool}'" not in sql
 

@@ -1,4 +1,5 @@
-"""Access requests go to Postgres in batches: `decide_access` (migration 0009) decides each.
+"""Access requests go to Postgres in batches: `decide_access` (migrations 0009, 0010) decides
+each.
 
 Requests that arrive while earlier ones are in flight go to Postgres together, one round trip
 and one transaction for the lot (shared/batching.py): under load this is what lets one
