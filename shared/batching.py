@@ -56,8 +56,6 @@ class Batcher(Generic[Item, Result]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _start_batches(self) -> None:
-        # Callers that gave up while waiting (cancelled) are not sent at all.
-        self._waiting = [entry for entry in self._waiting if not entry[1].done()]
         while self._waiting and self._in_flight < self._max_in_flight:
             if self._min_interval:
                 now = asyncio.get_running_loop().time()
@@ -68,8 +66,12 @@ class Batcher(Generic[Item, Result]):
                         self._own(asyncio.create_task(self._start_later(wait)))
                     return
                 self._last_start = now
-            batch = self._waiting[: self._max_batch]
+            # Callers that gave up while waiting (cancelled) are not sent at all. (Filtered
+            # here, not on every submit: that would walk the whole queue per item.)
+            batch = [entry for entry in self._waiting[: self._max_batch] if not entry[1].done()]
             del self._waiting[: self._max_batch]
+            if not batch:
+                continue
             self._in_flight += 1
             self._own(asyncio.create_task(self._run(batch)))
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import structlog
@@ -45,8 +45,7 @@ MAX_BATCH = 64
 Policy = tuple[object, ...]
 
 
-@dataclass(frozen=True)
-class Ask:
+class Ask(NamedTuple):
     """One access request, and what matched the subject it assumes (see decide_access_one)."""
 
     directory: str

@@ -10,7 +10,6 @@ proxy's codes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
@@ -35,7 +34,7 @@ from repository_service.access.kinds import (
     UNKNOWN_USER,
 )
 from repository_service.access.rule_cache import RuleCache, RuleSet
-from repository_service.access.rules import Subject, subject_of
+from repository_service.access.rules import subject_of
 from repository_service.access.seats import LOCK_IDS
 from repository_service.access.state import StateCache
 from repository_service.settings import QrsSettings
@@ -56,20 +55,6 @@ _REFUSALS = {
     "max_sessions": (MAX_SESSIONS, "too many live sessions"),
     "no_access": (NO_ACCESS, "no matching group, pool or login access has room"),
 }
-
-
-def matched(ask: Ask, rules: RuleSet, subject: Subject) -> Ask:
-    """Return `ask` with the access types, pools and login groups whose rules match."""
-    return replace(
-        ask,
-        kinds=frozenset(
-            kind.name
-            for kind in KINDS
-            if any(rule.matches(subject) for _, rule in rules.access[kind.name])
-        ),
-        pools=tuple(pool for pool, rule in rules.capacity if rule.matches(subject)),
-        groups=tuple(group for group, rule in rules.login if rule.matches(subject)),
-    )
 
 
 class AccessEngine:
@@ -151,8 +136,8 @@ class AccessEngine:
         # The rules are matched first against the user as the proxy creates it (its user id
         # as name, no groups): a user seen for the first time is decided in one round trip.
         rules = await self.rules.get()
-        ask = Ask(directory, user_name, session_id)
-        ask = matched(ask, rules, Subject(directory, user_name, user_name, ()))
+        matches = rules.match_as_created(directory, user_name)
+        ask = Ask(directory, user_name, session_id, None, *matches)
         for _ in range(MAX_ROUNDS):
             row = await self.batches.decide(ask)
             outcome = row["outcome"]
@@ -168,12 +153,13 @@ class AccessEngine:
         """Match the rules against the stored user instead."""
         user = await users.get(self.pool, user_uuid) if user_uuid is not None else None
         if user is None:
-            base = Ask(ask.directory, ask.user_id, ask.session_id)
-            return matched(base, rules, Subject(ask.directory, ask.user_id, ask.user_id, ()))
+            matches = rules.match_as_created(ask.directory, ask.user_id)
+            return Ask(ask.directory, ask.user_id, ask.session_id, None, *matches)
         subject = subject_of(
             user["user_directory"], user["user_id"], user["name"], user["attributes"]
         )
-        return matched(replace(ask, version=user["modified_date"]), rules, subject)
+        version = user["modified_date"]
+        return Ask(ask.directory, ask.user_id, ask.session_id, version, *rules.match(subject))
 
     async def _sweep_quarantine(self) -> None:
         totals = (await self.state.get()).totals
