@@ -14,6 +14,7 @@ RETURNS TABLE (ord integer, user_uuid uuid, allocation_id uuid, access_type inte
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
+    v_known integer;
 BEGIN
     -- The lock of every user the batch names that exists, in the batch's order (by user
     -- identity, as decide_access_one takes them), before the live sessions are counted: this
@@ -26,6 +27,10 @@ BEGIN
         LIMIT 1
     ) AS u
     ORDER BY r.i;
+    GET DIAGNOSTICS v_known = ROW_COUNT;
+    IF v_known = 0 THEN
+        RETURN;  -- users never seen before: all for decide_access_one
+    END IF;
 
     RETURN QUERY
     WITH asked AS (
