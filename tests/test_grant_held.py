@@ -1,6 +1,7 @@
-"""`grant_held` (migration 0010) decides a batch's users who hold an allocation in one
-statement; every other request goes through `decide_access_one`. The batch must answer, and
-leave the sessions, exactly as `decide_access_one` run request by request would."""
+"""`grant_held` and `grant_new` (migration 0010) decide a batch's users who hold an allocation
+and its new users in a few statements; every other request goes through `decide_access_one`.
+The batch must answer, and leave the sessions, exactly as `decide_access_one` run request by
+request would."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from repository_service.access.seats import LOCK_IDS
 from tests.conftest import DatabaseFactory
 
 MAX_LIVE = 1
-# professional: 5 seats bought, seats 6 and 7 exist beyond the total; analyzer: 2 bought.
-TOTALS = {"professional": 5, "analyzer": 2, "token": 0}
+# professional: 7 seats bought, seats 8 and 9 exist beyond the total; analyzer: 4 bought.
+TOTALS = {"professional": 7, "analyzer": 4, "token": 0}
 POLICY = (
     [kind.name for kind in KINDS],
     [kind.pool for kind in KINDS],
@@ -55,8 +56,8 @@ FROM sessions ORDER BY session_id
 async def conn(databases: DatabaseFactory) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(await databases.clone("qrs"))
     await connection.execute(
-        "INSERT INTO seats (pool, seat) SELECT 'professional', g FROM generate_series(1, 7) g;"
-        "INSERT INTO seats (pool, seat) SELECT 'analyzer', g FROM generate_series(1, 2) g"
+        "INSERT INTO seats (pool, seat) SELECT 'professional', g FROM generate_series(1, 9) g;"
+        "INSERT INTO seats (pool, seat) SELECT 'analyzer', g FROM generate_series(1, 4) g"
     )
     try:
         yield connection
@@ -100,16 +101,39 @@ async def _live_session(conn: asyncpg.Connection, session: str, user: uuid.UUID)
     )
 
 
+def _call(
+    requests: list[tuple[str, str, str]],
+) -> tuple[list[str], list[str], list[str], list[None], list[str]]:
+    n = len(requests)
+    return (
+        ["DIR"] * n,
+        [user for user, _, _ in requests],
+        [session for _, session, _ in requests],
+        [None] * n,
+        [mask for _, _, mask in requests],
+    )
+
+
+async def _in_rolled_back(conn: asyncpg.Connection, query: str, *args: object) -> list[tuple]:
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        return [tuple(row) for row in await conn.fetch(query, *args)]
+    finally:
+        await transaction.rollback()
+
+
 async def test_a_batch_decides_as_decide_access_one_does_request_by_request(
     conn: asyncpg.Connection,
 ) -> None:
+    # professional: seats 1-7 within the total, 8-9 beyond; analyzer: 1-4.
     holder = await _user(conn, "holder")
     await _allocation(conn, holder, "professional", 1)
     second = await _user(conn, "second-type")  # professional beyond the total, analyzer within
-    await _allocation(conn, second, "professional", 6)
+    await _allocation(conn, second, "professional", 8)
     await _allocation(conn, second, "analyzer", 1)
     excess = await _user(conn, "excess")
-    await _allocation(conn, excess, "professional", 7)
+    await _allocation(conn, excess, "professional", 9)
     inactive = await _user(conn, "inactive", inactive=True)
     await _allocation(conn, inactive, "professional", 2)
     quarantined = await _user(conn, "quarantined")
@@ -122,81 +146,108 @@ async def test_a_batch_decides_as_decide_access_one_does_request_by_request(
     await _live_session(conn, "s-again", again)
     twice = await _user(conn, "twice")  # named twice in the batch, room for one session
     await _allocation(conn, twice, "professional", 5)
+    ended = await _user(conn, "ended-session-owner")
+    await _live_session(conn, "s-new-ended", ended)
+    await conn.execute("UPDATE sessions SET ended_at = now() WHERE session_id = 's-new-ended'")
+    # Sorted by user identity, as the service sends a batch. Professional seats 6 and 7 are
+    # free, analyzer 3 and 4: new-a and new-b take the professional ones, new-c (professional
+    # or analyzer) finds none left and takes analyzer, new-e's first request the other one.
     requests = [
-        ("again", "s-again"),
-        ("excess", "s-excess"),
-        ("full", "s-full"),
-        ("holder", "s-holder"),
-        ("Holder2", "s-new-user"),  # never seen
-        ("inactive", "s-inactive"),
-        ("quarantined", "s-quarantined"),
-        ("second-type", "s-second"),
-        ("twice", "s-twice-1"),
-        ("twice", "s-twice-2"),
+        ("again", "s-again", "000"),
+        ("excess", "s-excess", "000"),
+        ("full", "s-full", "000"),
+        ("holder", "s-holder", "000"),
+        ("inactive", "s-inactive", "000"),
+        ("new-a", "s-new-a", "100"),
+        ("new-b", "s-new-b", "100"),
+        ("new-c", "s-new-c", "110"),
+        ("new-d", "s-new-d", "000"),  # no rule matches
+        ("new-e", "s-new-e-1", "010"),  # named twice
+        ("new-e", "s-new-e-2", "010"),
+        ("new-f", "s-new-ended", "001"),  # a session id seen before; no token seats
+        ("quarantined", "s-quarantined", "000"),
+        ("second-type", "s-second", "000"),
+        ("twice", "s-twice-1", "000"),
+        ("twice", "s-twice-2", "000"),
     ]
+    n = len(requests)
+    every = _call(requests)
 
     # Reference: decide_access_one, one request after the other, then rolled back.
-    reference = []
     transaction = conn.transaction()
     await transaction.start()
-    for user, session in requests:
-        row = await conn.fetchrow(DECIDE_ONE, "DIR", user, session, "000", POLICY)
+    reference = []
+    for user, session, mask in requests:
+        row = await conn.fetchrow(DECIDE_ONE, "DIR", user, session, mask, POLICY)
         assert row is not None
         reference.append(tuple(row))
     reference_sessions = [tuple(r) for r in await conn.fetch(SESSIONS)]
     await transaction.rollback()
 
-    n = len(requests)
-    # The one-statement path takes exactly the users who hold a usable allocation, are named
-    # once and have room; the others are left to decide_access_one.
-    transaction = conn.transaction()
-    await transaction.start()
-    fast = await conn.fetch(
-        "SELECT ord, access_type FROM grant_held($1, $2, $3, $4) ORDER BY ord",
-        ["DIR"] * n,
-        [user for user, _ in requests],
-        [session for _, session in requests],
-        POLICY,
-    )
-    await transaction.rollback()
+    # The one-statement paths take exactly the users who hold a usable allocation, are named
+    # once and have room, and the new users with a free seat of their first type; the others
+    # are left to decide_access_one.
     codes = {kind.name: kind.session_type for kind in KINDS}
-    assert [tuple(row) for row in fast] == [(4, codes["professional"]), (8, codes["analyzer"])]
-
-    rows = await conn.fetch(
-        DECIDE_BATCH,
-        ["DIR"] * n,
-        [user for user, _ in requests],
-        [session for _, session in requests],
-        [None] * n,
-        ["000"] * n,
-        [""] * n,
-        [""] * n,
-        POLICY,
+    held = await _in_rolled_back(
+        conn, "SELECT ord, access_type FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
     )
+    assert sorted(held) == [(4, codes["professional"]), (14, codes["analyzer"])]
+    new = await _in_rolled_back(
+        conn, "SELECT ord, access_type FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
+    )
+    assert sorted(new) == [(6, codes["professional"]), (7, codes["professional"])]
+
+    rows = await conn.fetch(DECIDE_BATCH, *every, [""] * n, [""] * n, POLICY)
     assert [row["ord"] for row in rows] == list(range(1, n + 1))
     batch = [tuple(row)[1:] for row in rows]
     batch_sessions = [tuple(r) for r in await conn.fetch(SESSIONS)]
 
-    # New users get a new id each time: compare everything else.
-    def comparable(decisions: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
-        pairs = zip(decisions, requests, strict=True)
-        return [d if user != "Holder2" else d[:1] for d, (user, _) in pairs]
+    # New users and new allocations get new ids, and a new allocation any free seat: compare
+    # the ids of those that existed before, the outcome and the access type of every one.
+    known = {holder, second, excess, inactive, quarantined, full, again, twice, ended}
 
-    assert comparable(batch) == comparable(reference)
-    assert [s for s in batch_sessions if s[1] != batch[4][1]] == [
-        s for s in reference_sessions if s[1] != reference[4][1]
-    ]
-    outcomes = dict(zip([session for _, session in requests], [d[0] for d in batch], strict=True))
+    def comparable(decision: tuple[object, ...]) -> tuple[object, ...]:
+        outcome, user_uuid, _, access_type = decision
+        if user_uuid in known:
+            return decision
+        return (outcome, access_type)
+
+    assert [comparable(d) for d in batch] == [comparable(d) for d in reference]
+
+    def session_view(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+        return [(r[0], r[2], r[4]) if r[1] not in known else r for r in rows]
+
+    assert session_view(batch_sessions) == session_view(reference_sessions)
+    outcomes = {session: d[0] for (_, session, _), d in zip(requests, batch, strict=True)}
     assert outcomes == {
         "s-again": "granted",
         "s-excess": "excess",
         "s-full": "max_sessions",
         "s-holder": "granted",
-        "s-new-user": "no_access",
         "s-inactive": "inactive",
+        "s-new-a": "granted",
+        "s-new-b": "granted",
+        "s-new-c": "granted",
+        "s-new-d": "no_access",
+        "s-new-e-1": "granted",
+        "s-new-e-2": "max_sessions",
+        "s-new-ended": "no_access",
         "s-quarantined": "no_access",
         "s-second": "granted",
         "s-twice-1": "granted",
         "s-twice-2": "max_sessions",
     }
-    assert batch[7][3] == codes["analyzer"] and batch[3][3] == codes["professional"]
+    assert batch[7][3] == batch[9][3] == codes["analyzer"]  # new-c, new-e
+
+
+async def test_new_users_never_get_more_seats_than_are_free(conn: asyncpg.Connection) -> None:
+    # Seven professional seats within the total, none held: twenty new users ask at once.
+    requests = [(f"user{n:02}", f"s{n:02}", "100") for n in range(20)]
+    rows = await conn.fetch(DECIDE_BATCH, *_call(requests), [""] * 20, [""] * 20, POLICY)
+    outcomes = [row["outcome"] for row in rows]
+    assert outcomes.count("granted") == 7 and outcomes.count("no_access") == 13
+    held = await conn.fetch(
+        "SELECT s.seat FROM seats s JOIN allocations a ON a.id = s.holder"
+        " WHERE s.pool = 'professional' ORDER BY s.seat"
+    )
+    assert [r["seat"] for r in held] == list(range(1, 8))
