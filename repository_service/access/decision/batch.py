@@ -30,13 +30,13 @@ log = structlog.get_logger("access")
 
 q = Queries(Path(__file__).with_name("queries.sql"))
 
-# Batches in flight per replica and requests per batch. Two in flight keep Postgres busy
-# while the replica reads the last answers, and one batch goes on while another waits for
-# the disk (a batch that allocated commits synchronously); more would only make smaller
-# batches, each with its round trip and commit (bench/access_requests.py: 4 in flight cost
-# a fifth of the throughput). A cap on the size bounds the time a batch holds its per-user
-# locks.
-MAX_IN_FLIGHT = 2
+# Batches in flight per replica and requests per batch. One in flight: the requests that
+# arrive while it runs leave together as the next, and since migration 0010 a batch's users
+# who hold an allocation and its new users are decided in a few statements for the lot, so
+# a bigger batch costs Postgres and this process less per request
+# (bench/access_requests.py: two in flight made batches a third the size and served a fifth
+# fewer requests). A cap on the size bounds the time a batch holds its per-user locks.
+MAX_IN_FLIGHT = 1
 MAX_BATCH = 64
 
 # The access_policy composite: (kinds, pools, codes, locks, totals, login_code, time_code,
