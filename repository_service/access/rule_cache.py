@@ -43,6 +43,9 @@ class RuleSet:
     # The rows the rules were parsed from: equal signatures, equal rules.
     signature: tuple[object, ...] = ()
     _as_created: dict[tuple[str, str], Matches] = field(default_factory=dict, compare=False)
+    # Each distinct Matches once: users share them, so the memory adds no objects per user
+    # for the garbage collector to walk (its keys, tuples of strings, it does not track).
+    _distinct: dict[Matches, Matches] = field(default_factory=dict, compare=False)
 
     def match(self, subject: Subject) -> Matches:
         """Return what matches `subject`."""
@@ -63,7 +66,8 @@ class RuleSet:
         if found is None:
             if len(self._as_created) >= MATCHES_REMEMBERED:
                 self._as_created.clear()
-            found = self.match(Subject(directory, user_id, user_id, ()))
+            matches = self.match(Subject(directory, user_id, user_id, ()))
+            found = self._distinct.setdefault(matches, matches)
             self._as_created[key] = found
         return found
 
