@@ -101,11 +101,14 @@ BEGIN
 END;
 $$;
 
--- Step 3 for a batch of users never seen before: each is created as the proxy names it, given
--- a seat of the first access type whose rules matched (the caller matched them against the
--- user as created, `p_versions` NULL) and its session. A user another transaction created
--- meanwhile, or one whose pool has no free seat left here, is left to decide_access_one (which
--- tries the next types, login passes and analyzer time).
+-- Users never seen before, for a batch. Every one the batch names is created first, in user
+-- identity order, so that a batch creates all its users before it takes any other lock (a
+-- login group's row, an analyzer pool's): two batches never hold one while waiting for the
+-- other's new user. Then step 3 for those named once, with a fresh session id, whose rules
+-- matched an access type as the proxy creates them (`p_versions` NULL): a seat of the first
+-- such type and the session. The rest (no seat left here, no type matched, a user named
+-- twice, one created by another transaction meanwhile) are left to decide_access_one, which
+-- tries the next types, login passes and analyzer time.
 CREATE FUNCTION grant_new(p_directories text[], p_users text[], p_sessions text[],
                           p_versions timestamptz[], p_kind_masks text[], p access_policy)
 RETURNS TABLE (ord integer, user_uuid uuid, allocation_id uuid, access_type integer)
@@ -114,9 +117,6 @@ DECLARE
     -- Per access type, the seat the search starts from (see allocate_seat).
     v_from integer[];
 BEGIN
-    IF p.max_live < 1 THEN
-        RETURN;
-    END IF;
     SELECT array_agg(1 + floor(random() * greatest(t, 1))::integer ORDER BY k) INTO v_from
     FROM unnest(p.totals) WITH ORDINALITY AS x(t, k);
 
@@ -127,18 +127,30 @@ BEGIN
                strpos(r.mask, '1') AS rank
         FROM unnest(p_directories, p_users, p_sessions, p_versions, p_kind_masks)
              WITH ORDINALITY AS r(directory, user_id, session_id, version, mask, i)
-    ), fresh AS (
-        SELECT a.*, row_number() OVER (PARTITION BY a.rank ORDER BY a.i) AS n
+    ), unknown AS (
+        -- Each new identity once, as its first request names it.
+        SELECT DISTINCT ON (a.dir_key, a.user_key) a.directory, a.user_id
         FROM asked a
-        WHERE a.rank > 0 AND a.version IS NULL
+        WHERE NOT EXISTS (
+            SELECT 1 FROM users u
+            WHERE lower(u.user_directory) = a.dir_key AND lower(u.user_id) = a.user_key
+        )
+        ORDER BY a.dir_key, a.user_key, a.i
+    ), created AS (
+        INSERT INTO users (id, user_directory, user_id, name, modified_by)
+        SELECT gen_random_uuid(), n.directory, n.user_id, n.user_id, p.user_by
+        FROM unknown n ORDER BY lower(n.directory), lower(n.user_id)
+        ON CONFLICT (lower(user_directory), lower(user_id)) DO NOTHING
+        RETURNING id, lower(user_directory) AS dir_key, lower(user_id) AS user_key
+    ), fresh AS (
+        SELECT a.i, a.session_id, a.rank, c.id AS new_user,
+               row_number() OVER (PARTITION BY a.rank ORDER BY a.i) AS n
+        FROM asked a JOIN created c ON c.dir_key = a.dir_key AND c.user_key = a.user_key
+        WHERE a.rank > 0 AND a.version IS NULL AND p.max_live > 0
           AND NOT EXISTS (
               SELECT 1 FROM asked b
               WHERE b.i <> a.i AND (b.session_id = a.session_id
                                     OR (b.dir_key = a.dir_key AND b.user_key = a.user_key))
-          )
-          AND NOT EXISTS (
-              SELECT 1 FROM users u
-              WHERE lower(u.user_directory) = a.dir_key AND lower(u.user_id) = a.user_key
           )
           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = a.session_id)
     ), wanted AS (
@@ -165,19 +177,10 @@ BEGIN
             ) AS low
             LIMIT w.k
         ) AS s
-    ), paired AS (
-        SELECT f.i, f.directory, f.user_id, f.session_id, f.dir_key, f.user_key, f.rank,
-               pk.seat, gen_random_uuid() AS new_user, gen_random_uuid() AS new_allocation
-        FROM fresh f JOIN picked pk ON pk.rank = f.rank AND pk.n = f.n
-    ), created AS (
-        -- In user identity order, as every batch inserts: concurrent batches never deadlock.
-        INSERT INTO users (id, user_directory, user_id, name, modified_by)
-        SELECT pr.new_user, pr.directory, pr.user_id, pr.user_id, p.user_by
-        FROM paired pr ORDER BY pr.dir_key, pr.user_key
-        ON CONFLICT (lower(user_directory), lower(user_id)) DO NOTHING
-        RETURNING id
     ), granted AS (
-        SELECT pr.* FROM paired pr JOIN created c ON c.id = pr.new_user
+        SELECT f.i, f.session_id, f.rank, f.new_user, pk.seat,
+               gen_random_uuid() AS new_allocation
+        FROM fresh f JOIN picked pk ON pk.rank = f.rank AND pk.n = f.n
     ), seated AS (
         UPDATE seats x SET holder = g.new_allocation FROM granted g
         WHERE x.pool = (p.pools)[g.rank] AND x.seat = g.seat

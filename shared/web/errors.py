@@ -75,6 +75,15 @@ class DatabaseUnavailable(ApiError):
     status, code, message = 503, "DatabaseUnavailable", "The database is unavailable."
 
 
+class DatabaseBusy(ApiError):
+    """Postgres ended the work again and again to break deadlocks with other work."""
+
+    status, code, message = 503, "DatabaseBusy", "The database is busy; try again."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 _HTTP_CODES = {
     400: "BadRequest",
     401: "Unauthorized",

@@ -12,6 +12,7 @@ decided again on its own, so one request cannot fail the others.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -26,6 +27,7 @@ from repository_service.access.kinds import KINDS
 from shared.batching import Batcher
 from shared.db import database_unavailable
 from shared.sql import Queries
+from shared.web.errors import DatabaseBusy
 
 log = structlog.get_logger("access")
 
@@ -39,6 +41,8 @@ q = Queries(Path(__file__).with_name("queries.sql"))
 # fewer requests). A cap on the size bounds the time a batch holds its per-user locks.
 MAX_IN_FLIGHT = 1
 MAX_BATCH = 64
+# Tries of a request decided alone after its batch failed (see Batches._decide_alone).
+ALONE_ATTEMPTS = 4
 
 # The access_policy composite: (kinds, pools, codes, locks, totals, login_code, time_code,
 # max_live, idle, unit_minutes, unit, pass_valid, pass_return, passes_per_token, user_by,
@@ -129,7 +133,20 @@ class Batches:
         except asyncpg.PostgresError as exc:
             if database_unavailable(exc):
                 raise
-            return (await self._fetch([ask], self.sessions))[0]
+            return await self._decide_alone(ask)
+
+    async def _decide_alone(self, ask: Ask) -> asyncpg.Record:
+        # Alone, a request may still be the one Postgres ends to break a deadlock with another
+        # replica's batch: it is tried again after a short random pause, then answered 503.
+        attempt = 1
+        while True:
+            try:
+                return (await self._fetch([ask], self.sessions))[0]
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                if attempt == ALONE_ATTEMPTS:
+                    raise DatabaseBusy() from None
+            await asyncio.sleep(random.uniform(0, 0.02 * attempt))
+            attempt += 1
 
     async def wait_idle(self) -> None:
         """Wait for the batches in flight, and give their connection back (before the pools
