@@ -265,8 +265,13 @@ BEGIN
 END;
 $$;
 
--- decide_access of migration 0009, with grant_held and grant_new first; decide_access_one
--- decides every other request, in order.
+-- decide_access of migration 0009, in three parts. First grant_held and grant_new. Then
+-- decide_access_one for every other request, in order, but without analyzer time or new login
+-- passes: those come from rows that every replica's batches share (a pool's month, a login
+-- group), and a batch that took them one request at a time, in its requests' order, could
+-- hold one while waiting for another that a second batch holds while waiting for the first.
+-- So last, the requests that some pool or login group matched and that got nothing else are
+-- decided again, in order, once every such row they may draw on is locked, in one order.
 CREATE OR REPLACE FUNCTION decide_access(
     p_directories text[], p_users text[], p_sessions text[], p_versions timestamptz[],
     p_kind_masks text[], p_pool_masks text[], p_group_masks text[], p_pool_ids uuid[],
@@ -277,6 +282,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_granted boolean[] := '{}';
     v_left integer := coalesce(array_length(p_sessions, 1), 0);
+    v_later integer[] := '{}';
+    v_pools uuid[];
+    v_groups uuid[];
+    v_i integer;
 BEGIN
     IF EXISTS (SELECT 1 FROM unnest(p_kind_masks) AS m WHERE strpos(m, '1') > 0) THEN
         PERFORM pg_advisory_xact_lock_shared(l) FROM unnest(p.locks) AS l ORDER BY l;
@@ -299,19 +308,56 @@ BEGIN
             RETURN NEXT;
         END LOOP;
     END IF;
+
     FOR i IN 1..coalesce(array_length(p_sessions, 1), 0) LOOP
         CONTINUE WHEN v_granted[i];
         ord := i;
         SELECT d.outcome, d.user_uuid, d.allocation_id, d.access_type, d.seconds_left
         INTO outcome, user_uuid, allocation_id, access_type, seconds_left
+        FROM decide_access_one(p_directories[i], p_users[i], p_sessions[i], p_versions[i],
+                               p_kind_masks[i], '{}'::uuid[], '{}'::uuid[], p) AS d;
+        IF outcome = 'no_access'
+           AND (strpos(p_pool_masks[i], '1') > 0 OR strpos(p_group_masks[i], '1') > 0) THEN
+            v_later := v_later || i;
+        ELSE
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+    IF cardinality(v_later) = 0 THEN
+        RETURN;
+    END IF;
+
+    v_pools := ARRAY(
+        SELECT DISTINCT p_pool_ids[k] FROM unnest(v_later) AS i,
+             generate_subscripts(p_pool_ids, 1) AS k
+        WHERE substr(p_pool_masks[i], k, 1) = '1' ORDER BY 1);
+    v_groups := ARRAY(
+        SELECT DISTINCT p_group_ids[k] FROM unnest(v_later) AS i,
+             generate_subscripts(p_group_ids, 1) AS k
+        WHERE substr(p_group_masks[i], k, 1) = '1' ORDER BY 1);
+    -- The pools' rows of this month (made if missing, as charge_capacity makes them), then
+    -- the login groups, each in id order.
+    INSERT INTO capacity_usage (pool_id, month)
+    SELECT c.id, date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC')::date
+    FROM capacity_pools c WHERE c.id = ANY (v_pools) ORDER BY c.id
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM capacity_usage u
+    WHERE u.pool_id = ANY (v_pools)
+      AND u.month = date_trunc('month', clock_timestamp() AT TIME ZONE 'UTC')::date
+    ORDER BY u.pool_id FOR UPDATE;
+    PERFORM 1 FROM login_groups g WHERE g.id = ANY (v_groups) ORDER BY g.id FOR UPDATE;
+
+    FOREACH v_i IN ARRAY v_later LOOP
+        ord := v_i;
+        SELECT d.outcome, d.user_uuid, d.allocation_id, d.access_type, d.seconds_left
+        INTO outcome, user_uuid, allocation_id, access_type, seconds_left
         FROM decide_access_one(
-            p_directories[i], p_users[i], p_sessions[i], p_versions[i], p_kind_masks[i],
-            CASE WHEN strpos(p_pool_masks[i], '1') = 0 THEN '{}'::uuid[] ELSE
-                ARRAY(SELECT p_pool_ids[k] FROM generate_subscripts(p_pool_ids, 1) AS k
-                      WHERE substr(p_pool_masks[i], k, 1) = '1' ORDER BY k) END,
-            CASE WHEN strpos(p_group_masks[i], '1') = 0 THEN '{}'::uuid[] ELSE
-                ARRAY(SELECT p_group_ids[k] FROM generate_subscripts(p_group_ids, 1) AS k
-                      WHERE substr(p_group_masks[i], k, 1) = '1' ORDER BY k) END,
+            p_directories[v_i], p_users[v_i], p_sessions[v_i], p_versions[v_i],
+            p_kind_masks[v_i],
+            ARRAY(SELECT p_pool_ids[k] FROM generate_subscripts(p_pool_ids, 1) AS k
+                  WHERE substr(p_pool_masks[v_i], k, 1) = '1' ORDER BY k),
+            ARRAY(SELECT p_group_ids[k] FROM generate_subscripts(p_group_ids, 1) AS k
+                  WHERE substr(p_group_masks[v_i], k, 1) = '1' ORDER BY k),
             p) AS d;
         RETURN NEXT;
     END LOOP;
