@@ -5,6 +5,8 @@ request would."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -251,3 +253,67 @@ async def test_new_users_never_get_more_seats_than_are_free(conn: asyncpg.Connec
         " WHERE s.pool = 'professional' ORDER BY s.seat"
     )
     assert [r["seat"] for r in held] == list(range(1, 8))
+
+
+async def test_concurrent_batches_drawing_on_passes_and_time_do_not_deadlock(
+    databases: DatabaseFactory,
+) -> None:
+    # One login group and one analyzer-time pool, with plenty: users a* and z* match the
+    # group, c* the pool. A batch sorted by identity draws on the group (a*), then the pool
+    # (c*), then the group again (z*); batches drawing on them one request at a time in that
+    # order deadlock with one another.
+    url = await databases.clone("qrs")
+    setup = await asyncpg.connect(url)
+    group, pool = uuid.uuid4(), uuid.uuid4()
+    await setup.execute(
+        "INSERT INTO login_groups (id, name, assigned_tokens) VALUES ($1, 'Visitors', 100000)",
+        group,
+    )
+    await setup.execute(
+        "INSERT INTO capacity_pools (id, name, assigned_minutes) VALUES ($1, 'Time', 10000000)",
+        pool,
+    )
+    await setup.close()
+    deadlocks = 0
+    batches = 0
+    decided: list[str] = []
+
+    async def worker(n: int) -> None:
+        nonlocal deadlocks, batches
+        rng = random.Random(n)
+        conn = await asyncpg.connect(url)
+        try:
+            end = asyncio.get_running_loop().time() + 3
+            k = 0
+            while asyncio.get_running_loop().time() < end:
+                users = sorted(f"{rng.choice('acz')}{n}-{k}-{j}" for j in range(rng.randint(2, 6)))
+                k += 1
+                args = (
+                    ["DIR"] * len(users),
+                    users,
+                    [f"s-{user}" for user in users],
+                    [None] * len(users),
+                    ["000"] * len(users),
+                    ["1" if user[0] == "c" else "0" for user in users],
+                    ["1" if user[0] != "c" else "0" for user in users],
+                    [pool],
+                    [group],
+                    POLICY,
+                )
+                try:
+                    rows = await conn.fetch(
+                        "SELECT outcome FROM decide_access($1, $2, $3, $4, $5, $6, $7, $8,"
+                        " $9, $10)",
+                        *args,
+                    )
+                except asyncpg.DeadlockDetectedError:
+                    deadlocks += 1
+                    continue
+                batches += 1
+                decided.extend(row["outcome"] for row in rows)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker(n) for n in range(4)))
+    assert deadlocks == 0
+    assert batches > 20 and set(decided) == {"granted"}
