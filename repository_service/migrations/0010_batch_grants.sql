@@ -69,8 +69,11 @@ BEGIN
             ORDER BY 2
             LIMIT 1
         ) AS h
+        -- LIMIT 1 in these: an index probe per request, never a join over a whole table
+        -- (which the planner may pick while the tables' statistics are young).
         WHERE NOT EXISTS (
             SELECT 1 FROM sessions s WHERE s.session_id = a.session_id AND s.ended_at IS NULL
+            LIMIT 1
         )
         AND (
             SELECT count(*) FROM (
@@ -134,6 +137,7 @@ BEGIN
         WHERE NOT EXISTS (
             SELECT 1 FROM users u
             WHERE lower(u.user_directory) = a.dir_key AND lower(u.user_id) = a.user_key
+            LIMIT 1  -- an index probe per request (see grant_held)
         )
         ORDER BY a.dir_key, a.user_key, a.i
     ), created AS (
@@ -152,7 +156,7 @@ BEGIN
               WHERE b.i <> a.i AND (b.session_id = a.session_id
                                     OR (b.dir_key = a.dir_key AND b.user_key = a.user_key))
           )
-          AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = a.session_id)
+          AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = a.session_id LIMIT 1)
     ), wanted AS (
         SELECT f.rank, count(*)::integer AS k FROM fresh f GROUP BY f.rank
     ), picked AS (
