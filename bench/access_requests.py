@@ -170,6 +170,7 @@ def serve_floor(port: int, database_url: str) -> None:
     from aiohttp import web
 
     from shared.batching import Batcher
+    from shared.db import create_pool
 
     allocation = str(uuid.uuid4())
     pools: list[asyncpg.Pool] = []
@@ -199,9 +200,8 @@ def serve_floor(port: int, database_url: str) -> None:
         return web.json_response({"status": "ok"})
 
     async def database(app: web.Application) -> Any:
-        pool = await asyncpg.create_pool(
-            database_url, min_size=2, max_size=4, server_settings={"synchronous_commit": "off"}
-        )
+        # The service's own pool settings (no reset round trip per release).
+        pool = await create_pool(database_url, 4, server_settings={"synchronous_commit": "off"})
         await pool.execute(FLOOR_TABLE)
         pools.append(pool)
         yield
