@@ -11,7 +11,7 @@ bodies written per request by its Lua (bench/wrk.py):
 
 * baseline      - the minimal handler, sent the same requests as "allocated".
 * floor         - the baseline's handler that also inserts each request as a row in
-                  Postgres, batched as the service batches (two batches in flight, one
+                  Postgres, batched as the service batches (the same batches in flight, one
                   statement and one transaction each, commits not waiting for the disk):
                   what any service that records its sessions in the database pays at least.
 * allocated     - users who already hold an allocation. The site is licensed with `--seats`
@@ -119,6 +119,32 @@ SCRIPT = Path(__file__).resolve()
 # The baseline server (runs in its own process: `access_requests.py --serve-baseline PORT`)
 
 
+def baseline_answer(granted: bool, allocation: str) -> dict[str, Any]:
+    """The answer of the baseline and the floor: the shape of the service's."""
+    return {
+        "accessGranted": granted,
+        "accessType": PROFESSIONAL if granted else 0,
+        "accessTypeResultCode": 0,
+        "duration": None,
+        "allocationId": allocation,
+    }
+
+
+def serve_bare(port: int, handler: Any, cleanup: Any = None) -> None:
+    """Serve `handler` on the access path and a readiness probe, nothing else."""
+    from aiohttp import web
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    if cleanup is not None:
+        app.cleanup_ctx.append(cleanup)
+    app.router.add_post(ACCESS_PATH, handler)
+    app.router.add_get("/health/ready", ready)
+    serve_until_stopped(app, port)
+
+
 def serve_baseline(port: int) -> None:
     """Serve one minimal POST handler (reads the JSON body, answers a small JSON object, no
     middlewares) until SIGTERM/SIGINT, with the same runner settings as the services."""
@@ -128,30 +154,16 @@ def serve_baseline(port: int) -> None:
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
-        granted = bool(body.get("userId"))
-        return web.json_response(
-            {
-                "accessGranted": granted,
-                "accessType": PROFESSIONAL if granted else 0,
-                "accessTypeResultCode": 0,
-                "duration": None,
-                "allocationId": allocation,
-            }
-        )
+        return web.json_response(baseline_answer(bool(body.get("userId")), allocation))
 
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_post(ACCESS_PATH, handler)
-    app.router.add_get("/health/ready", ready)
-    serve_until_stopped(app, port)
+    serve_bare(port, handler)
 
 
 # The floor: bare aiohttp that also records each request in Postgres, with the service's
-# batching (two batches in flight, one statement and one transaction per batch, commits not
-# waiting for the disk). No decision: the least any service that keeps its sessions in the
-# database does per request. (`access_requests.py --serve-baseline PORT --floor-db URL`)
+# batching (its batches in flight and size, one statement and one transaction per batch,
+# commits not waiting for the disk). No decision: the least any service that keeps its
+# sessions in the database does per request.
+# (`access_requests.py --serve-baseline PORT --floor-db URL`)
 FLOOR_TABLE = """
 CREATE TABLE IF NOT EXISTS floor_sessions (
     session_id text PRIMARY KEY,
@@ -169,6 +181,7 @@ def serve_floor(port: int, database_url: str) -> None:
     import asyncpg
     from aiohttp import web
 
+    from repository_service.access.decision.batch import MAX_BATCH, MAX_IN_FLIGHT
     from shared.batching import Batcher
     from shared.db import create_pool
 
@@ -181,23 +194,14 @@ def serve_floor(port: int, database_url: str) -> None:
         )
         return [None] * len(items)
 
-    batches: Batcher[tuple[str, str], None] = Batcher(insert, max_in_flight=2, max_batch=64)
+    batches: Batcher[tuple[str, str], None] = Batcher(
+        insert, max_in_flight=MAX_IN_FLIGHT, max_batch=MAX_BATCH
+    )
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
         await batches.submit((uuid.uuid4().hex, str(body.get("userId"))))
-        return web.json_response(
-            {
-                "accessGranted": True,
-                "accessType": PROFESSIONAL,
-                "accessTypeResultCode": 0,
-                "duration": None,
-                "allocationId": allocation,
-            }
-        )
-
-    async def ready(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response(baseline_answer(True, allocation))
 
     async def database(app: web.Application) -> Any:
         # The service's own pool settings (no reset round trip per release).
@@ -207,11 +211,7 @@ def serve_floor(port: int, database_url: str) -> None:
         yield
         await pool.close()
 
-    app = web.Application()
-    app.cleanup_ctx.append(database)
-    app.router.add_post(ACCESS_PATH, handler)
-    app.router.add_get("/health/ready", ready)
-    serve_until_stopped(app, port)
+    serve_bare(port, handler, database)
 
 
 # ---------------------------------------------------------------------------------------
