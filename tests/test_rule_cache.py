@@ -42,6 +42,9 @@ async def test_matches_are_remembered_while_the_rules_stay_the_same(
 
     first = await cache.get()
     assert first.match_as_created("DIR", "alice").kinds == {"analyzer"}
+    # Remembered: the same object again, and shared by users with the same matches.
+    assert first.match_as_created("DIR", "alice") is first.match_as_created("DIR", "alice")
+    assert first.match_as_created("DIR", "anna") is first.match_as_created("DIR", "alice")
     assert first.match_as_created("DIR", "bob").kinds == frozenset()
     again = await cache.get()
     assert again is first  # same rows: the same RuleSet, with what it remembers
