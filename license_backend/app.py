@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
+import asyncpg
 from aiohttp import web
 
 from license_backend import keys
@@ -12,6 +15,7 @@ from license_backend.activations.service import Activations
 from license_backend.catalog import views as catalog_views
 from license_backend.catalog.service import Catalog
 from license_backend.definitions import views as definition_views
+from license_backend.definitions.index import INDEX_APPLICATION_NAME, SiteIndex
 from license_backend.definitions.service import SiteDirectory
 from license_backend.lef import views as lef_views
 from license_backend.settings import LbsSettings
@@ -81,9 +85,22 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
         await keyring.ensure_key(conn)
     app[keys.KEYRING] = keyring
     issuer, ttl = settings.public_url, settings.definition_ttl_seconds
-    app[keys.SITES] = SiteDirectory(
+    sites = SiteDirectory(
         app[keys.POOL], keyring, issuer, ttl, cache_seconds=settings.site_cache_seconds
     )
+    app[keys.SITES] = sites
+    index_task = None
+    if settings.site_index:
+        sites.index = SiteIndex(
+            lambda: asyncpg.connect(
+                settings.database_url,
+                timeout=5,
+                command_timeout=30,
+                server_settings={"application_name": INDEX_APPLICATION_NAME},
+            ),
+            on_change=sites.invalidate,
+        )
+        index_task = asyncio.create_task(sites.index.run())
     app[catalog_views.CATALOG] = Catalog(
         app[keys.POOL],
         keyring,
@@ -92,4 +109,8 @@ async def _signing(app: web.Application) -> AsyncIterator[None]:
         secret=settings.control_secret.get_secret_value(),
     )
     yield
-    await app[keys.SITES].wait_idle()
+    if index_task is not None:
+        index_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await index_task
+    await sites.wait_idle()

@@ -104,13 +104,16 @@ async def _authenticate(request: web.Request, credentials: Credentials) -> Site:
         raise LicenseKeyInvalid("A signed license key is required.")
     given = credentials[1]
     installation = uuid.UUID(given) if given is not None and _UUID.fullmatch(given) else None
-    site, seen_at = await request.app[SITES].recognise(credentials, token, installation)
+    sites = request.app[SITES]
+    site, seen_at = await sites.recognise(credentials, token, installation)
     if site.revoked or site.blacklisted:
         return site  # refused by the caller, whatever the installation
     if installation is not None:
-        await request.app[ACTIVATIONS].admit(
+        noted = await request.app[ACTIVATIONS].admit(
             site.license_number, installation, request.remote or "unknown", seen_at
         )
+        if noted is not None and sites.index is not None:
+            sites.index.seen(site.license_number, installation, noted)
     elif given is not None:
         raise InvalidInstallationId()
     elif request.app[SETTINGS].require_installation_id:

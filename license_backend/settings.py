@@ -55,6 +55,15 @@ class LbsSettings(ServiceSettings):
             " within this time."
         ),
     )
+    site_index: bool = Field(
+        default=True,
+        description=(
+            "Keep every license's keys, definition version and activations in memory, kept"
+            " current by Postgres notifications: a site not seen lately costs no query, and"
+            " other replicas' changes are seen within milliseconds. About 1 KB per license;"
+            " false reads Postgres for every lookup the cache misses."
+        ),
+    )
     usage_retention_months: int = Field(
         default=13,
         ge=1,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json as json_module
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,12 @@ class LbsHandle:
     def app_sites(self) -> SiteDirectory:
         """Return the running backend's site directory (its cache)."""
         return self.app[SITES]
+
+    async def sites_changed(self) -> None:
+        """After a test's own writes to the database: the backend forgets what it knew of
+        every license, as it does of one changed through its API."""
+        numbers = [r["number"] for r in await self.app_pool().fetch("SELECT number FROM licenses")]
+        await self.app_sites().changed(numbers)
 
     def app_keyring(self) -> KeyRing:
         """Return the running backend's key ring (to sign test tokens with a real key)."""
@@ -243,3 +250,14 @@ async def serve_qrs(
         aiohttp.ClientSession(connector=connector) as session,
     ):
         yield QrsHandle(url, app, settings, session, issuer_key)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within: float, step: float = 0.2
+) -> None:
+    """Wait until `check()` holds, at most `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(step)

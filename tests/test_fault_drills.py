@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from shared import jose
 from shared.embedded_pg import EmbeddedPostgres, free_port
 from shared.migrations import apply_migrations
 from tests.conftest import MIGRATIONS, DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, QrsHandle, serve
+from tests.helpers import XRFKEY, LbsHandle, QrsHandle, eventually, serve
 from tests.processes import ServiceProcess, make_replicas, replica_env
 
 PROXY = "INTERNAL\\proxy"
@@ -225,17 +225,6 @@ async def seat_state(db_url: str) -> dict[str, Any]:
         }
     finally:
         await conn.close()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float, step: float = 0.2
-) -> None:
-    """Wait until `check()` holds, at most `within` seconds."""
-    async with asyncio.timeout(within):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(step)
 
 
 async def metric(session: aiohttp.ClientSession, replica: ServiceProcess, series: str) -> float:

@@ -360,7 +360,7 @@ async def test_definitions_with_claims_of_wrong_types_are_refused(
             forge(forged, key, typ=jose.DEFINITION_TYP, kid=kid),
             uuid.UUID(forged["jti"]),
         )
-        lbs.app_sites().invalidate()
+        await lbs.sites_changed()
 
     async with make_qrs(lbs, poll_interval_seconds=3600) as qrs:
         # Signing the first definition of `lic` happens on the first fetch.

@@ -104,7 +104,7 @@ async def test_a_renewal_resigns_with_same_ver_and_later_iat(lbs: LbsHandle) -> 
             "UPDATE definitions SET issued_at = issued_at - make_interval(secs => $1)",
             float(lbs.settings.definition_ttl_seconds),
         )
-    lbs.app_sites().invalidate()
+    await lbs.sites_changed()
     status, body, new_etag = await fetch(lbs, lic["key"], etag)
     assert status == 200 and new_etag != etag
     renewed = await verified(lbs, json.loads(body)["definition"], lic["number"])

@@ -55,7 +55,7 @@ async def test_the_hash_alone_recognises_a_key_no_signature_is_checked(lbs: LbsH
         lic["number"],
         key_hash("http://lbs.test", unsigned),
     )
-    lbs.app_sites().invalidate()
+    await lbs.sites_changed()
     assert await status_of(lbs, unsigned) == 200
     # The genuine token no longer matches a hash; it verifies and is still accepted.
     assert await status_of(lbs, lic["key"]) == 200
@@ -83,9 +83,10 @@ async def test_a_key_issued_before_hashes_is_verified_once_then_found_by_hash(
         " WHERE license_number = $1",
         other["number"],
     )
+    await lbs.sites_changed()
     assert await status_of(lbs, other["key"]) == 401
     assert (await stored_key(lbs, other["number"]))["key_hash"] is not None
-    lbs.app_sites().invalidate()
+    await lbs.sites_changed()
     assert await status_of(lbs, other["key"]) == 401
 
 
@@ -101,7 +102,7 @@ async def test_a_key_signed_by_a_retired_signing_key_is_refused(lbs: LbsHandle) 
     await pool.execute("UPDATE signing_keys SET retired_at = now() WHERE kid = $1", old_kid)
     async with pool.acquire() as conn:
         await lbs.app_keyring().load(conn)
-    lbs.app_sites().invalidate()
+    await lbs.sites_changed()
     async with lbs.session.get(
         f"{lbs.url}/v1/definitions/current", headers=site_headers(lic["key"])
     ) as resp:
@@ -131,11 +132,14 @@ async def test_revocation_and_blacklisting_bite_at_once_on_the_replica_that_made
     assert await status_of(lbs, other["key"]) == 403
 
 
-async def test_another_replica_sees_a_revocation_when_its_entry_expires(lbs: LbsHandle) -> None:
+async def test_without_the_index_another_replica_sees_a_revocation_when_its_entry_expires(
+    lbs: LbsHandle,
+) -> None:
     lic = await lbs.create_license()
-    uncached = lbs.settings.model_copy(update={"site_cache_seconds": 0})
+    no_index = lbs.settings.model_copy(update={"site_index": False})
+    uncached = no_index.model_copy(update={"site_cache_seconds": 0})
     async with (
-        serve_lbs(lbs.settings, lbs.admin_token) as cached,
+        serve_lbs(no_index, lbs.admin_token) as cached,
         serve_lbs(uncached, lbs.admin_token) as fresh,
     ):
         for replica in (cached, fresh):
@@ -170,7 +174,7 @@ async def test_last_seen_times_are_written_together_by_the_flush(lbs: LbsHandle)
             assert resp.status == 200
     pool = lbs.app_pool()
     await pool.execute("UPDATE activations SET last_seen_at = now() - interval '1 hour'")
-    lbs.app_sites().invalidate()
+    await lbs.sites_changed()
     for installation in installations:
         headers = {"Authorization": f"Bearer {lic['key']}", "X-Installation-Id": installation}
         async with lbs.session.get(f"{lbs.url}/v1/definitions/current", headers=headers) as resp:
@@ -219,7 +223,7 @@ async def test_a_definition_is_re_signed_at_its_due_time_and_not_before(lbs: Lbs
             number,
             by,
         )
-        lbs.app_sites().invalidate()
+        await lbs.sites_changed()
         async with lbs.session.get(
             f"{lbs.url}/v1/definitions/current", headers=site_headers(lic["key"])
         ) as resp:

@@ -229,7 +229,8 @@ async def test_the_migration_moves_existing_reports_into_partitions(
                     at,
                     stored,
                 )
-            assert await apply_migrations(url, MIGRATIONS["lbs"]) == ["0005_usage_partitions"]
+            applied = await apply_migrations(url, MIGRATIONS["lbs"])
+            assert applied[0] == "0005_usage_partitions"
             moved = await conn.fetch(
                 "SELECT tableoid::regclass::text AS part, * FROM usage_reports ORDER BY received_at"
             )

@@ -60,17 +60,21 @@ class Activations:
 
     async def admit(
         self, number: str, installation: uuid.UUID, address: str, seen_at: datetime | None
-    ) -> None:
+    ) -> datetime | None:
         """Admit a call from `installation`, last seen on the license at `seen_at` (None: not
-        active there): activate it now when new, 403 when no slot is free."""
+        active there): activate it now when new, 403 when no slot is free. Return the
+        last-seen time noted to be written, if any."""
         if seen_at is None:
             await self._activate(number, installation, address)
-            return
+            return None
         now = datetime.now(UTC)
-        if (now - seen_at).total_seconds() >= self._seen_seconds:
-            key = (number, installation)
-            if key in self._pending or len(self._pending) < MAX_PENDING:
-                self._pending[key] = (address, now)
+        if (now - seen_at).total_seconds() < self._seen_seconds:
+            return None
+        key = (number, installation)
+        if key not in self._pending and len(self._pending) >= MAX_PENDING:
+            return None
+        self._pending[key] = (address, now)
+        return now
 
     async def flush(self) -> int:
         """Write the last-seen times noted since the last flush; return how many."""
@@ -93,18 +97,21 @@ class Activations:
             if limit is None:
                 raise LicenseNotFound()
             active, known = await repo.count(conn, number, installation)
-            if not known and active >= limit:
+            if known:
+                # Activated meanwhile (another request, or before this replica learnt of it):
+                # nothing to write, its last-seen time is the flush's business.
+                return
+            if active >= limit:
                 raise ActivationLimitReached(active, limit)
             await repo.insert(conn, number, installation, address)
-        if not known:
-            log.info(
-                "installation_activated",
-                license=number,
-                installation=str(installation),
-                address=address,
-                active=active + 1,
-                limit=limit,
-            )
+        log.info(
+            "installation_activated",
+            license=number,
+            installation=str(installation),
+            address=address,
+            active=active + 1,
+            limit=limit,
+        )
 
     async def list(self, number: str, after: uuid.UUID | None, limit: int) -> ActivationPage:
         """Return one page of the license's activations, oldest first."""

@@ -35,9 +35,11 @@ async def delete_activation(request: web.Request) -> web.Response:
         installation = uuid.UUID(request.match_info["installationId"])
     except ValueError:
         raise ActivationNotFound() from None
-    await request.app[ACTIVATIONS].release(request.match_info["number"], installation)
-    # This replica forgets the installation's admission at once; others within their cache time.
-    request.app[SITES].invalidate()
+    number = request.match_info["number"]
+    await request.app[ACTIVATIONS].release(number, installation)
+    # This replica forgets the installation's admission at once; others when their index
+    # reloads the license (or, without one, within their cache time).
+    await request.app[SITES].changed([number])
     return web.Response(status=204)
 
 

@@ -54,7 +54,7 @@ async def patch_license(request: web.Request) -> web.Response:
     await require_admin(request)
     body = await read_body(request, LicensePatch)
     updated = await request.app[CATALOG].patch(_number(request), body)
-    request.app[SITES].invalidate()
+    await request.app[SITES].changed([updated.number])
     return web.json_response(updated.dump())
 
 
@@ -63,8 +63,9 @@ async def issue_key(request: web.Request) -> web.Response:
     await require_admin(request)
     raw = await read_json(request) if request.can_read_body else {}
     body = validate(IssueKey, raw)
-    issued = await request.app[CATALOG].issue_key(_number(request), body.revoke_others)
-    request.app[SITES].invalidate()
+    number = _number(request)
+    issued = await request.app[CATALOG].issue_key(number, body.revoke_others)
+    await request.app[SITES].changed([number])
     return web.json_response(issued.dump(), status=201)
 
 

@@ -10,10 +10,16 @@ in ten minutes and no per-key cache can hit: lookups that arrive while others ar
 (or, under load, within the same millisecond) go to Postgres together, one round trip for the
 lot.
 
+With the site index (`index.py`, on by default) a lookup costs no query at all: every key,
+license and activation is in memory, kept current by Postgres notifications, and Postgres is
+read only for keys the index does not know (issued a moment ago, issued before hashes were
+kept, or forged) and while the index is not live.
+
 Lookups are cached per (key, installation) for up to `cache_seconds` (jittered, loaded once
-per key at a time, `cache.py`). Changes made through this replica clear the cache at once;
-another replica's changes (a revoked key, a blacklisted license, a new version) are seen here
-once the entry expires, within `cache_seconds`.
+per key at a time, `cache.py`). Changes made through this replica clear the cache at once.
+Another replica's changes (a revoked key, a blacklisted license, a new version) clear it as
+soon as the index reloads them (milliseconds); without a live index they are seen here once
+the entry expires, within `cache_seconds`.
 
 A definition is re-signed only when due: when the license's content changed (`ver`), or at
 its renewal point, somewhere between 3/8 and 1/2 of its TTL, spread by license number so that
@@ -26,17 +32,19 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from license_backend.catalog import repository as catalog
 from license_backend.definitions.cache import LookupCache, SingleFlight
 from license_backend.definitions.claims import definition_claims, license_key_claims
+from license_backend.definitions.index import SiteIndex
 from license_backend.signing.keyring import KeyRing
 from shared import jose
 from shared.batching import Batcher
@@ -57,6 +65,9 @@ LOOKUP_BATCH = 100
 LOOKUP_INTERVAL = 0.001
 # Renewal happens between (1 - RENEWAL_SPREAD) and all of half the TTL.
 RENEWAL_SPREAD = 0.25
+
+# What a lookup finds: a row of `sites_by_key_hash`, or the same columns from the index.
+SiteRow = asyncpg.Record | dict[str, Any]
 
 # The raw Authorization and X-Installation-Id headers: a cached site is found without parsing.
 Credentials = tuple[str | None, str | None]
@@ -103,8 +114,11 @@ class Site:
     user: str
     revoked: bool
     blacklisted: bool
+    # The stored definition's ETag; None: none stored yet.
+    etag: str | None
+    # The stored definition with its token, once read (the index keeps no tokens).
     definition: Definition | None
-    # Wall-clock time (epoch seconds) from which `definition` must be re-signed; 0: now.
+    # Wall-clock time (epoch seconds) from which the definition must be re-signed; 0: now.
     renew_at: float
 
 
@@ -129,7 +143,7 @@ def renewal_due(number: str, issued_at: datetime, ttl: int) -> datetime:
     return add_seconds(issued_at, ttl / 2 * (1 - spread))
 
 
-def _definition_from(row: asyncpg.Record, prefix: str = "") -> Definition | None:
+def _definition_from(row: SiteRow, prefix: str = "") -> Definition | None:
     if row[f"{prefix}token"] is None:
         return None
     return Definition.of(
@@ -154,6 +168,9 @@ class SiteDirectory:
         self._issuer = issuer
         self._ttl = ttl_seconds
         self.cache: LookupCache[Credentials, Site] = LookupCache(cache_seconds, MAX_CACHED)
+        self.index: SiteIndex | None = None
+        # Lookups read from Postgres (not answered by the index or the cache).
+        self.lookups_read = 0
         self._signing: SingleFlight[str, Definition] = SingleFlight()
         self._lookups: Batcher[tuple[bytes, uuid.UUID | None], asyncpg.Record | None] = Batcher(
             self._lookup_batch,
@@ -169,6 +186,7 @@ class SiteDirectory:
     async def _lookup_batch(
         self, asks: Sequence[tuple[bytes, uuid.UUID | None]]
     ) -> list[asyncpg.Record | None]:
+        self.lookups_read += len(asks)
         rows = await self._pool.fetch(
             q.sites_by_key_hash, [digest for digest, _ in asks], [inst for _, inst in asks]
         )
@@ -176,8 +194,15 @@ class SiteDirectory:
         return [found.get(i) for i in range(1, len(asks) + 1)]
 
     def invalidate(self) -> None:
-        """Forget every cached site (called after any change made through this replica)."""
+        """Forget every cached site."""
         self.cache.clear()
+
+    async def changed(self, numbers: Iterable[str]) -> None:
+        """Forget what this replica knew of the licenses (called after a change made through
+        it): the next request sees the change."""
+        self.cache.clear()
+        if self.index is not None:
+            await self.index.reload(numbers)
 
     async def recognise(
         self, credentials: Credentials, token: str, installation: uuid.UUID | None
@@ -187,7 +212,11 @@ class SiteDirectory:
         if len(token) > jose.MAX_TOKEN_LENGTH or token.count(".") != 2:
             raise LicenseKeyInvalid(details={"reason": "not a signed license key"})
         digest = key_hash(self._issuer, token)
-        row = await self._lookups.submit((digest, installation))
+        row: SiteRow | None = None
+        if self.index is not None:
+            row = self.index.find(digest, installation)
+        if row is None:
+            row = await self._lookups.submit((digest, installation))
         if row is None:
             row = await self._recognise_by_signature(token, digest, installation)
         elif not await self._published(row["kid"]):
@@ -228,35 +257,48 @@ class SiteDirectory:
         await self._pool.execute(q.remember_key_hash, jti, digest, kid)
         return row
 
-    def _site(self, credentials: Credentials, row: asyncpg.Record) -> Site:
+    def _site(self, credentials: Credentials, row: SiteRow) -> Site:
         number: str = row["license_number"]
-        definition = _definition_from(row, "definition_")
+        jti = row["definition_jti"]
         renew_at = 0.0
-        if definition is not None and definition.ver == row["license_ver"]:
-            renew_at = renewal_due(number, definition.issued_at, self._ttl).timestamp()
+        if jti is not None and row["definition_ver"] == row["license_ver"]:
+            renew_at = renewal_due(number, row["definition_issued_at"], self._ttl).timestamp()
         return Site(
             credentials=credentials,
             license_number=number,
             user=f"license:{number}",
             revoked=row["revoked"],
             blacklisted=row["blacklisted"],
-            definition=definition,
+            etag=None if jti is None else f'"{jti}"',
+            definition=_definition_from(row, "definition_"),
             renew_at=renew_at,
         )
 
     async def current(self, site: Site) -> Definition:
         """Return the site's definition, re-signing it first when it is due."""
-        if site.definition is not None and time.time() < site.renew_at:
+        due = time.time() >= site.renew_at
+        if site.definition is not None and not due:
             return site.definition
-        definition = await self._signing.run(
-            site.license_number, lambda: self._ensure(site.license_number)
-        )
+        definition = None if due else await self._stored(site)
+        if definition is None:
+            definition = await self._signing.run(
+                site.license_number, lambda: self._ensure(site.license_number)
+            )
         renew_at = renewal_due(site.license_number, definition.issued_at, self._ttl).timestamp()
         # Only over the very entry read (a clear since then means it may be stale).
         self.cache.replace(
-            site.credentials, site, replace(site, definition=definition, renew_at=renew_at)
+            site.credentials,
+            site,
+            replace(site, etag=definition.etag, definition=definition, renew_at=renew_at),
         )
         return definition
+
+    async def _stored(self, site: Site) -> Definition | None:
+        """Read the token of the definition the site's lookup found (the index keeps none);
+        None when it has changed since."""
+        row = await self._pool.fetchrow(q.get_definition, site.license_number)
+        definition = None if row is None else _definition_from(row)
+        return definition if definition is not None and definition.etag == site.etag else None
 
     async def _ensure(self, number: str) -> Definition:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -55,6 +55,8 @@ class RefreshAccepted(OutModel):
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
+    if if_none_match == etag:
+        return True
     candidates = (c.strip().removeprefix("W/") for c in if_none_match.split(","))
     return any(c == etag or c == "*" for c in candidates)
 
@@ -62,24 +64,32 @@ def _matches(if_none_match: str, etag: str) -> bool:
 async def current_definition(request: web.Request) -> web.Response:
     """Serve the current signed definition; 304 when the site already has it."""
     site = await require_site(request)
-    definition = site.definition
-    if definition is None or time.time() >= site.renew_at:
-        definition = await request.app[SITES].current(site)
-    etag = definition.etag
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     held = request.headers.get("If-None-Match")
-    if held is not None and (held == etag or _matches(held, etag)):
-        request.app[SERVED].not_modified += 1
-        return web.Response(status=304, headers=headers)
+    # A site that holds the current definition needs only its ETag, which the index has.
+    if site.etag is not None and held is not None and time.time() < site.renew_at:
+        if _matches(held, site.etag):
+            return _not_modified(request, site.etag)
+    definition = await request.app[SITES].current(site)
+    if held is not None and _matches(held, definition.etag):
+        return _not_modified(request, definition.etag)
     request.app[SERVED].full += 1
-    return web.Response(body=definition.body, content_type="application/json", headers=headers)
+    return web.Response(
+        body=definition.body,
+        content_type="application/json",
+        headers={"ETag": definition.etag, "Cache-Control": "no-cache"},
+    )
+
+
+def _not_modified(request: web.Request, etag: str) -> web.Response:
+    request.app[SERVED].not_modified += 1
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
 async def refresh_definition(request: web.Request) -> web.Response:
     """Re-derive the site's definition from the catalog now."""
     state = await require_site(request)
     version = await request.app[CATALOG].refresh(state.license_number)
-    request.app[SITES].invalidate()
+    await request.app[SITES].changed([state.license_number])
     return web.json_response(RefreshAccepted(version=version).dump(), status=202)
 
 

@@ -1,0 +1,195 @@
+"""The site index: every site in memory, no query per lookup, and another replica's changes
+seen within moments because Postgres announces them; without its connection the backend
+reads Postgres again, and the index comes back by itself."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from license_backend.definitions.index import INDEX_APPLICATION_NAME
+from tests.helpers import LbsHandle, eventually, serve_lbs, site_headers
+
+DEFINITIONS = "/v1/definitions/current"
+# Announcements arrive in milliseconds; the bound leaves room for a loaded machine.
+WITHIN = 5.0
+
+
+async def poll(lbs: LbsHandle, key: str, installation: str | None = None, etag: str = "") -> int:
+    headers = site_headers(key)
+    if installation is not None:
+        headers["X-Installation-Id"] = installation
+    if etag:
+        headers["If-None-Match"] = etag
+    async with lbs.session.get(lbs.url + DEFINITIONS, headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def until_live(lbs: LbsHandle) -> None:
+    index = lbs.app_sites().index
+    assert index is not None
+
+    async def live() -> bool:
+        return index.live
+
+    await eventually(live, WITHIN, step=0.02)
+
+
+@asynccontextmanager
+async def other_replica(lbs: LbsHandle) -> AsyncIterator[LbsHandle]:
+    """A second backend on the same database, its index live. Its cache keeps entries for
+    an hour: only the index's announcements can make it see a change within moments."""
+    settings = lbs.settings.model_copy(update={"site_cache_seconds": 3600})
+    async with serve_lbs(settings, lbs.admin_token) as replica:
+        await until_live(replica)
+        yield replica
+
+
+async def refused_within(replica: LbsHandle, key: str, status: int) -> None:
+    async def refused() -> bool:
+        return await poll(replica, key) == status
+
+    await eventually(refused, WITHIN, step=0.02)
+
+
+async def test_a_site_the_cache_does_not_hold_is_answered_without_a_query(
+    lbs: LbsHandle,
+) -> None:
+    await until_live(lbs)
+    lic = await lbs.create_license()
+    assert await poll(lbs, lic["key"]) == 200  # activates the installation
+    sites = lbs.app_sites()
+    await lbs.sites_changed()
+    read_before = sites.lookups_read
+    for _ in range(3):
+        sites.invalidate()  # every poll misses the cache
+        assert await poll(lbs, lic["key"]) == 200
+    assert sites.lookups_read == read_before
+    assert sites.index is not None and len(sites.index) == 1
+    # The same with the index off: each miss is a lookup read from Postgres.
+    sites.index.live = False
+    sites.invalidate()
+    assert await poll(lbs, lic["key"]) == 200
+    assert sites.lookups_read == read_before + 1
+
+
+async def test_another_replicas_revocation_and_blacklisting_bite_within_moments(
+    lbs: LbsHandle,
+) -> None:
+    revoked, blacklisted = await lbs.create_license(), await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        for lic in (revoked, blacklisted):
+            assert await poll(replica, lic["key"]) == 200  # now cached there
+        await lbs.issue_key(revoked["number"], revoke_others=True)
+        await lbs.patch(blacklisted["number"], {"blacklisted": True})
+        await refused_within(replica, revoked["key"], 401)
+        await refused_within(replica, blacklisted["key"], 403)
+
+
+async def test_another_replica_serves_a_new_version_and_a_new_key_within_moments(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        async with replica.session.get(
+            replica.url + DEFINITIONS, headers=site_headers(lic["key"])
+        ) as resp:
+            assert resp.status == 200
+            etag = resp.headers["ETag"]
+        assert await poll(replica, lic["key"], etag=etag) == 304
+        await lbs.patch(lic["number"], {"professional": 11})
+
+        async def changed() -> bool:
+            return await poll(replica, lic["key"], etag=etag) == 200
+
+        await eventually(changed, WITHIN, step=0.02)
+        issued = await lbs.issue_key(lic["number"], revoke_others=False)
+        assert await poll(replica, issued["key"]) == 200
+
+
+async def test_a_slot_freed_through_another_replica_is_free_there_within_moments(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license(maxActivations=1)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"], first) == 200
+        assert await poll(replica, lic["key"], second) == 403  # the one slot is taken
+        async with lbs.session.delete(
+            f"{lbs.url}/v1/admin/licenses/{lic['number']}/activations/{first}",
+            headers=lbs.admin_headers(),
+        ) as resp:
+            assert resp.status == 204
+
+        async def freed() -> bool:
+            return await poll(replica, lic["key"], second) == 200
+
+        await eventually(freed, WITHIN, step=0.02)
+        # And the first installation, no longer active, holds no slot there either.
+        assert await poll(replica, lic["key"], first) == 403
+
+
+async def test_losing_its_connection_the_index_falls_back_then_comes_back(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"]) == 200
+        index = replica.app_sites().index
+        assert index is not None
+        killed = await lbs.app_pool().fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1",
+            INDEX_APPLICATION_NAME,
+        )
+        assert killed == 2  # one per replica
+
+        async def down() -> bool:
+            return not index.live
+
+        await eventually(down, WITHIN, step=0.01)
+        # Still answered, from Postgres, while the index is rebuilt.
+        read_before = replica.app_sites().lookups_read
+        replica.app_sites().invalidate()
+        assert await poll(replica, lic["key"]) == 200
+        assert not index.live and replica.app_sites().lookups_read == read_before + 1
+        await until_live(replica)
+        # Live again, it follows changes again.
+        await lbs.issue_key(lic["number"], revoke_others=True)
+        await refused_within(replica, lic["key"], 401)
+
+
+async def test_a_change_committed_while_the_index_was_down_is_in_the_rebuilt_index(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"]) == 200
+        index = replica.app_sites().index
+        assert index is not None
+        pool = lbs.app_pool()
+        # Revoked with no announcement, as a change made while nobody listened.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("ALTER TABLE license_keys DISABLE TRIGGER license_keys_announce")
+            await conn.execute(
+                "UPDATE license_keys SET revoked_at = now() WHERE license_number = $1",
+                lic["number"],
+            )
+            await conn.execute("ALTER TABLE license_keys ENABLE TRIGGER license_keys_announce")
+        replica.app_sites().invalidate()
+        # Unannounced, the index still holds the key as valid: it answers from memory.
+        assert await poll(replica, lic["key"]) == 200
+        await pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            INDEX_APPLICATION_NAME,
+        )
+
+        async def down() -> bool:
+            return not index.live
+
+        await eventually(down, WITHIN, step=0.01)
+        await until_live(replica)
+        replica.app_sites().invalidate()
+        assert await poll(replica, lic["key"]) == 401
