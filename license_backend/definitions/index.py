@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,28 +49,28 @@ HEALTH_SECONDS = 1.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
-@dataclass(slots=True)
-class IndexedLicense:
-    """What the index keeps of one license."""
+# What the index keeps, as plain tuples of plain values: the garbage collector stops tracking
+# those (not instances of a class, named tuples included), so its full collections do not
+# walk a million sites.
+#
+# A license: blacklisted, content version, the stored definition's content version, ETag and
+# issue time (None: none stored), the hashes of its keys, and its installations as
+# (installation as an int, last seen) pairs - a license is active at a handful at most.
+IndexedLicense = tuple[
+    bool, int, int | None, str | None, datetime | None, tuple[bytes, ...], "Installations"
+]
+Installations = tuple[tuple[int, datetime], ...]
+# A key, by its hash: license number, kid, revoked.
+IndexedKey = tuple[str, str | None, bool]
 
-    blacklisted: bool
-    ver: int
-    # The stored definition: its content version, jti (its ETag) and issue time; None: none.
-    definition_ver: int | None
-    definition_jti: uuid.UUID | None
-    definition_issued_at: datetime | None
-    key_hashes: list[bytes] = field(default_factory=list)
-    # Installation -> last seen.
-    installations: dict[uuid.UUID, datetime] = field(default_factory=dict)
 
-
-@dataclass(frozen=True, slots=True)
-class IndexedKey:
-    """One signed key, by its hash."""
-
-    license_number: str
-    kid: str | None
-    revoked: bool
+def _seen_at(installations: Installations, installation: uuid.UUID) -> datetime | None:
+    """When `installation` was last seen; None: not active there."""
+    wanted = installation.int
+    for active, seen_at in installations:
+        if active == wanted:
+            return seen_at
+    return None
 
 
 class SiteIndex:
@@ -103,28 +104,35 @@ class SiteIndex:
         key = self._keys.get(digest)
         if key is None:
             return None
-        lic = self._licenses.get(key.license_number)
+        number, kid, revoked = key
+        lic = self._licenses.get(number)
         if lic is None:
             return None
+        blacklisted, ver, definition_ver, etag, issued_at, _, installations = lic
         return {
-            "license_number": key.license_number,
-            "kid": key.kid,
-            "revoked": key.revoked,
-            "blacklisted": lic.blacklisted,
-            "license_ver": lic.ver,
-            "definition_ver": lic.definition_ver,
-            "definition_jti": lic.definition_jti,
+            "license_number": number,
+            "kid": kid,
+            "revoked": revoked,
+            "blacklisted": blacklisted,
+            "license_ver": ver,
+            "definition_ver": definition_ver,
+            "definition_etag": etag,
             "definition_token": None,
-            "definition_issued_at": lic.definition_issued_at,
-            "seen_at": None if installation is None else lic.installations.get(installation),
+            "definition_issued_at": issued_at,
+            "seen_at": None if installation is None else _seen_at(installations, installation),
         }
 
     def seen(self, number: str, installation: uuid.UUID, when: datetime) -> None:
         """Note a last-seen time this replica is about to write (those writes are not
         announced: without this the index would think it old at every poll)."""
         lic = self._licenses.get(number)
-        if lic is not None and installation in lic.installations:
-            lic.installations[installation] = when
+        if lic is None or _seen_at(lic[6], installation) is None:
+            return  # not active there (any more): only an activation makes it so
+        wanted = installation.int
+        installations = tuple(
+            (active, when if active == wanted else seen_at) for active, seen_at in lic[6]
+        )
+        self._licenses[number] = (*lic[:6], installations)
 
     async def reload(self, numbers: Iterable[str]) -> None:
         """Read the licenses again now (after a change made through this replica); on
@@ -160,11 +168,17 @@ class SiteIndex:
             conn.add_termination_listener(lambda _conn: self._down())
             self._conn = conn
             self._announced.clear()
+            started = time.perf_counter()
             async with self._lock:
                 await self._load_all(conn)
             self.live = self._was_live = True
             self._on_change()
-            log.info("site_index_live", licenses=len(self._licenses), keys=len(self._keys))
+            log.info(
+                "site_index_live",
+                licenses=len(self._licenses),
+                keys=len(self._keys),
+                load_ms=round((time.perf_counter() - started) * 1000),
+            )
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), HEALTH_SECONDS)
@@ -201,58 +215,66 @@ class SiteIndex:
         return taken
 
     async def _load_all(self, conn: asyncpg.Connection) -> None:
-        licenses = {row["number"]: _license(row) for row in await conn.fetch(q.all_licenses)}
-        keys = _attach(licenses, await conn.fetch(q.all_keys), await conn.fetch(q.all_activations))
-        self._licenses, self._keys = licenses, keys
+        self._licenses, self._keys = _build(
+            await conn.fetch(q.all_licenses),
+            await conn.fetch(q.all_keys),
+            await conn.fetch(q.all_activations),
+        )
 
     async def _reload(self, numbers: list[str]) -> None:
         async with self._lock:
             conn = self._conn
             if conn is None:
                 return
-            licenses = {
-                row["number"]: _license(row) for row in await conn.fetch(q.licenses_of, numbers)
-            }
-            keys = _attach(
-                licenses,
+            licenses, keys = _build(
+                await conn.fetch(q.licenses_of, numbers),
                 await conn.fetch(q.keys_of, numbers),
                 await conn.fetch(q.activations_of, numbers),
             )
             for number in numbers:
                 old = self._licenses.pop(number, None)
-                for digest in old.key_hashes if old is not None else ():
+                for digest in old[5] if old is not None else ():
                     self._keys.pop(digest, None)
             self._licenses.update(licenses)
             self._keys.update(keys)
         self._on_change()
 
 
-def _license(row: asyncpg.Record) -> IndexedLicense:
-    return IndexedLicense(
-        blacklisted=row["blacklisted"],
-        ver=row["ver"],
-        definition_ver=row["definition_ver"],
-        definition_jti=row["definition_jti"],
-        definition_issued_at=row["definition_issued_at"],
-    )
-
-
-def _attach(
-    licenses: dict[str, IndexedLicense],
+def _build(
+    license_rows: Iterable[asyncpg.Record],
     key_rows: Iterable[asyncpg.Record],
     activation_rows: Iterable[asyncpg.Record],
-) -> dict[bytes, IndexedKey]:
-    """Hang keys and activations on their licenses; return the keys by hash."""
-    keys = {}
+) -> tuple[dict[str, IndexedLicense], dict[bytes, IndexedKey]]:
+    """Return licenses by number (with their keys and activations) and keys by hash. Keys
+    and activations of a license not among the rows (made after they were read) are left
+    out: they were announced and are reloaded with it."""
+    numbers = {row["number"]: row["number"] for row in license_rows}
+    kids: dict[str, str] = {}  # one string per signing key, not one per license key
+    keys: dict[bytes, IndexedKey] = {}
+    hashes: defaultdict[str, list[bytes]] = defaultdict(list)
     for row in key_rows:
-        lic = licenses.get(row["license_number"])
-        if lic is None:  # made after the licenses were read: announced, reloaded later
+        number = numbers.get(row["license_number"])
+        if number is None:
             continue
         digest = bytes(row["key_hash"])
-        keys[digest] = IndexedKey(row["license_number"], row["kid"], row["revoked"])
-        lic.key_hashes.append(digest)
+        kid = row["kid"] if row["kid"] is None else kids.setdefault(row["kid"], row["kid"])
+        keys[digest] = (number, kid, row["revoked"])
+        hashes[number].append(digest)
+    installations: defaultdict[str, list[tuple[int, datetime]]] = defaultdict(list)
     for row in activation_rows:
-        lic = licenses.get(row["license_number"])
-        if lic is not None:
-            lic.installations[row["installation_id"]] = row["last_seen_at"]
-    return keys
+        installations[row["license_number"]].append(
+            (row["installation_id"].int, row["last_seen_at"])
+        )
+    licenses = {}
+    for row in license_rows:
+        number, jti = numbers[row["number"]], row["definition_jti"]
+        licenses[number] = (
+            row["blacklisted"],
+            row["ver"],
+            row["definition_ver"],
+            None if jti is None else f'"{jti}"',
+            row["definition_issued_at"],
+            tuple(hashes.get(number, ())),
+            tuple(installations.get(number, ())),
+        )
+    return licenses, keys

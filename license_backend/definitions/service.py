@@ -259,9 +259,10 @@ class SiteDirectory:
 
     def _site(self, credentials: Credentials, row: SiteRow) -> Site:
         number: str = row["license_number"]
-        jti = row["definition_jti"]
+        definition = _definition_from(row, "definition_")
+        etag = definition.etag if definition is not None else row.get("definition_etag")
         renew_at = 0.0
-        if jti is not None and row["definition_ver"] == row["license_ver"]:
+        if etag is not None and row["definition_ver"] == row["license_ver"]:
             renew_at = renewal_due(number, row["definition_issued_at"], self._ttl).timestamp()
         return Site(
             credentials=credentials,
@@ -269,8 +270,8 @@ class SiteDirectory:
             user=f"license:{number}",
             revoked=row["revoked"],
             blacklisted=row["blacklisted"],
-            etag=None if jti is None else f'"{jti}"',
-            definition=_definition_from(row, "definition_"),
+            etag=etag,
+            definition=definition,
             renew_at=renew_at,
         )
 
