@@ -12,7 +12,8 @@ wrk's `delay()`:
 
 * one key   - every request from the same site (the per-key cache always hits)
 * fleet     - the requests cycle through every site, each with its own key, installation and
-              ETag, for `--duration` seconds (5 minutes by default): the cache almost never hits
+              ETag, for `--duration` seconds (5 minutes by default): the cache almost never hits,
+              and the site index answers (`--no-index`: Postgres does)
 
 Two wrk processes run side by side in each phase, one per route: `GET /v1/definitions/current`
 with `If-None-Match` (a 304 when nothing changed) and `POST /v1/usage` with a new reportId each.
@@ -20,11 +21,12 @@ It prints per phase and route the offered and achieved rate, p50/p99/max latency
 the CPU of each replica, of Postgres, of wrk and of the rest of the machine; how the tables
 grew over the fleet phase and what that makes a day; that every report answered was stored;
 and the verdicts: the rate sustained with p99 <= 50 ms on both routes and no errors, and the
-fleet's p99 within 2x of the one-key p99. Everything it starts is removed at the end, also on
+fleet's p99 within 2x of the one-key p99; and the replicas' resident memory, which holds the
+site index. Everything it starts is removed at the end, also on
 Ctrl-C.
 
     python bench/fleet.py [--licenses 50000] [--duration 300] [--one-key-duration 60]
-        [--sites 1000000] [--poll-seconds 600] [--replicas 2] [--connections 50]
+        [--sites 1000000] [--poll-seconds 600] [--replicas 2] [--connections 50] [--no-index]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from harness import (
     pct,
     postmaster_pid,
     prepare_load_generator,
+    rss_mib,
     run_async,
     run_bench,
     wait_until_serving,
@@ -430,6 +433,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--replicas", type=int, default=2, help="backend processes")
     parser.add_argument(
+        "--no-index",
+        action="store_true",
+        help="run the replicas with LBS_SITE_INDEX=false (every cache miss reads Postgres)",
+    )
+    parser.add_argument(
         "--connections", type=int, default=50, help="keep-alive connections per route"
     )
     args = parser.parse_args(argv)
@@ -463,6 +471,8 @@ async def benchmark(
 
     port = free_port()
     env = {**env, "LBS_PORT": str(port), "LBS_REUSE_PORT": "true"}
+    if args.no_index:
+        env["LBS_SITE_INDEX"] = "false"
     replicas = []
     for n in range(1, args.replicas + 1):
         replica = bench.start(f"lbs-{n}", [lbs, "serve", "--no-migrate"], port, env)
@@ -489,6 +499,9 @@ async def benchmark(
     after = await table_sizes(pg_url)
     print_phases([one, fleet])
     print_growth(fleet, before, after)
+    index = "off" if args.no_index else f"on, {len(sites)} licenses"
+    memory = ", ".join(f"{r.name} {rss_mib(r.proc.pid):.1f} MiB" for r in replicas)
+    print(f"resident memory after the fleet phase (site index {index}): {memory}")
     return verdicts(one, fleet, minimum_seconds=min(300, args.duration))
 
 

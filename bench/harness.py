@@ -89,6 +89,14 @@ def start_baseline(bench: Bench, script: Path) -> Server:
 # Server processes
 
 
+def rss_mib(pid: int) -> float:
+    """Return a process's resident memory in MiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @dataclass
 class Server:
     """A server process under test and where it answers."""

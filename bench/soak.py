@@ -21,7 +21,6 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from harness import (
     create_databases,
     postmaster_pid,
     prepare_load_generator,
+    rss_mib,
     run_async,
     run_bench,
     start_backend,
@@ -42,14 +42,6 @@ from harness import (
 XRFKEY = "soak0123456789ab"
 ROOT = ("SOAK", "root")
 PROXY = ("SOAK", "proxy")
-
-
-def rss_mib(pid: int) -> float:
-    """Return a process's resident memory in MiB (from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -67,6 +67,7 @@ async def test_a_key_issued_before_hashes_is_verified_once_then_found_by_hash(
     lic = await lbs.create_license()
     pool = lbs.app_pool()
     await pool.execute("UPDATE license_keys SET key_hash = NULL, kid = NULL")
+    await lbs.sites_changed()
     assert await status_of(lbs, lic["key"]) == 200
     row = await stored_key(lbs, lic["number"])
     assert bytes(row["key_hash"]) == key_hash("http://lbs.test", lic["key"])

@@ -27,3 +27,26 @@ CREATE TRIGGER definitions_announce AFTER INSERT OR UPDATE OR DELETE
     ON definitions FOR EACH ROW EXECUTE FUNCTION announce_site_change();
 CREATE TRIGGER activations_announce AFTER INSERT OR DELETE
     ON activations FOR EACH ROW EXECUTE FUNCTION announce_site_change();
+
+-- What the index keeps of each license, one row per license with its keys and activations
+-- as arrays: the whole catalog streams in one statement (one snapshot), and a reload of some
+-- licenses is the same view filtered by number.
+CREATE VIEW site_index_rows AS
+SELECT l.number, l.blacklisted, l.ver,
+       d.ver AS definition_ver, d.jti AS definition_jti, d.issued_at AS definition_issued_at,
+       coalesce(k.hashes, '{}') AS key_hashes, coalesce(k.kids, '{}') AS key_kids,
+       coalesce(k.revoked, '{}') AS key_revoked,
+       coalesce(a.installations, '{}') AS installations, coalesce(a.seen_at, '{}') AS seen_at
+FROM licenses l
+LEFT JOIN definitions d ON d.license_number = l.number
+LEFT JOIN LATERAL (
+    SELECT array_agg(key_hash) AS hashes, array_agg(kid) AS kids,
+           array_agg(revoked_at IS NOT NULL) AS revoked
+    FROM license_keys
+    WHERE license_number = l.number AND key_hash IS NOT NULL
+) AS k ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(installation_id) AS installations, array_agg(last_seen_at) AS seen_at
+    FROM activations
+    WHERE license_number = l.number
+) AS a ON true;
