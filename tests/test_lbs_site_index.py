@@ -8,6 +8,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
+from license_backend.definitions import index as site_index
 from license_backend.definitions.index import INDEX_APPLICATION_NAME
 from tests.helpers import LbsHandle, eventually, serve_lbs, site_headers
 
@@ -86,6 +89,8 @@ async def test_another_replicas_revocation_and_blacklisting_bite_within_moments(
         await lbs.patch(blacklisted["number"], {"blacklisted": True})
         await refused_within(replica, revoked["key"], 401)
         await refused_within(replica, blacklisted["key"], 403)
+        # All of it answered by the index: the replica never read a lookup from Postgres.
+        assert replica.app_sites().lookups_read == 0
 
 
 async def test_another_replica_serves_a_new_version_and_a_new_key_within_moments(
@@ -129,11 +134,46 @@ async def test_a_slot_freed_through_another_replica_is_free_there_within_moments
         await eventually(freed, WITHIN, step=0.02)
         # And the first installation, no longer active, holds no slot there either.
         assert await poll(replica, lic["key"], first) == 403
+        assert replica.app_sites().lookups_read == 0
+
+
+async def test_a_truncate_is_announced_and_every_replica_reads_everything_again(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"]) == 200
+        # Without the announcement the replica's index would hold the key for good.
+        await lbs.app_pool().execute("TRUNCATE license_keys")
+        await refused_within(replica, lic["key"], 401)
+
+
+async def test_an_operator_can_announce_everything_after_changes_with_triggers_off(
+    lbs: LbsHandle,
+) -> None:
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"]) == 200
+        async with lbs.app_pool().acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")  # no triggers
+            await conn.execute(
+                "UPDATE license_keys SET revoked_at = now() WHERE license_number = $1",
+                lic["number"],
+            )
+        replica.app_sites().invalidate()
+        assert await poll(replica, lic["key"]) == 200  # not announced: still valid there
+        await lbs.app_pool().execute("SELECT pg_notify('lbs_site_changes', '*')")
+        await refused_within(replica, lic["key"], 401)
+        index = replica.app_sites().index
+        assert index is not None and index.live
+        assert replica.app_sites().lookups_read == 0
 
 
 async def test_losing_its_connection_the_index_falls_back_then_comes_back(
-    lbs: LbsHandle,
+    lbs: LbsHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Long enough a pause before reconnecting to see the fallback answer in between.
+    monkeypatch.setattr(site_index, "RETRY_SECONDS", (2.0,))
     lic = await lbs.create_license()
     async with other_replica(lbs) as replica:
         assert await poll(replica, lic["key"]) == 200

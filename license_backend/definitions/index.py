@@ -10,14 +10,18 @@ needs only the ETag, and the rare 200 reads the token.
 It stays current because every change to those rows is announced on `lbs_site_changes`
 (migration 0006) and the index reloads the announced licenses, in batches, one reload at a
 time so that a newer read is never overwritten by an older one. The order of a start:
-LISTEN, then read everything, then answer: a change committed during the read is announced
-and reloaded after it. A change made through this replica is reloaded before its request
-answers (`reload`), so this replica never answers from before its own writes.
+LISTEN, then read everything, then reload what was announced meanwhile, then answer. A
+change made through this replica is reloaded before its request answers (`reload`), so this
+replica never answers from before its own writes. A TRUNCATE announces `*`, and so can an
+operator who changed those tables with the triggers off (`SELECT pg_notify('lbs_site_changes',
+'*')`): every replica reads everything again.
 
 While the index is not live (starting, or its connection lost) it answers nothing and the
-directory reads Postgres per lookup, as without it. Its connection is checked every
-`HEALTH_SECONDS`: a connection that silently stopped delivering is noticed within about two
-seconds, and the index is rebuilt from scratch on a new one.
+directory reads Postgres per lookup, as without it. Every `HEALTH_SECONDS` with nothing
+announced, the index announces a probe to itself and waits for it: a connection that
+answers queries but no longer delivers announcements (a transaction pooler in between, a
+half-dead socket) is noticed within about three seconds, and the index is rebuilt from
+scratch on a new one.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ RELOAD_BATCH = 1000
 # Rows fetched at a time while the whole catalog loads.
 LOAD_CHUNK = 5000
 HEALTH_SECONDS = 1.0
+HEALTH_TIMEOUT_SECONDS = 2.0
+# Payloads that are not license numbers: a replica's delivery probe, and "reload everything"
+# (announced by TRUNCATE, or by an operator after changes made with the triggers off).
+PROBE_PREFIX = "~probe:"
+EVERYTHING = "*"
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -94,6 +103,8 @@ class SiteIndex:
         self._conn: asyncpg.Connection | None = None
         self.live = False
         self._was_live = False
+        self._rebuild_asked = False
+        self._probes: dict[str, asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
         return len(self._licenses)
@@ -171,13 +182,10 @@ class SiteIndex:
             self._conn = conn
             self._announced.clear()
             started = time.perf_counter()
-            async with self._lock:
-                await self._load_all(conn)
-            # The index's tuples are not tracked, but its two dicts are, and a full collection
-            # walks their every entry (40 ms at 200,000 licenses). Frozen, they and whatever
-            # else lives now are left out of collections for good (a reload after a lost
-            # connection freezes again: the objects of the requests then under way, at most).
-            gc.freeze()
+            await self._rebuild(conn)
+            # Changes announced while the catalog was read are reloaded before answering.
+            while self._announced:
+                await self._reload(self._take_announced())
             self.live = self._was_live = True
             self._on_change()
             log.info(
@@ -190,27 +198,66 @@ class SiteIndex:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), HEALTH_SECONDS)
                 self._wake.clear()
-                if self._announced:
+                if self._rebuild_asked:
+                    await self._rebuild(conn)
+                    self._on_change()
+                elif self._announced:
                     await self._reload(self._take_announced())
                 else:
-                    async with self._lock:
-                        await conn.fetchval("SELECT 1", timeout=HEALTH_SECONDS)
+                    await self._check_delivery(conn)
         finally:
             self._down()
             conn.terminate()
+
+    async def _rebuild(self, conn: asyncpg.Connection) -> None:
+        self._rebuild_asked = False
+        async with self._lock:
+            await self._load_all(conn)
+        # The index's tuples are not tracked, but its two dicts are, and a full collection
+        # walks their every entry (40 ms at 200,000 licenses). Collected first, then frozen:
+        # they and whatever else lives now are left out of collections for good.
+        gc.collect()
+        gc.freeze()
+
+    async def _check_delivery(self, conn: asyncpg.Connection) -> None:
+        """Announce a probe and wait for it to come back: a connection that answers queries
+        but no longer delivers announcements (a transaction pooler between, a half-dead
+        socket) fails here, and the index is rebuilt on a new one."""
+        probe = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        arrived = asyncio.get_running_loop().create_future()
+        self._probes[probe] = arrived
+        try:
+            async with self._lock:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, probe)
+            await asyncio.wait_for(arrived, HEALTH_TIMEOUT_SECONDS)
+        finally:
+            self._probes.pop(probe, None)
 
     def _down(self) -> None:
         if self.live:
             log.warning("site_index_not_live")
         self.live = False
+        # Nothing read while the index was live outlives it: the cache forgets it too, and
+        # the memory is free for the next build.
+        self._on_change()
+        self._licenses, self._keys = {}, {}
         if self._conn is not None:
             # Wakes the follower, whose next query fails: it starts over on a new connection.
             self._conn.terminate()
             self._conn = None
         self._wake.set()
 
-    def _announce(self, _conn: object, _pid: int, _channel: str, number: object) -> None:
-        self._announced.add(str(number))
+    def _announce(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        text = str(payload)
+        if text.startswith(PROBE_PREFIX):
+            arrived = self._probes.get(text)
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
+            return  # another replica's probe, or one given up on
+        if text == EVERYTHING:
+            self._rebuild_asked = True
+        else:
+            self._announced.add(text)
         self._wake.set()
 
     def _take_announced(self) -> list[str]:

@@ -50,3 +50,21 @@ LEFT JOIN LATERAL (
     FROM activations
     WHERE license_number = l.number
 ) AS a ON true;
+
+-- A TRUNCATE changes every license at once: the replicas read everything again.
+CREATE FUNCTION announce_all_sites() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('lbs_site_changes', '*');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER licenses_announce_truncate AFTER TRUNCATE
+    ON licenses FOR EACH STATEMENT EXECUTE FUNCTION announce_all_sites();
+CREATE TRIGGER license_keys_announce_truncate AFTER TRUNCATE
+    ON license_keys FOR EACH STATEMENT EXECUTE FUNCTION announce_all_sites();
+CREATE TRIGGER definitions_announce_truncate AFTER TRUNCATE
+    ON definitions FOR EACH STATEMENT EXECUTE FUNCTION announce_all_sites();
+CREATE TRIGGER activations_announce_truncate AFTER TRUNCATE
+    ON activations FOR EACH STATEMENT EXECUTE FUNCTION announce_all_sites();
