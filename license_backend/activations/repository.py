@@ -21,9 +21,7 @@ async def seen_at(db: Db, number: str, installation: uuid.UUID) -> datetime | No
     return value
 
 
-async def touch_many(
-    conn: Conn, seen: Mapping[tuple[str, uuid.UUID], tuple[str, datetime]]
-) -> None:
+async def touch_many(conn: Conn, seen: Mapping[tuple[str, int], tuple[str, datetime]]) -> None:
     """Move the last-seen times (and addresses) of known installations along; the caller
     owns the transaction."""
     # Informational times: a crash may lose the last second of them.
@@ -32,7 +30,7 @@ async def touch_many(
     await conn.execute(
         q.touch_many,
         [number for number, _ in keys],
-        [installation for _, installation in keys],
+        [uuid.UUID(int=installation) for _, installation in keys],
         [seen[k][0] for k in keys],
         [seen[k][1] for k in keys],
     )

@@ -50,8 +50,10 @@ class Activations:
     def __init__(self, pool: asyncpg.Pool, *, seen_seconds: float) -> None:
         self._pool = pool
         self._seen_seconds = seen_seconds
-        # (license, installation) -> (address, when), not yet written.
-        self._pending: dict[tuple[str, uuid.UUID], tuple[str, datetime]] = {}
+        # (license, installation as an int) -> (address, when), not yet written. Plain values
+        # only: the garbage collector stops tracking such tuples, and a million sites put
+        # thousands a second here, each kept up to a second.
+        self._pending: dict[tuple[str, int], tuple[str, datetime]] = {}
 
     async def check(self, number: str, installation: uuid.UUID, address: str) -> None:
         """Admit a call from `installation`: known, or activated now; 403 when no slot is free."""
@@ -70,7 +72,7 @@ class Activations:
         now = datetime.now(UTC)
         if (now - seen_at).total_seconds() < self._seen_seconds:
             return None
-        key = (number, installation)
+        key = (number, installation.int)
         if key not in self._pending and len(self._pending) >= MAX_PENDING:
             return None
         self._pending[key] = (address, now)
@@ -128,5 +130,5 @@ class Activations:
             raise LicenseNotFound()
         if not await repo.delete(self._pool, number, installation):
             raise ActivationNotFound()
-        self._pending.pop((number, installation), None)
+        self._pending.pop((number, installation.int), None)
         log.info("installation_released", license=number, installation=str(installation))
