@@ -82,20 +82,13 @@ def installation_of(request: web.Request) -> uuid.UUID | None:
 async def require_site(request: web.Request) -> Site:
     """Authenticate the site by its signed license key and admit its installation.
 
-    With a live site index, the index answers and nothing is kept per request: a site object
-    kept for seconds per request is what made the garbage collector run, with pauses of
-    several milliseconds, when every request was a different site. Without one, sites are
-    cached by the raw headers: a hit parses nothing and reads nothing."""
+    Found by the raw headers when cached: a hit parses nothing and reads nothing."""
     headers = request.headers
     credentials = (headers.get("Authorization"), headers.get(INSTALLATION_HEADER))
     sites = request.app[SITES]
-    site: Site | None = None
-    if sites.index is not None and sites.index.live:
-        site = await _authenticate(request, credentials)
-    else:
-        site = sites.cache.get(credentials)
-        if site is None:
-            site = await sites.cache.load(credentials, lambda: _authenticate(request, credentials))
+    site = sites.cache.get(credentials)
+    if site is None:
+        site = await sites.cache.load(credentials, lambda: _authenticate(request, credentials))
     if site.revoked:
         raise LicenseKeyInvalid(details={"reason": "key unknown or revoked"})
     if site.blacklisted:

@@ -49,10 +49,10 @@ class LbsSettings(ServiceSettings):
         default=5,
         ge=0,
         description=(
-            "While the site index is off or not live: how long a replica trusts what it read"
-            " about a site's key (revoked, blacklisted, its definition); each entry lives a"
-            " random time between half and all of it. Changes made through a replica clear"
-            " its cache at once; other replicas see them within this time."
+            "How long a replica trusts what it read about a site's key (revoked, blacklisted,"
+            " its definition); each entry lives a random time between half and all of it."
+            " Changes made through a replica clear its cache at once; other replicas see them"
+            " within this time."
         ),
     )
     site_index: bool = Field(

@@ -15,11 +15,11 @@ license and activation is in memory, kept current by Postgres notifications, and
 read only for keys the index does not know (issued a moment ago, issued before hashes were
 kept, or forged) and while the index is not live.
 
-Without a live index, lookups are cached per (key, installation) for up to `cache_seconds`
-(jittered, loaded once per key at a time, `cache.py`; `auth.require_site`). Changes made
-through this replica clear the cache at once; another replica's changes (a revoked key, a
-blacklisted license, a new version) are seen here once the entry expires, within
-`cache_seconds`. With a live index they are seen as soon as it reloads them (milliseconds).
+Lookups are cached per (key, installation) for up to `cache_seconds` (jittered, loaded once
+per key at a time, `cache.py`). Changes made through this replica clear the cache at once.
+Another replica's changes (a revoked key, a blacklisted license, a new version) clear it as
+soon as the index reloads them (milliseconds); without a live index they are seen here once
+the entry expires, within `cache_seconds`.
 
 A definition is re-signed only when due: when the license's content changed (`ver`), or at
 its renewal point, somewhere between 3/8 and 1/2 of its TTL, spread by license number so that
