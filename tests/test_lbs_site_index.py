@@ -57,6 +57,31 @@ async def refused_within(replica: LbsHandle, key: str, status: int) -> None:
     await eventually(refused, WITHIN, step=0.02)
 
 
+async def revoke_unannounced(lbs: LbsHandle, number: str) -> None:
+    """Revoke the license's keys with the triggers off: a change nobody is told about."""
+    async with lbs.app_pool().acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE license_keys SET revoked_at = now() WHERE license_number = $1", number
+        )
+
+
+async def kill_index_connections(lbs: LbsHandle) -> int:
+    """Terminate every replica's index connection; return how many there were."""
+    killed: int = await lbs.app_pool().fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        INDEX_APPLICATION_NAME,
+    )
+    return killed
+
+
+async def until_down(index: site_index.SiteIndex) -> None:
+    async def down() -> bool:
+        return not index.live
+
+    await eventually(down, WITHIN, step=0.01)
+
+
 async def test_a_site_the_cache_does_not_hold_is_answered_without_a_query(
     lbs: LbsHandle,
 ) -> None:
@@ -154,12 +179,7 @@ async def test_an_operator_can_announce_everything_after_changes_with_triggers_o
     lic = await lbs.create_license()
     async with other_replica(lbs) as replica:
         assert await poll(replica, lic["key"]) == 200
-        async with lbs.app_pool().acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")  # no triggers
-            await conn.execute(
-                "UPDATE license_keys SET revoked_at = now() WHERE license_number = $1",
-                lic["number"],
-            )
+        await revoke_unannounced(lbs, lic["number"])
         replica.app_sites().invalidate()
         assert await poll(replica, lic["key"]) == 200  # not announced: still valid there
         await lbs.app_pool().execute("SELECT pg_notify('lbs_site_changes', '*')")
@@ -179,17 +199,8 @@ async def test_losing_its_connection_the_index_falls_back_then_comes_back(
         assert await poll(replica, lic["key"]) == 200
         index = replica.app_sites().index
         assert index is not None
-        killed = await lbs.app_pool().fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = $1",
-            INDEX_APPLICATION_NAME,
-        )
-        assert killed == 2  # one per replica
-
-        async def down() -> bool:
-            return not index.live
-
-        await eventually(down, WITHIN, step=0.01)
+        assert await kill_index_connections(lbs) == 2  # one per replica
+        await until_down(index)
         # Still answered, from Postgres, while the index is rebuilt.
         read_before = replica.app_sites().lookups_read
         replica.app_sites().invalidate()
@@ -209,27 +220,13 @@ async def test_a_change_committed_while_the_index_was_down_is_in_the_rebuilt_ind
         assert await poll(replica, lic["key"]) == 200
         index = replica.app_sites().index
         assert index is not None
-        pool = lbs.app_pool()
         # Revoked with no announcement, as a change made while nobody listened.
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("ALTER TABLE license_keys DISABLE TRIGGER license_keys_announce")
-            await conn.execute(
-                "UPDATE license_keys SET revoked_at = now() WHERE license_number = $1",
-                lic["number"],
-            )
-            await conn.execute("ALTER TABLE license_keys ENABLE TRIGGER license_keys_announce")
+        await revoke_unannounced(lbs, lic["number"])
         replica.app_sites().invalidate()
         # Unannounced, the index still holds the key as valid: it answers from memory.
         assert await poll(replica, lic["key"]) == 200
-        await pool.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            INDEX_APPLICATION_NAME,
-        )
-
-        async def down() -> bool:
-            return not index.live
-
-        await eventually(down, WITHIN, step=0.01)
+        await kill_index_connections(lbs)
+        await until_down(index)
         await until_live(replica)
         replica.app_sites().invalidate()
         assert await poll(replica, lic["key"]) == 401
