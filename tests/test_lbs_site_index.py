@@ -230,3 +230,23 @@ async def test_a_change_committed_while_the_index_was_down_is_in_the_rebuilt_ind
         await until_live(replica)
         replica.app_sites().invalidate()
         assert await poll(replica, lic["key"]) == 401
+
+
+async def test_a_refresh_that_signs_nothing_new_leaves_every_site_cached(lbs: LbsHandle) -> None:
+    """A site calling refresh in a loop must not make the replica forget every other site."""
+    sites = [await lbs.create_license(), await lbs.create_license()]
+    sites_cache = lbs.app_sites().cache
+
+    async def both_cached() -> bool:
+        # Polled until the announcements of the first polls (activations) are behind us.
+        for lic in sites:
+            assert await poll(lbs, lic["key"]) == 200
+        return len(sites_cache) == 2
+
+    await eventually(both_cached, WITHIN, step=0.05)
+    for _ in range(3):
+        async with lbs.session.post(
+            lbs.url + "/v1/definitions/refresh", headers=site_headers(sites[0]["key"])
+        ) as resp:
+            assert resp.status == 202
+    assert len(sites_cache) == 2

@@ -21,6 +21,7 @@ from license_backend.catalog.models import (
     LicenseWithKey,
 )
 from license_backend.definitions.service import (
+    Definition,
     ensure_definition,
     issue_license_key,
     sign_definitions,
@@ -156,13 +157,12 @@ class Catalog:
             revoked = await repo.revoke_other_keys(conn, number, key.jti) if revoke_others else 0
         return IssuedKey(key=key.token, jti=str(key.jti), revoked=revoked)
 
-    async def refresh(self, number: str) -> int:
-        """Re-derive the license's definition now and return its version."""
+    async def refresh(self, number: str) -> Definition:
+        """Re-derive the license's definition now (signed anew only when due) and return it."""
         async with self.pool.acquire() as conn, conn.transaction():
-            definition = await ensure_definition(
+            return await ensure_definition(
                 conn, self.keyring, number, issuer=self.issuer, ttl=self.ttl
             )
-        return definition.ver
 
 
 def _columns(changes: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:

@@ -88,9 +88,12 @@ def _not_modified(request: web.Request, etag: str) -> web.Response:
 async def refresh_definition(request: web.Request) -> web.Response:
     """Re-derive the site's definition from the catalog now."""
     state = await require_site(request)
-    version = await request.app[CATALOG].refresh(state.license_number)
-    await request.app[SITES].changed([state.license_number])
-    return web.json_response(RefreshAccepted(version=version).dump(), status=202)
+    definition = await request.app[CATALOG].refresh(state.license_number)
+    # Only a new signature changes what the replicas know: a site calling this in a loop
+    # must not make this replica forget every site it cached, nor queue index reloads.
+    if definition.etag != state.etag:
+        await request.app[SITES].changed([state.license_number])
+    return web.json_response(RefreshAccepted(version=definition.ver).dump(), status=202)
 
 
 ENDPOINTS = [
