@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,17 @@ async def other_replica(lbs: LbsHandle) -> AsyncIterator[LbsHandle]:
     async with serve_lbs(settings, lbs.admin_token) as replica:
         await until_live(replica)
         yield replica
+
+
+@asynccontextmanager
+async def a_site_on_another_replica(
+    lbs: LbsHandle,
+) -> AsyncIterator[tuple[dict[str, Any], LbsHandle]]:
+    """A new license, polled once (and so activated) through a second backend."""
+    lic = await lbs.create_license()
+    async with other_replica(lbs) as replica:
+        assert await poll(replica, lic["key"]) == 200
+        yield lic, replica
 
 
 async def refused_within(replica: LbsHandle, key: str, status: int) -> None:
@@ -165,9 +177,7 @@ async def test_a_slot_freed_through_another_replica_is_free_there_within_moments
 async def test_a_truncate_is_announced_and_every_replica_reads_everything_again(
     lbs: LbsHandle,
 ) -> None:
-    lic = await lbs.create_license()
-    async with other_replica(lbs) as replica:
-        assert await poll(replica, lic["key"]) == 200
+    async with a_site_on_another_replica(lbs) as (lic, replica):
         # Without the announcement the replica's index would hold the key for good.
         await lbs.app_pool().execute("TRUNCATE license_keys")
         await refused_within(replica, lic["key"], 401)
@@ -176,9 +186,7 @@ async def test_a_truncate_is_announced_and_every_replica_reads_everything_again(
 async def test_an_operator_can_announce_everything_after_changes_with_triggers_off(
     lbs: LbsHandle,
 ) -> None:
-    lic = await lbs.create_license()
-    async with other_replica(lbs) as replica:
-        assert await poll(replica, lic["key"]) == 200
+    async with a_site_on_another_replica(lbs) as (lic, replica):
         await revoke_unannounced(lbs, lic["number"])
         replica.app_sites().invalidate()
         assert await poll(replica, lic["key"]) == 200  # not announced: still valid there
@@ -194,9 +202,7 @@ async def test_losing_its_connection_the_index_falls_back_then_comes_back(
 ) -> None:
     # Long enough a pause before reconnecting to see the fallback answer in between.
     monkeypatch.setattr(site_index, "RETRY_SECONDS", (2.0,))
-    lic = await lbs.create_license()
-    async with other_replica(lbs) as replica:
-        assert await poll(replica, lic["key"]) == 200
+    async with a_site_on_another_replica(lbs) as (lic, replica):
         index = replica.app_sites().index
         assert index is not None
         assert await kill_index_connections(lbs) == 2  # one per replica
@@ -215,9 +221,7 @@ async def test_losing_its_connection_the_index_falls_back_then_comes_back(
 async def test_a_change_committed_while_the_index_was_down_is_in_the_rebuilt_index(
     lbs: LbsHandle,
 ) -> None:
-    lic = await lbs.create_license()
-    async with other_replica(lbs) as replica:
-        assert await poll(replica, lic["key"]) == 200
+    async with a_site_on_another_replica(lbs) as (lic, replica):
         index = replica.app_sites().index
         assert index is not None
         # Revoked with no announcement, as a change made while nobody listened.
