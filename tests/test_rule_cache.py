@@ -58,9 +58,23 @@ async def test_matches_are_remembered_while_the_rules_stay_the_same(
     assert changed.match_as_created("DIR", "alice").kinds == frozenset()
     assert changed.match_as_created("DIR", "bob").kinds == {"analyzer"}
 
-    # A local change forgets at once.
-    cache.invalidate()
-    assert await cache.get() is not changed
+
+async def test_a_local_change_is_read_at_once(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rule_cache, "CACHE_SECONDS", 60.0)
+    group = await _group(pool, 'user.userId like "a*"')
+    cache = RuleCache(pool)
+    first = await cache.get()
+    await pool.execute(
+        "UPDATE access_groups SET rule = 'user.userId like \"b*\"' WHERE id = $1", group
+    )
+    assert await cache.get() is first  # the held rules, until CACHE_SECONDS
+    cache.invalidate()  # what this process's own changes do
+    changed = await cache.get()
+    assert changed.match_as_created("DIR", "bob").kinds == {"analyzer"}
+    cache.invalidate()  # nothing changed since: the same rules, and what they remember
+    assert await cache.get() is changed
 
 
 async def test_the_memory_is_bounded(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,6 @@
-"""The groups' and pools' rules, parsed and cached for the access decision: re-read at most
-every CACHE_SECONDS, or at once after a change in this process.
+"""The groups' and pools' rules, parsed and cached for the access decision: never older than
+CACHE_SECONDS (re-read ahead of that, shared/fresh.py), and read at once after a change in
+this process.
 
 A RuleSet also remembers what matched each user as the proxy first names it (its user id as
 name, no groups): the subject of nearly every access request, matched again on every one of
@@ -8,7 +9,6 @@ same rules keeps it."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -16,6 +16,7 @@ from typing import NamedTuple
 from repository_service.access.kinds import ACCESS_TYPES
 from repository_service.access.rules import EVERYONE, NOBODY, Rule, Subject, parse_rule
 from shared.db import Db
+from shared.fresh import RefreshAhead
 
 CACHE_SECONDS = 1.0
 
@@ -96,24 +97,25 @@ async def read_rules(db: Db) -> RuleSet:
 
 
 class RuleCache:
-    """The RuleSet, re-read at most every CACHE_SECONDS (or after a local change)."""
+    """The RuleSet, read again within CACHE_SECONDS (shared/fresh.py), or at once after a
+    local change."""
 
     def __init__(self, db: Db) -> None:
         self._db = db
-        self._rules: RuleSet | None = None
-        self._read_at = 0.0
+        self._last: RuleSet | None = None
+        self._rules = RefreshAhead(self._read, CACHE_SECONDS)
 
     def invalidate(self) -> None:
         """Forget the cached rules."""
-        self._rules = None
+        self._rules.invalidate()
 
     async def get(self) -> RuleSet:
         """Return the current rules."""
-        rules = self._rules
-        if rules is None or time.monotonic() - self._read_at >= CACHE_SECONDS:
-            fresh = await read_rules(self._db)
-            self._read_at = time.monotonic()
-            # Unchanged rules keep the RuleSet, and with it the matches it remembers.
-            if rules is None or fresh.signature != rules.signature:
-                rules = self._rules = fresh
-        return rules
+        return await self._rules.get()
+
+    async def _read(self) -> RuleSet:
+        fresh = await read_rules(self._db)
+        # Unchanged rules keep the RuleSet, and with it the matches it remembers.
+        if self._last is None or fresh.signature != self._last.signature:
+            self._last = fresh
+        return self._last
