@@ -57,7 +57,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -613,6 +613,23 @@ async def mean_batch(server_url: str) -> str:
 # Orchestration
 
 
+def compare_scenarios(
+    args: argparse.Namespace,
+    start_qrs: Callable[..., Site],
+    database: str,
+    measured: Sequence[Scenario],
+) -> list[Scenario]:
+    """With `--compare`, a second QRS process on the same site and database, with that
+    environment (another PYTHONPATH runs other code), and a 'B' copy of each of `measured`
+    against it: interleaved in the same rounds, A and B meet the same spells of the machine,
+    which separate runs do not."""
+    if not args.compare:
+        return []
+    env = dict(kv.split("=", 1) for kv in args.compare)
+    site = start_qrs("qrs-a2", database, QRS_MAX_PARALLEL_SESSIONS="1000000", **env)
+    return [Scenario(f"{s.name} B", site.server, s.script, s.verify) for s in measured]
+
+
 async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int] | None) -> int:
     """Set up, measure, run the race, print the report; return the exit code."""
     from license_backend.cli import MIGRATIONS as LBS_MIGRATIONS
@@ -689,7 +706,12 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
             only_professional_grants,
         ),
     ]
-    best = medians(await measure_rounds(scenarios, options), "baseline")
+    compared = compare_scenarios(args, start_qrs, databases["qrs_a"], scenarios[2:])
+    if compared:
+        async with new_session(8, total_timeout=120) as session:
+            await wait_until_serving(session, compared[0].server, "/health/ready")
+    runs = await measure_rounds(scenarios + compared, options)
+    best = medians(runs, "baseline")
     batching = await mean_batch(site.server.url)
     for scenario in scenarios:
         await diagnose(
@@ -701,6 +723,12 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
     bench.stop(site.server)
     bench.stop(baseline)
     bench.stop(floor)
+    if compared:
+        print()
+        print(f"compared: 'B' = a second QRS process on the same database with {args.compare}")
+        print_table([best[s.name] for s in [scenarios[0], *scenarios[2:], *compared]], "baseline")
+        print(f"batching B: {await mean_batch(compared[0].server.url)}")
+        bench.stop(compared[0].server)
 
     race_site = start_qrs("qrs-b", databases["qrs_b"])
     async with new_session(8, total_timeout=120) as session:
@@ -737,6 +765,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment of both QRS processes (e.g. QRS_DB_POOL_MAX_SIZE=30)",
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also measure a second QRS process with this environment ('B'), interleaved",
+    )
     add_baseline_argument(parser)
     parser.add_argument("--floor-db", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -746,8 +781,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error("--users must be in [1, --seats] and --seats at most 1000000")
         if not 1 <= args.race_seats <= 200_000 or not 1 <= args.race_duration <= 60:
             parser.error("--race-seats must be in [1, 200000] and --race-duration in [1, 60]")
-        if any("=" not in kv or kv.startswith("=") for kv in args.qrs_env):
-            parser.error("--qrs-env takes NAME=VALUE")
+        if any("=" not in kv or kv.startswith("=") for kv in args.qrs_env + args.compare):
+            parser.error("--qrs-env and --compare take NAME=VALUE")
     return args
 
 
