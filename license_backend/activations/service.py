@@ -69,6 +69,13 @@ class Activations:
         if seen_at is None:
             await self._activate(number, installation, address)
             return None
+        return self.note_seen(number, installation, address, seen_at)
+
+    def note_seen(
+        self, number: str, installation: uuid.UUID, address: str, seen_at: datetime
+    ) -> datetime | None:
+        """Note a call from an installation active on the license, last seen at `seen_at`,
+        for the next flush when that was a while ago; return the time noted, if any."""
         now = datetime.now(UTC)
         if (now - seen_at).total_seconds() < self._seen_seconds:
             return None
