@@ -40,13 +40,18 @@ NoAvailableAccessType.
 Each target gets a line saying met / NOT met. Exit status: 0 when the run completed (whatever
 the targets), 1 on an error or a broken invariant. `--profile` / `--pg-stats` run "allocated"
 and "new users" once more under py-spy / pg_stat_statements and print where the time went;
-`--qrs-env NAME=VALUE` adds to the QRS processes' environment (to try settings). Everything
+`--qrs-env NAME=VALUE` adds to the QRS processes' environment (to try settings).
+`--compare NAME=VALUE` starts a second QRS process on the same site and database with that
+environment and measures "allocated B" and "new users B" against it in the same rounds: the
+machine's speed drifts by a third between runs, so two builds (another PYTHONPATH) or two
+settings are compared only within one run. Everything
 listens on 127.0.0.1; every process it starts and the embedded Postgres are removed at the end,
 also on Ctrl-C or SIGTERM.
 
     python bench/access_requests.py [--duration 10] [--connections 64] [--rounds 3]
         [--warmup 2] [--users 2000] [--seats 200000] [--race-seats 500] [--race-duration 2]
         [--pin] [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
+        [--compare NAME=VALUE ...]
 """
 
 from __future__ import annotations
