@@ -20,7 +20,7 @@ from repository_service import tls
 from repository_service.settings import QrsSettings
 from repository_service.users import repository as users
 from shared import jose
-from shared.coalesce import Coalesced
+from shared.fresh import RefreshAhead
 from shared.web.errors import Forbidden, Unauthorized
 from shared.web.observability import USER_KEY
 from shared.web.requests import AmbiguousParameter, bearer_credential, query_param
@@ -49,7 +49,6 @@ class Caller:
     user_id: str
     roles: frozenset[str]
     inactive: bool
-    read_at: float
 
     @cached_property
     def display(self) -> str:
@@ -104,17 +103,15 @@ class CallerDirectory:
         self.xrfkey_required = settings.xrfkey_required
         # By the exact Authorization header: (userDirectory, userId, the token's exp).
         self._tokens: dict[str, tuple[str, str, float]] = {}
-        self._callers: dict[tuple[str, str], Caller] = {}
-        # One read of a user at a time: callers of the same user wait for the same read.
-        self._reads: dict[tuple[str, str], Coalesced[Caller]] = {}
-        self._generation = 0  # moves on at every forget(): reads begun before it are not kept
+        # Each user's record, re-read ahead of CALLER_CACHE_SECONDS (shared/fresh.py): the
+        # proxy's own record is asked for by every access request, which then never wait for
+        # its re-read.
+        self._callers: dict[tuple[str, str], RefreshAhead[Caller]] = {}
 
     def forget(self) -> None:
         """Drop cached callers (after a change of roles or users); reads under way finish for
         the requests waiting for them, but are neither kept nor joined by later requests."""
         self._callers.clear()
-        self._reads.clear()
-        self._generation += 1
 
     def verify(self, authorization: str) -> tuple[str, str]:
         """Return (userDirectory, userId) of the valid caller token in an Authorization header
@@ -154,36 +151,22 @@ class CallerDirectory:
         # folds to "k" in one and not the other), so a folded key could hand one user's
         # record to a look-alike. Other spellings of the same user only miss the cache.
         key = (directory, user_id)
-        cached = self._callers.get(key)
-        if cached is not None and time.monotonic() - cached.read_at < CALLER_CACHE_SECONDS:
-            return cached
-        # When the cached record ages out under load, the requests of that user arriving
-        # meanwhile share one read instead of each taking a connection for the same row.
-        read = self._reads.get(key)
-        if read is None:
-            read = self._reads[key] = Coalesced()
-        try:
-            return await read.run(lambda: self._read(key))
-        finally:
-            if not read.waiting and self._reads.get(key) is read:
-                del self._reads[key]
+        held = self._callers.get(key)
+        if held is None:
+            if len(self._callers) >= MAX_CACHED:
+                self._callers.clear()
+            held = self._callers[key] = RefreshAhead(lambda: self._read(key), CALLER_CACHE_SECONDS)
+        return await held.get()
 
     async def _read(self, key: tuple[str, str]) -> Caller:
-        generation = self._generation
         row = await users.get_or_create(self._pool, *key)
-        caller = Caller(
+        return Caller(
             id=row["id"],
             user_directory=row["user_directory"],
             user_id=row["user_id"],
             roles=frozenset(row["roles"]),
             inactive=row["inactive"],
-            read_at=time.monotonic(),
         )
-        if generation == self._generation:
-            if len(self._callers) >= MAX_CACHED:
-                self._callers.clear()
-            self._callers[key] = caller
-        return caller
 
 
 def _valid_name(value: Any) -> bool:
