@@ -4,9 +4,11 @@ reads Postgres again, and the index comes back by itself."""
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -254,3 +256,42 @@ async def test_a_refresh_that_signs_nothing_new_leaves_every_site_cached(lbs: Lb
         ) as resp:
             assert resp.status == 202
     assert len(sites_cache) == 2
+
+
+async def test_last_seen_notes_are_answered_and_give_the_collector_nothing_to_track(
+    lbs: LbsHandle,
+) -> None:
+    from license_backend.keys import ACTIVATIONS
+
+    await until_live(lbs)
+    lic = await lbs.create_license()
+    active, stranger = uuid.uuid4(), uuid.uuid4()
+    assert await poll(lbs, lic["key"], str(active)) == 200  # activates it
+    sites = lbs.app_sites()
+    index = sites.index
+    assert index is not None
+
+    def seen_at(installation: uuid.UUID) -> Any:
+        found = sites.recognise_now(("test", str(installation)), lic["key"], installation)
+        assert found is not None
+        return found[1]
+
+    async def activation_in_index() -> bool:
+        return seen_at(active) is not None
+
+    await eventually(activation_in_index, WITHIN, step=0.02)
+    later = seen_at(active) + timedelta(hours=1)
+    index.seen(lic["number"], active, later)
+    index.seen(lic["number"], stranger, later)
+    assert seen_at(active) == later  # the note, until the write of it is read back
+    assert seen_at(stranger) is None  # a note activates nothing
+    index.seen(lic["number"], active, later - timedelta(hours=2))
+    assert seen_at(active) == later  # never moved back
+
+    # A poll of a site last seen long ago is noted in both places; neither keeps an object
+    # the garbage collector would have to walk.
+    activations = lbs.app[ACTIVATIONS]
+    assert activations.note_seen(lic["number"], active, "127.0.0.1", later - timedelta(days=1))
+    gc.collect()
+    assert not gc.is_tracked(index._notes) and not gc.is_tracked(activations._pending_at)
+    assert not gc.is_tracked(activations._pending_from)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -21,18 +21,17 @@ async def seen_at(db: Db, number: str, installation: uuid.UUID) -> datetime | No
     return value
 
 
-async def touch_many(conn: Conn, seen: Mapping[tuple[str, int], tuple[str, datetime]]) -> None:
-    """Move the last-seen times (and addresses) of known installations along; the caller
-    owns the transaction."""
+async def touch_many(conn: Conn, seen: Sequence[tuple[str, uuid.UUID, str, datetime]]) -> None:
+    """Move the last-seen times (and addresses) of known installations along, given as
+    (license, installation, address, when); the caller owns the transaction."""
     # Informational times: a crash may lose the last second of them.
     await conn.execute(q.commit_without_waiting)
-    keys = list(seen)
     await conn.execute(
         q.touch_many,
-        [number for number, _ in keys],
-        [uuid.UUID(int=installation) for _, installation in keys],
-        [seen[k][0] for k in keys],
-        [seen[k][1] for k in keys],
+        [number for number, _, _, _ in seen],
+        [installation for _, installation, _, _ in seen],
+        [address for _, _, address, _ in seen],
+        [when for _, _, _, when in seen],
     )
 
 

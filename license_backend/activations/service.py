@@ -50,10 +50,12 @@ class Activations:
     def __init__(self, pool: asyncpg.Pool, *, seen_seconds: float) -> None:
         self._pool = pool
         self._seen_seconds = seen_seconds
-        # (license, installation as an int) -> (address, when), not yet written. Plain values
-        # only: the garbage collector stops tracking such tuples, and a million sites put
-        # thousands a second here, each kept up to a second.
-        self._pending: dict[tuple[str, int], tuple[str, datetime]] = {}
+        # Last-seen times not yet written, and the addresses they came from, by
+        # `_pending_key`. Strings and datetimes only, no tuple per entry: the garbage collector
+        # does not track such dicts at all, where each tuple was one more object to collect
+        # (a million sites put hundreds a second here, each kept up to a second).
+        self._pending_at: dict[str, datetime] = {}
+        self._pending_from: dict[str, str] = {}
 
     async def check(self, number: str, installation: uuid.UUID, address: str) -> None:
         """Admit a call from `installation`: known, or activated now; 403 when no slot is free."""
@@ -79,25 +81,30 @@ class Activations:
         now = datetime.now(UTC)
         if (now - seen_at).total_seconds() < self._seen_seconds:
             return None
-        key = (number, installation.int)
-        if key not in self._pending and len(self._pending) >= MAX_PENDING:
+        key = _pending_key(number, installation)
+        if key not in self._pending_at and len(self._pending_at) >= MAX_PENDING:
             return None
-        self._pending[key] = (address, now)
+        self._pending_at[key] = now
+        self._pending_from[key] = address
         return now
 
     async def flush(self) -> int:
         """Write the last-seen times noted since the last flush; return how many."""
-        if not self._pending:
+        if not self._pending_at:
             return 0
-        pending, self._pending = self._pending, {}
+        at, self._pending_at = self._pending_at, {}
+        addresses, self._pending_from = self._pending_from, {}
+        seen = [(*_from_pending_key(key), addresses[key], when) for key, when in at.items()]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await repo.touch_many(conn, pending)
+                await repo.touch_many(conn, seen)
         except BaseException:
-            for key, value in pending.items():  # kept for the next flush (newer ones win)
-                self._pending.setdefault(key, value)
+            for key, when in at.items():  # kept for the next flush (newer ones win)
+                if key not in self._pending_at:
+                    self._pending_at[key] = when
+                    self._pending_from[key] = addresses[key]
             raise
-        return len(pending)
+        return len(at)
 
     async def _activate(self, number: str, installation: uuid.UUID, address: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -137,5 +144,16 @@ class Activations:
             raise LicenseNotFound()
         if not await repo.delete(self._pool, number, installation):
             raise ActivationNotFound()
-        self._pending.pop((number, installation.int), None)
+        key = _pending_key(number, installation)
+        self._pending_at.pop(key, None)
+        self._pending_from.pop(key, None)
         log.info("installation_released", license=number, installation=str(installation))
+
+
+def _pending_key(number: str, installation: uuid.UUID) -> str:
+    return f"{number}/{installation.hex}"
+
+
+def _from_pending_key(key: str) -> tuple[str, uuid.UUID]:
+    number, _, installation = key.rpartition("/")
+    return number, uuid.UUID(hex=installation)

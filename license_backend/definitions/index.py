@@ -58,6 +58,9 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 PROBE_PREFIX = "~probe:"
 EVERYTHING = "*"
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+# Last-seen notes kept (see SiteIndex.seen); past this they start over, which costs each site
+# one more note.
+MAX_NOTES = 1_000_000
 
 
 # What the index keeps, as plain tuples of plain values: the garbage collector stops tracking
@@ -73,6 +76,10 @@ IndexedLicense = tuple[
 Installations = tuple[tuple[int, datetime], ...]
 # A key, by its hash: license number, kid, revoked.
 IndexedKey = tuple[str, str | None, bool]
+
+
+def _note_key(number: str, installation: uuid.UUID) -> str:
+    return f"{number}/{installation.hex}"
 
 
 def _seen_at(installations: Installations, installation: uuid.UUID) -> datetime | None:
@@ -96,6 +103,11 @@ class SiteIndex:
         self._on_change = on_change
         self._keys: dict[bytes, IndexedKey] = {}
         self._licenses: dict[str, IndexedLicense] = {}
+        # Last-seen times noted by `seen`, by `_note_key`: beside the licenses, not in them,
+        # where each note rebuilt a license's tuples (three new objects for the garbage
+        # collector to look at, hundreds of times a second at a million sites). A dict of
+        # strings and datetimes is not tracked by the collector at all.
+        self._notes: dict[str, datetime] = {}
         self._announced: set[str] = set()
         self._wake = asyncio.Event()
         # One reader at a time on the connection, and reloads applied in the order they read.
@@ -132,8 +144,19 @@ class SiteIndex:
             "definition_etag": etag,
             "definition_token": None,
             "definition_issued_at": issued_at,
-            "seen_at": None if installation is None else _seen_at(installations, installation),
+            "seen_at": self._last_seen(number, installations, installation),
         }
+
+    def _last_seen(
+        self, number: str, installations: Installations, installation: uuid.UUID | None
+    ) -> datetime | None:
+        if installation is None:
+            return None
+        seen_at = _seen_at(installations, installation)
+        if seen_at is None:
+            return None  # not active there: a note does not make it so
+        noted = self._notes.get(_note_key(number, installation))
+        return noted if noted is not None and noted > seen_at else seen_at
 
     def seen(self, number: str, installation: uuid.UUID, when: datetime) -> None:
         """Note a last-seen time this replica is about to write (those writes are not
@@ -141,11 +164,12 @@ class SiteIndex:
         lic = self._licenses.get(number)
         if lic is None or _seen_at(lic[6], installation) is None:
             return  # not active there (any more): only an activation makes it so
-        wanted = installation.int
-        installations = tuple(
-            (active, when if active == wanted else seen_at) for active, seen_at in lic[6]
-        )
-        self._licenses[number] = (*lic[:6], installations)
+        if len(self._notes) >= MAX_NOTES:
+            self._notes.clear()
+        key = _note_key(number, installation)
+        noted = self._notes.get(key)
+        if noted is None or when > noted:  # never back, as the write itself
+            self._notes[key] = when
 
     async def reload(self, numbers: Iterable[str]) -> None:
         """Read the licenses again now (after a change made through this replica); on
@@ -240,7 +264,7 @@ class SiteIndex:
         # Nothing read while the index was live outlives it: the cache forgets it too, and
         # the memory is free for the next build.
         self._on_change()
-        self._licenses, self._keys = {}, {}
+        self._licenses, self._keys, self._notes = {}, {}, {}
         if self._conn is not None:
             # Wakes the follower, whose next query fails: it starts over on a new connection.
             self._conn.terminate()
