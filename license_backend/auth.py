@@ -128,7 +128,7 @@ def _recognised_now(request: web.Request, credentials: Credentials) -> Site | No
         )
         if noted is not None and sites.index is not None:
             sites.index.seen(site.license_number, installation, noted)
-    sites.cache.put(credentials, site)
+    sites.cache.put_if_asked_again(credentials, site)
     return site
 
 

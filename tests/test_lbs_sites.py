@@ -274,6 +274,23 @@ def test_the_cache_is_bounded_and_drops_the_oldest() -> None:
     assert [cache.get(k) for k in range(5)] == [None, None, 2, 3, 4]
 
 
+def test_a_key_is_kept_from_its_second_ask_within_two_windows() -> None:
+    clock = FakeClock()
+    cache: LookupCache[str, str] = LookupCache(10.0, 100, clock=clock, jitter=lambda: 1.0)
+    cache.put_if_asked_again("once", "v")
+    assert cache.get("once") is None and len(cache) == 0  # asked once: nothing kept
+    clock.now += 15.0  # the next window: the first ask still counts
+    cache.put_if_asked_again("once", "v")
+    assert cache.get("once") == "v"
+    cache.put_if_asked_again("late", "v")
+    clock.now += 20.1  # two windows later: forgotten
+    cache.put_if_asked_again("late", "v")
+    assert cache.get("late") is None
+    cache.clear()  # a change forgets the asks too
+    cache.put_if_asked_again("late", "v")
+    assert cache.get("late") is None
+
+
 async def test_concurrent_misses_of_one_key_load_once() -> None:
     cache: LookupCache[str, int] = LookupCache(60.0, 100)
     calls = 0
