@@ -60,7 +60,7 @@ class LbsSettings(ServiceSettings):
         description=(
             "Keep every license's keys, definition version and activations in memory, kept"
             " current by Postgres notifications: a site not seen lately costs no query, and"
-            " other replicas' changes are seen within milliseconds. About 0.6 KB per license;"
+            " other replicas' changes are seen within milliseconds. About 0.7 KB per license;"
             " false reads Postgres for every lookup the cache misses."
         ),
     )
