@@ -21,18 +21,18 @@ async def seen_at(db: Db, number: str, installation: uuid.UUID) -> datetime | No
     return value
 
 
-async def touch_many(conn: Conn, seen: Sequence[tuple[str, uuid.UUID, str, datetime]]) -> None:
+async def touch_many(
+    conn: Conn,
+    numbers: Sequence[str],
+    installations: Sequence[str],
+    addresses: Sequence[str],
+    times: Sequence[datetime],
+) -> None:
     """Move the last-seen times (and addresses) of known installations along, given as
-    (license, installation, address, when); the caller owns the transaction."""
+    columns (an installation as the text of its UUID); the caller owns the transaction."""
     # Informational times: a crash may lose the last second of them.
     await conn.execute(q.commit_without_waiting)
-    await conn.execute(
-        q.touch_many,
-        [number for number, _, _, _ in seen],
-        [installation for _, installation, _, _ in seen],
-        [address for _, _, address, _ in seen],
-        [when for _, _, _, when in seen],
-    )
+    await conn.execute(q.touch_many, numbers, installations, addresses, times)
 
 
 async def lock_license(conn: Conn, number: str) -> int | None:

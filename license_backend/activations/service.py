@@ -94,10 +94,16 @@ class Activations:
             return 0
         at, self._pending_at = self._pending_at, {}
         addresses, self._pending_from = self._pending_from, {}
-        seen = [(*_from_pending_key(key), addresses[key], when) for key, when in at.items()]
+        # Columns of plain strings and datetimes: no tuple or UUID object per installation
+        # for the garbage collector to walk while the write is under way.
+        keys = list(at)
+        numbers = [key.partition("/")[0] for key in keys]
+        installations = [key.partition("/")[2] for key in keys]  # hex, which Postgres reads
+        sources = [addresses[key] for key in keys]
+        times = [at[key] for key in keys]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await repo.touch_many(conn, seen)
+                await repo.touch_many(conn, numbers, installations, sources, times)
         except BaseException:
             for key, when in at.items():  # kept for the next flush (newer ones win)
                 if key not in self._pending_at:
@@ -152,8 +158,3 @@ class Activations:
 
 def _pending_key(number: str, installation: uuid.UUID) -> str:
     return f"{number}/{installation.hex}"
-
-
-def _from_pending_key(key: str) -> tuple[str, uuid.UUID]:
-    number, _, installation = key.rpartition("/")
-    return number, uuid.UUID(hex=installation)
