@@ -10,6 +10,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
+from license_backend.activations import service as activations_service
 from license_backend.definitions.cache import LookupCache, SingleFlight
 from license_backend.definitions.service import RENEWAL_SPREAD, key_hash, renewal_due
 from license_backend.keys import ACTIVATIONS
@@ -166,7 +169,10 @@ async def test_concurrent_first_calls_of_one_site_all_pass_and_activate_once(
     assert count == 1
 
 
-async def test_last_seen_times_are_written_together_by_the_flush(lbs: LbsHandle) -> None:
+async def test_last_seen_times_are_written_together_by_the_flush(
+    lbs: LbsHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activations_service, "FLUSH_CHUNK", 2)  # three times: two statements
     lic = await lbs.create_license(maxActivations=3)
     installations = [str(uuid.uuid4()) for _ in range(3)]
     for installation in installations:

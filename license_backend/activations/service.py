@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 # Last-seen times waiting to be written; beyond this (a database away for long) new ones are
 # dropped rather than held.
 MAX_PENDING = 200_000
+# Last-seen times written per statement by a flush.
+FLUSH_CHUNK = 250
 
 
 class ActivationLimitReached(Forbidden):
@@ -94,16 +96,22 @@ class Activations:
             return 0
         at, self._pending_at = self._pending_at, {}
         addresses, self._pending_from = self._pending_from, {}
-        # Columns of plain strings and datetimes: no tuple or UUID object per installation
-        # for the garbage collector to walk while the write is under way.
         keys = list(at)
-        numbers = [key.partition("/")[0] for key in keys]
-        installations = [key.partition("/")[2] for key in keys]  # hex, which Postgres reads
-        sources = [addresses[key] for key in keys]
-        times = [at[key] for key in keys]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                await repo.touch_many(conn, numbers, installations, sources, times)
+                # In statements of FLUSH_CHUNK: building and sending the columns of a second's
+                # worth at a million sites would hold the event loop for milliseconds at once.
+                for start in range(0, len(keys), FLUSH_CHUNK):
+                    chunk = keys[start : start + FLUSH_CHUNK]
+                    # Columns of plain strings and datetimes: no tuple or UUID object per
+                    # installation for the garbage collector to walk meanwhile.
+                    await repo.touch_many(
+                        conn,
+                        [key.partition("/")[0] for key in chunk],
+                        [key.partition("/")[2] for key in chunk],  # hex, which Postgres reads
+                        [addresses[key] for key in chunk],
+                        [at[key] for key in chunk],
+                    )
         except BaseException:
             for key, when in at.items():  # kept for the next flush (newer ones win)
                 if key not in self._pending_at:
