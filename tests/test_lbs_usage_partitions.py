@@ -7,7 +7,7 @@ import asyncio
 import json
 import shutil
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,11 @@ def partition_of(moment: datetime) -> str:
     return f"usage_reports_{month_start(moment):%Y%m}"
 
 
+def mid_month(month: date) -> datetime:
+    """A moment inside `month` (UTC), whatever day of this month it is now."""
+    return datetime.combine(month, time(12), UTC) + timedelta(days=14)
+
+
 async def test_a_report_is_stored_in_the_partition_of_its_month(lbs: LbsHandle) -> None:
     lic = await lbs.create_license()
     status, receipt = await post(lbs, lic["key"], report())
@@ -72,7 +77,7 @@ async def test_a_report_id_replayed_in_a_later_month_is_a_no_op(lbs: LbsHandle) 
     await pool.execute("SELECT usage_partition_create($1)", last_month)
     async with pool.acquire() as conn, conn.transaction():
         for table in ("usage_reports", "usage_report_ids"):
-            await conn.execute(f"UPDATE {table} SET received_at = received_at - interval '31 days'")
+            await conn.execute(f"UPDATE {table} SET received_at = $1", mid_month(last_month))
     stored = await pool.fetchval("SELECT received_at FROM usage_report_ids")
     assert await pool.fetchval("SELECT tableoid::regclass::text FROM usage_reports") == (
         f"usage_reports_{last_month:%Y%m}"
@@ -150,14 +155,13 @@ async def test_the_listing_pages_across_months(lbs: LbsHandle) -> None:
     for report_id in ids:
         assert (await post(lbs, lic["key"], report(report_id)))[0] == 202
     pool = lbs.app_pool()
-    await pool.execute(
-        "SELECT usage_partition_create($1)", add_months(month_start(datetime.now(UTC)), -1)
-    )
+    last_month = add_months(month_start(datetime.now(UTC)), -1)
+    await pool.execute("SELECT usage_partition_create($1)", last_month)
     for table in ("usage_reports", "usage_report_ids"):
         await pool.execute(
-            f"UPDATE {table} SET received_at = received_at - interval '31 days'"
-            " WHERE report_id = $1",
+            f"UPDATE {table} SET received_at = $2 WHERE report_id = $1",
             uuid.UUID(ids[0]),
+            mid_month(last_month),
         )
     seen: list[str] = []
     after = None
