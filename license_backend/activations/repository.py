@@ -30,9 +30,12 @@ async def touch_many(
 ) -> None:
     """Move the last-seen times (and addresses) of known installations along, given as
     columns (an installation as the text of its UUID); the caller owns the transaction."""
-    # Informational times: a crash may lose the last second of them.
-    await conn.execute(q.commit_without_waiting)
     await conn.execute(q.touch_many, numbers, installations, addresses, times)
+
+
+async def commit_without_waiting(conn: Conn) -> None:
+    """Let the caller's transaction commit without waiting for the disk."""
+    await conn.execute(q.commit_without_waiting)
 
 
 async def lock_license(conn: Conn, number: str) -> int | None:

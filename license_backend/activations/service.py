@@ -99,6 +99,8 @@ class Activations:
         keys = list(at)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                # Informational times: a crash may lose the last second of them.
+                await repo.commit_without_waiting(conn)
                 # In statements of FLUSH_CHUNK: building and sending the columns of a second's
                 # worth at a million sites would hold the event loop for milliseconds at once.
                 for start in range(0, len(keys), FLUSH_CHUNK):
