@@ -272,7 +272,7 @@ async def test_last_seen_notes_are_answered_and_give_the_collector_nothing_to_tr
     assert index is not None
 
     def seen_at(installation: uuid.UUID) -> Any:
-        found = sites.recognise_now(("test", str(installation)), lic["key"], installation)
+        found = sites.recognise_now(("test", str(installation)), lic["key"], installation.hex)
         assert found is not None
         return found[1]
 
@@ -281,17 +281,19 @@ async def test_last_seen_notes_are_answered_and_give_the_collector_nothing_to_tr
 
     await eventually(activation_in_index, WITHIN, step=0.02)
     later = seen_at(active) + timedelta(hours=1)
-    index.seen(lic["number"], active, later)
-    index.seen(lic["number"], stranger, later)
+    index.seen(lic["number"], active.hex, later)
+    index.seen(lic["number"], stranger.hex, later)
     assert seen_at(active) == later  # the note, until the write of it is read back
     assert seen_at(stranger) is None  # a note activates nothing
-    index.seen(lic["number"], active, later - timedelta(hours=2))
+    index.seen(lic["number"], active.hex, later - timedelta(hours=2))
     assert seen_at(active) == later  # never moved back
 
     # A poll of a site last seen long ago is noted in both places; neither keeps an object
     # the garbage collector would have to walk.
     activations = lbs.app[ACTIVATIONS]
-    assert activations.note_seen(lic["number"], active, "127.0.0.1", later - timedelta(days=1))
+    assert activations.note_seen(
+        lic["number"], active.hex, "127.0.0.1", later - timedelta(days=1)
+    )
     gc.collect()
     assert not gc.is_tracked(index._notes) and not gc.is_tracked(activations._pending_at)
     assert not gc.is_tracked(activations._pending_from)

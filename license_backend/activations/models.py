@@ -8,6 +8,12 @@ from datetime import datetime
 from shared.models import OutModel
 
 
+def seen_key(number: str, installation_hex: str) -> str:
+    """How a last-seen time waiting to be written is keyed, here and in the site index: one
+    string (the garbage collector does not track dicts of strings)."""
+    return f"{number}/{installation_hex}"
+
+
 class Activation(OutModel):
     """One installation a license is active at."""
 

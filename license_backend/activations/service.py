@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 
 from license_backend.activations import repository as repo
-from license_backend.activations.models import Activation, ActivationPage
+from license_backend.activations.models import Activation, ActivationPage, seen_key
 from license_backend.catalog import repository as catalog
 from license_backend.catalog.service import LicenseNotFound
 from shared.web.errors import Forbidden, NotFound
@@ -53,7 +53,7 @@ class Activations:
         self._pool = pool
         self._seen_seconds = seen_seconds
         # Last-seen times not yet written, and the addresses they came from, by
-        # `_pending_key`. Strings and datetimes only, no tuple per entry: the garbage collector
+        # `seen_key`. Strings and datetimes only, no tuple per entry: the garbage collector
         # does not track such dicts at all, where each tuple was one more object to collect
         # (a million sites put hundreds a second here, each kept up to a second).
         self._pending_at: dict[str, datetime] = {}
@@ -73,17 +73,17 @@ class Activations:
         if seen_at is None:
             await self._activate(number, installation, address)
             return None
-        return self.note_seen(number, installation, address, seen_at)
+        return self.note_seen(number, installation.hex, address, seen_at)
 
     def note_seen(
-        self, number: str, installation: uuid.UUID, address: str, seen_at: datetime
+        self, number: str, installation_hex: str, address: str, seen_at: datetime
     ) -> datetime | None:
         """Note a call from an installation active on the license, last seen at `seen_at`,
         for the next flush when that was a while ago; return the time noted, if any."""
         now = datetime.now(UTC)
         if (now - seen_at).total_seconds() < self._seen_seconds:
             return None
-        key = _pending_key(number, installation)
+        key = seen_key(number, installation_hex)
         if key not in self._pending_at and len(self._pending_at) >= MAX_PENDING:
             return None
         self._pending_at[key] = now
@@ -160,11 +160,7 @@ class Activations:
             raise LicenseNotFound()
         if not await repo.delete(self._pool, number, installation):
             raise ActivationNotFound()
-        key = _pending_key(number, installation)
+        key = seen_key(number, installation.hex)
         self._pending_at.pop(key, None)
         self._pending_from.pop(key, None)
         log.info("installation_released", license=number, installation=str(installation))
-
-
-def _pending_key(number: str, installation: uuid.UUID) -> str:
-    return f"{number}/{installation.hex}"

@@ -39,6 +39,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from license_backend.activations.models import seen_key
 from shared.sql import Queries
 
 log = structlog.get_logger(__name__)
@@ -78,15 +79,29 @@ Installations = tuple[tuple[int, datetime], ...]
 IndexedKey = tuple[str, str | None, bool]
 
 
-def _note_key(number: str, installation: uuid.UUID) -> str:
-    return f"{number}/{installation.hex}"
+# What the index answers for a key and an installation: license number, kid, revoked,
+# blacklisted, content version, the stored definition's content version, ETag and issue time,
+# and when the installation was last seen (None: not active there).
+Found = tuple[
+    str, str | None, bool, bool, int, int | None, str | None, datetime | None, datetime | None
+]
+FOUND_FIELDS = (
+    "license_number",
+    "kid",
+    "revoked",
+    "blacklisted",
+    "license_ver",
+    "definition_ver",
+    "definition_etag",
+    "definition_issued_at",
+    "seen_at",
+)
 
 
-def _seen_at(installations: Installations, installation: uuid.UUID) -> datetime | None:
+def _seen_at(installations: Installations, installation: int) -> datetime | None:
     """When `installation` was last seen; None: not active there."""
-    wanted = installation.int
     for active, seen_at in installations:
-        if active == wanted:
+        if active == installation:
             return seen_at
     return None
 
@@ -103,7 +118,7 @@ class SiteIndex:
         self._on_change = on_change
         self._keys: dict[bytes, IndexedKey] = {}
         self._licenses: dict[str, IndexedLicense] = {}
-        # Last-seen times noted by `seen`, by `_note_key`: beside the licenses, not in them,
+        # Last-seen times noted by `seen`, by `seen_key`: beside the licenses, not in them,
         # where each note rebuilt a license's tuples (three new objects for the garbage
         # collector to look at, hundreds of times a second at a million sites). A dict of
         # strings and datetimes is not tracked by the collector at all.
@@ -121,9 +136,10 @@ class SiteIndex:
     def __len__(self) -> int:
         return len(self._licenses)
 
-    def find(self, digest: bytes, installation: uuid.UUID | None) -> dict[str, Any] | None:
-        """Return what a lookup of the key's hash would (the columns of `sites_by_key_hash`,
-        without the definition's token); None when the index is not live or has no such key."""
+    def lookup(self, digest: bytes, installation_hex: str | None) -> Found | None:
+        """Return what a lookup of the key's hash would, for the installation given by its
+        32 hex digits; None when the index is not live or has no such key. (A plain tuple:
+        a site not seen lately is looked up here at every poll.)"""
         if not self.live:
             return None
         key = self._keys.get(digest)
@@ -134,39 +150,31 @@ class SiteIndex:
         if lic is None:
             return None
         blacklisted, ver, definition_ver, etag, issued_at, _, installations = lic
-        return {
-            "license_number": number,
-            "kid": kid,
-            "revoked": revoked,
-            "blacklisted": blacklisted,
-            "license_ver": ver,
-            "definition_ver": definition_ver,
-            "definition_etag": etag,
-            "definition_token": None,
-            "definition_issued_at": issued_at,
-            "seen_at": self._last_seen(number, installations, installation),
-        }
+        seen_at = None
+        if installation_hex is not None:
+            seen_at = _seen_at(installations, int(installation_hex, 16))
+            if seen_at is not None:  # active there: a note may be newer
+                noted = self._notes.get(seen_key(number, installation_hex))
+                if noted is not None and noted > seen_at:
+                    seen_at = noted
+        return (number, kid, revoked, blacklisted, ver, definition_ver, etag, issued_at, seen_at)
 
-    def _last_seen(
-        self, number: str, installations: Installations, installation: uuid.UUID | None
-    ) -> datetime | None:
-        if installation is None:
+    def find(self, digest: bytes, installation: uuid.UUID | None) -> dict[str, Any] | None:
+        """`lookup` with the columns of `sites_by_key_hash` (without the definition's token)."""
+        found = self.lookup(digest, None if installation is None else installation.hex)
+        if found is None:
             return None
-        seen_at = _seen_at(installations, installation)
-        if seen_at is None:
-            return None  # not active there: a note does not make it so
-        noted = self._notes.get(_note_key(number, installation))
-        return noted if noted is not None and noted > seen_at else seen_at
+        return {**dict(zip(FOUND_FIELDS, found, strict=True)), "definition_token": None}
 
-    def seen(self, number: str, installation: uuid.UUID, when: datetime) -> None:
+    def seen(self, number: str, installation_hex: str, when: datetime) -> None:
         """Note a last-seen time this replica is about to write (those writes are not
         announced: without this the index would think it old at every poll)."""
         lic = self._licenses.get(number)
-        if lic is None or _seen_at(lic[6], installation) is None:
+        if lic is None or _seen_at(lic[6], int(installation_hex, 16)) is None:
             return  # not active there (any more): only an activation makes it so
         if len(self._notes) >= MAX_NOTES:
             self._notes.clear()
-        key = _note_key(number, installation)
+        key = seen_key(number, installation_hex)
         noted = self._notes.get(key)
         if noted is None or when > noted:  # never back, as the write itself
             self._notes[key] = when

@@ -33,11 +33,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -104,9 +104,10 @@ class Definition:
         return json.dumps({"definition": self.token, "version": self.ver}).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    """What one signed license key, presented by one installation, stands for right now."""
+class Site(NamedTuple):
+    """What one signed license key, presented by one installation, stands for right now.
+    (A named tuple: one is made per request of a site not seen lately, and a frozen
+    dataclass costs three times as much to make.)"""
 
     credentials: Credentials
     license_number: str
@@ -137,10 +138,15 @@ def key_hash(issuer: str, token: str) -> bytes:
     return hashlib.sha256(f"{issuer}\n{token}".encode()).digest()
 
 
+def renewal_offset(number: str, ttl: int) -> float:
+    """Return how many seconds after its issue a license's definition is to be re-signed."""
+    spread = int(number[-3:]) / 1000 * RENEWAL_SPREAD  # license numbers are random digits
+    return ttl / 2 * (1 - spread)
+
+
 def renewal_due(number: str, issued_at: datetime, ttl: int) -> datetime:
     """Return when a definition issued at `issued_at` is to be re-signed."""
-    spread = int(number[-3:]) / 1000 * RENEWAL_SPREAD  # license numbers are random digits
-    return add_seconds(issued_at, ttl / 2 * (1 - spread))
+    return add_seconds(issued_at, renewal_offset(number, ttl))
 
 
 def _definition_from(row: SiteRow, prefix: str = "") -> Definition | None:
@@ -222,16 +228,21 @@ class SiteDirectory:
         return self._site(credentials, row), row["seen_at"]
 
     def recognise_now(
-        self, credentials: Credentials, token: str, installation: uuid.UUID
+        self, credentials: Credentials, token: str, installation_hex: str
     ) -> tuple[Site, datetime | None] | None:
         """`recognise` answered by the index alone, with nothing awaited; None when the
         index cannot answer (not live, key not in it, its kid not among the keys held)."""
         if self.index is None:
             return None
-        row = self.index.find(self._digest(token), installation)
-        if row is None or row["kid"] not in self._keyring.public_keys():
+        found = self.index.lookup(self._digest(token), installation_hex)
+        if found is None:
             return None
-        return self._site(credentials, row), row["seen_at"]
+        number, kid, revoked, blacklisted, ver, definition_ver, etag, issued_at, seen_at = found
+        if kid not in self._keyring.public_keys():
+            return None
+        current = issued_at if definition_ver == ver else None
+        site = self._site_of(credentials, number, revoked, blacklisted, etag, None, current)
+        return site, seen_at
 
     def _digest(self, token: str) -> bytes:
         if len(token) > jose.MAX_TOKEN_LENGTH or token.count(".") != 2:
@@ -273,22 +284,40 @@ class SiteDirectory:
         return row
 
     def _site(self, credentials: Credentials, row: SiteRow) -> Site:
-        number: str = row["license_number"]
         definition = _definition_from(row, "definition_")
         etag = definition.etag if definition is not None else row.get("definition_etag")
-        renew_at = 0.0
-        if etag is not None and row["definition_ver"] == row["license_ver"]:
-            renew_at = renewal_due(number, row["definition_issued_at"], self._ttl).timestamp()
-        return Site(
-            credentials=credentials,
-            license_number=number,
-            user=f"license:{number}",
-            revoked=row["revoked"],
-            blacklisted=row["blacklisted"],
-            etag=etag,
-            definition=definition,
-            renew_at=renew_at,
+        is_current = row["definition_ver"] == row["license_ver"]
+        current = row["definition_issued_at"] if is_current else None
+        return self._site_of(
+            credentials,
+            row["license_number"],
+            row["revoked"],
+            row["blacklisted"],
+            etag,
+            definition,
+            current,
         )
+
+    def _site_of(
+        self,
+        credentials: Credentials,
+        number: str,
+        revoked: bool,
+        blacklisted: bool,
+        etag: str | None,
+        definition: Definition | None,
+        current_issued_at: datetime | None,
+    ) -> Site:
+        """The site, to be re-signed from its renewal point when its stored definition is of
+        the license's current content (`current_issued_at`, its issue time), else at once."""
+        renew_at = 0.0
+        if etag is not None and current_issued_at is not None:
+            renew_at = self._renew_at(number, current_issued_at)
+        user = f"license:{number}"
+        return Site(credentials, number, user, revoked, blacklisted, etag, definition, renew_at)
+
+    def _renew_at(self, number: str, issued_at: datetime) -> float:
+        return issued_at.timestamp() + renewal_offset(number, self._ttl)
 
     async def current(self, site: Site) -> Definition:
         """Return the site's definition, re-signing it first when it is due."""
@@ -300,12 +329,12 @@ class SiteDirectory:
             definition = await self._signing.run(
                 site.license_number, lambda: self._ensure(site.license_number)
             )
-        renew_at = renewal_due(site.license_number, definition.issued_at, self._ttl).timestamp()
+        renew_at = self._renew_at(site.license_number, definition.issued_at)
         # Only over the very entry read (a clear since then means it may be stale).
         self.cache.replace(
             site.credentials,
             site,
-            replace(site, etag=definition.etag, definition=definition, renew_at=renew_at),
+            site._replace(etag=definition.etag, definition=definition, renew_at=renew_at),
         )
         return definition
 
