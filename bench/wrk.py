@@ -433,10 +433,15 @@ def cpu_seconds(pid: int) -> float | None:
 
 def tree_cpu_seconds(parent: int) -> float | None:
     """Return the CPU seconds of `parent` and its direct children (Postgres and its
-    backends; backends that exited meanwhile are not counted)."""
-    total = cpu_seconds(parent)
-    if total is None:
+    backends), those that exited meanwhile included: a child's time moves into the
+    parent's `cutime`/`cstime` when the parent reaps it (an autovacuum worker, a closed
+    connection's backend), so the total only grows."""
+    try:
+        stat = Path(f"/proc/{parent}/stat").read_text()
+    except OSError:
         return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    total = sum(int(field) for field in fields[11:15]) / CLOCK_TICKS
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

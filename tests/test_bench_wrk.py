@@ -81,6 +81,23 @@ def test_cpu_per_core_is_requests_over_the_process_cpu_seconds() -> None:
     assert result.per_core("other") is None
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+def test_a_process_trees_cpu_keeps_the_time_of_children_that_exited() -> None:
+    # Postgres' backends come and go during a phase (autovacuum, closed connections): the
+    # time they spent must stay in the total, which would otherwise fall.
+    import os
+    import subprocess
+
+    me = os.getpid()
+    before, own_before = wrk.tree_cpu_seconds(me), wrk.cpu_seconds(me)
+    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # exits and is reaped
+    after, own_after = wrk.tree_cpu_seconds(me), wrk.cpu_seconds(me)
+    assert before is not None and after is not None
+    assert own_before is not None and own_after is not None
+    assert after - before >= 0.3 + (own_after - own_before) - 0.05
+
+
 def test_a_placeholder_without_a_value_is_refused() -> None:
     with pytest.raises(ValueError, match="nokey"):
         wrk.lua(wrk.Script(path="/${nokey}"), "run", 1)
