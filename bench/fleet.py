@@ -25,7 +25,7 @@ fleet's p99 within 2x of the one-key p99; and the replicas' resident memory, whi
 site index. Everything it starts is removed at the end, also on
 Ctrl-C.
 
-    python bench/fleet.py [--licenses 50000] [--duration 300] [--one-key-duration 60]
+    python bench/fleet.py [--licenses 50000] [--duration 300] [--one-key-duration DURATION]
         [--sites 1000000] [--poll-seconds 600] [--replicas 2] [--connections 50] [--no-index]
 """
 
@@ -425,7 +425,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--licenses", type=int, default=50_000, help="distinct sites (keys)")
     parser.add_argument("--duration", type=int, default=300, help="seconds of the fleet phase")
     parser.add_argument(
-        "--one-key-duration", type=int, default=60, help="seconds of the one-key phase"
+        "--one-key-duration",
+        type=int,
+        default=None,
+        help="seconds of the one-key phase (default: as long as the fleet phase, so that both "
+        "p99s are taken over windows that hold the same rare events: a checkpoint, an "
+        "autovacuum of the usage tables)",
     )
     parser.add_argument("--sites", type=int, default=1_000_000, help="sites the rate stands for")
     parser.add_argument(
@@ -441,6 +446,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--connections", type=int, default=50, help="keep-alive connections per route"
     )
     args = parser.parse_args(argv)
+    if args.one_key_duration is None:
+        args.one_key_duration = args.duration
     if not 1 <= args.licenses <= 1_000_000 or not 1 <= args.replicas <= 16:
         parser.error("--licenses must be in [1, 1000000] and --replicas in [1, 16]")
     if not 1 <= args.duration <= 7200 or not 1 <= args.one_key_duration <= 7200:

@@ -291,9 +291,7 @@ async def test_last_seen_notes_are_answered_and_give_the_collector_nothing_to_tr
     # A poll of a site last seen long ago is noted in both places; neither keeps an object
     # the garbage collector would have to walk.
     activations = lbs.app[ACTIVATIONS]
-    assert activations.note_seen(
-        lic["number"], active.hex, "127.0.0.1", later - timedelta(days=1)
-    )
+    assert activations.note_seen(lic["number"], active.hex, "127.0.0.1", later - timedelta(days=1))
     gc.collect()
     assert not gc.is_tracked(index._notes) and not gc.is_tracked(activations._pending_at)
     assert not gc.is_tracked(activations._pending_from)
