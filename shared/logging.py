@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _UTC = datetime.UTC
 
@@ -165,6 +166,35 @@ request_line: Callable[[str, str, int, float, str | None], None] = _request_line
 """Log the one line of an HTTP request (`event` "request", with the context's request_id)."""
 
 
+# What a parser refusal's line carries besides the event (see `_ParserRefusals`).
+_REFUSAL_FIELDS = ("status", "reason", "address")
+_REASON_CHARS = 200
+
+
+class _ParserRefusals(logging.Filter):
+    """A request aiohttp's HTTP parser refuses (a header or request line over 16 KiB, a
+    malformed Content-Length, a bad chunk size) is answered 400 before any middleware runs,
+    and aiohttp logs it as an ERROR with a traceback, once per request: anyone who can reach
+    the port could fill the logs with tracebacks of their own making. It is the client's
+    error, so it becomes one warning line with the status, the parser's reason (cut short)
+    and the address, and no traceback. Other errors aiohttp logs keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            args = record.args if isinstance(record.args, tuple) else ()
+            record.status = exc.code
+            record.reason = str(exc.message)[:_REASON_CHARS]
+            record.address = str(args[0]) if args else None
+            record.msg, record.args = "request_refused_by_http_parser", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_PARSER_REFUSALS = _ParserRefusals()
+
+
 def configure_logging(
     log_format: str = "json", level: int = logging.INFO, stream: TextIO | None = None
 ) -> None:
@@ -203,7 +233,11 @@ def configure_logging(
     handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.processors.format_exc_info],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.ExtraAdder(allow=_REFUSAL_FIELDS),
+                structlog.processors.format_exc_info,
+            ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
@@ -212,6 +246,9 @@ def configure_logging(
     root.setLevel(logging.WARNING)
     # aiohttp's own access log would duplicate our one line per request.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if _PARSER_REFUSALS not in server_log.filters:
+        server_log.addFilter(_PARSER_REFUSALS)
 
 
 def _no_request_line(

@@ -553,7 +553,8 @@ PROTOCOL_ERROR_BUG = (
     "shared/web/app_base.py new_app(): a request the HTTP parser refuses before any middleware"
     " runs (request line or header over the 16 KiB max_line_size/max_field_size, invalid method,"
     " bad Content-Length or chunk size) gets aiohttp's text/plain 400 ('Got more than 16384 bytes"
-    " when reading ...'), not the JSON error envelope, and logs an ERROR traceback per request"
+    " when reading ...'), not the JSON error envelope (it is logged as one warning line, see"
+    " tests/test_observability.py)"
 )
 
 

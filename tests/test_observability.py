@@ -220,6 +220,36 @@ async def test_each_request_on_a_connection_logs_its_own_id_and_nothing_of_the_o
     assert third["request_id"] == third_id and third["status"] == 200
 
 
+async def test_a_request_the_http_parser_refuses_is_one_warning_line_without_a_traceback(
+    log_output: io.StringIO,
+) -> None:
+    refused = [
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+        b"POST /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ]
+    async with serve(new_app("test")) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for raw in refused:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(raw)
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+            assert answer.split(b" ", 2)[1] == b"400"
+    service_log._output.flush()  # type: ignore[union-attr]
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    assert len(lines) == len(refused)
+    for line in lines:
+        assert line["event"] == "request_refused_by_http_parser"
+        assert line["level"] == "warning" and line["status"] == 400
+        assert line["address"] == "127.0.0.1" and line["reason"]
+        assert "exception" not in line
+        assert len(line["reason"]) <= 200
+    assert "16384" in lines[0]["reason"] and "Content-Length" in lines[1]["reason"]
+
+
 def test_request_metrics_expose_what_client_counters_and_histograms_would() -> None:
     observations = [
         ("/a/{id}", "GET", 200, 0.0009),
