@@ -52,6 +52,19 @@ async def serve(
         await runner.cleanup()
 
 
+async def raw_exchange(url: str, raw: bytes) -> bytes:
+    """Send `raw` bytes to the server at `url` (http) and return all it answers before it
+    closes: for requests no HTTP client would send."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
 @dataclass
 class LbsHandle:
     """A running license backend and what tests need to call it."""

@@ -54,6 +54,7 @@ from tests.helpers import (
     XRFKEY,
     LbsHandle,
     QrsHandle,
+    raw_exchange,
     serve_lbs,
     serve_qrs,
     site_headers,
@@ -569,14 +570,7 @@ PROTOCOL_ERROR_BUG = (
     ids=["long-header", "long-url", "bad-content-length"],
 )
 async def test_protocol_errors_use_the_envelope(stack: Stack, raw: bytes) -> None:
-    host, port = stack.lbs.base_url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(raw)
-        await writer.drain()
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
+    answer = await raw_exchange(stack.lbs.base_url, raw)
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     assert 400 <= int(status_line.split()[1]) < 500, status_line

@@ -29,7 +29,7 @@ from shared.logging import configure_logging
 from shared.web.app_base import new_app
 from shared.web.observability import LATENCY_BUCKETS, HttpMetrics
 from tests.conftest import DatabaseFactory
-from tests.helpers import XRFKEY, LbsHandle, serve, write_root
+from tests.helpers import XRFKEY, LbsHandle, raw_exchange, serve, write_root
 
 
 def metric(text: str, name: str) -> float:
@@ -228,15 +228,8 @@ async def test_a_request_the_http_parser_refuses_is_one_warning_line_without_a_t
         b"POST /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     ]
     async with serve(new_app("test")) as url:
-        host, port = url.removeprefix("http://").split(":")
         for raw in refused:
-            reader, writer = await asyncio.open_connection(host, int(port))
-            try:
-                writer.write(raw)
-                await writer.drain()
-                answer = await asyncio.wait_for(reader.read(), 10)
-            finally:
-                writer.close()
+            answer = await raw_exchange(url, raw)
             assert answer.split(b" ", 2)[1] == b"400"
     service_log._output.flush()  # type: ignore[union-attr]
     lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
