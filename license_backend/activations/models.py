@@ -14,6 +14,12 @@ def seen_key(number: str, installation_hex: str) -> str:
     return f"{number}/{installation_hex}"
 
 
+def seen_key_parts(key: str) -> tuple[str, str]:
+    """The license number and installation hex a `seen_key` was made of."""
+    number, _, installation_hex = key.partition("/")
+    return number, installation_hex
+
+
 class Activation(OutModel):
     """One installation a license is active at."""
 

@@ -18,7 +18,12 @@ import asyncpg
 import structlog
 
 from license_backend.activations import repository as repo
-from license_backend.activations.models import Activation, ActivationPage, seen_key
+from license_backend.activations.models import (
+    Activation,
+    ActivationPage,
+    seen_key,
+    seen_key_parts,
+)
 from license_backend.catalog import repository as catalog
 from license_backend.catalog.service import LicenseNotFound
 from shared.web.errors import Forbidden, NotFound
@@ -105,12 +110,13 @@ class Activations:
                 # worth at a million sites would hold the event loop for milliseconds at once.
                 for start in range(0, len(keys), FLUSH_CHUNK):
                     chunk = keys[start : start + FLUSH_CHUNK]
-                    # Columns of plain strings and datetimes: no tuple or UUID object per
-                    # installation for the garbage collector to walk meanwhile.
+                    # Columns of plain strings and datetimes: no UUID object per installation
+                    # for the garbage collector to walk meanwhile (hex, which Postgres reads).
+                    numbers, installations = zip(*map(seen_key_parts, chunk), strict=True)
                     await repo.touch_many(
                         conn,
-                        [key.partition("/")[0] for key in chunk],
-                        [key.partition("/")[2] for key in chunk],  # hex, which Postgres reads
+                        numbers,
+                        installations,
                         [addresses[key] for key in chunk],
                         [at[key] for key in chunk],
                     )
