@@ -14,6 +14,12 @@ bodies written per request by its Lua (bench/wrk.py):
                   Postgres, batched as the service batches (the same batches in flight, one
                   statement and one transaction each, commits not waiting for the disk):
                   what any service that records its sessions in the database pays at least.
+* decision      - the baseline's handler deciding each request with the service's own access
+                  engine (site state and rules caches, batching, `decide_access`) on the
+                  measured site's database, sent the requests of "allocated": the service
+                  without its HTTP layer (middlewares, auth, xrfkey, log line, metrics,
+                  validation, error envelope). Anything but a grant is answered 409, an error
+                  in wrk's count.
 * allocated     - users who already hold an allocation. The site is licensed with `--seats`
                   professional seats and a professional access group with the rule
                   `user.userId like "*"`; `--users` users are pre-allocated by one access
@@ -24,7 +30,7 @@ bodies written per request by its Lua (bench/wrk.py):
 * new users     - every request a user never seen before, on the same site with seats to
                   spare: each answer is an allocation (allocations/s = req/s).
 
-Each is warmed up once, then the four run `--rounds` times interleaved, and the table shows
+Each is warmed up once, then the five run `--rounds` times interleaved, and the table shows
 each one's median run (req/s, p50/p90/p99, errors, ratio to the baseline, CPU of the QRS,
 Postgres, wrk and the rest of the machine, and the QRS's requests per second per core of its
 own CPU time). The QRS's `qrs_access_decisions_total` confirms every answer was a
@@ -214,6 +220,58 @@ def serve_floor(port: int, database_url: str) -> None:
         await pool.execute(FLOOR_TABLE)
         pools.append(pool)
         yield
+        await pool.close()
+
+    serve_bare(port, handler, database)
+
+
+# The decision: bare aiohttp whose handler decides each request with the service's own
+# access engine (its site state and rules caches, batching and `decide_access`), on the
+# measured site's database. What it leaves out is the service's HTTP layer: the middlewares
+# (request id, metrics, the log line, the error envelope, auth and its roles, the xrfkey) and
+# the body's validation and the answer's encoding.
+# (`access_requests.py --serve-baseline PORT --decision-db URL`)
+
+
+def serve_decision(port: int, database_url: str) -> None:
+    """Serve the baseline's handler, each request decided by the service's engine."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from repository_service.access.decision.engine import AccessEngine
+    from repository_service.access.rule_cache import RuleCache
+    from repository_service.access.state import StateCache
+    from repository_service.settings import QrsSettings
+    from shared.db import create_pool
+
+    engines: list[AccessEngine] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        decision = await engines[0].request(
+            body["userDirectory"], body["userId"], body["sessionId"]
+        )
+        # Anything but a grant is an error in wrk's count (every user holds an allocation).
+        return web.json_response(
+            baseline_answer(decision.granted, str(decision.allocation_id)),
+            status=200 if decision.granted else 409,
+        )
+
+    async def database(app: web.Application) -> Any:
+        # The service's pools, as repository_service.app makes them.
+        settings = QrsSettings(database_url=database_url, max_parallel_sessions=1_000_000)
+        size = settings.db_pool_max_size
+        pool = await create_pool(database_url, size)
+        sessions = await create_pool(
+            database_url, max(4, size // 2), server_settings={"synchronous_commit": "off"}
+        )
+        engine = AccessEngine(
+            pool, sessions, settings, StateCache(pool), RuleCache(pool), CollectorRegistry()
+        )
+        engines.append(engine)
+        yield
+        await engine.wait_idle()
+        await sessions.close()
         await pool.close()
 
     serve_bare(port, handler, database)
@@ -539,13 +597,16 @@ def report(
     rows: list[Measured], users: int, prealloc_s: float, connections: int, batching: str
 ) -> None:
     """Print the table of the median runs and the targets."""
-    base, floor, allocated, new_users = rows
+    base, floor, decision, allocated, new_users = rows
     print()
     print(
         f"access requests at {connections} connections: 'allocated' = {users} users who hold a "
         f"professional allocation (pre-allocating them took {prealloc_s:.2f}s), a new session "
         "each; 'new users' = a user never seen before each, seats to spare; 'floor' = the "
-        "baseline that also inserts each request as a row, batched as the service batches"
+        "baseline that also inserts each request as a row, batched as the service batches; "
+        "'decision' = the baseline deciding each request (of 'allocated') with the service's "
+        "own access engine, without the service's HTTP layer (middlewares, auth, xrfkey, log "
+        "line, metrics, validation, error envelope)"
     )
     print_table(rows, "baseline")
     print(f"batching: {batching}")
@@ -573,6 +634,12 @@ def report(
     print(
         f"floor: a batched row per request costs bare aiohttp {1 - (floor.ratio or 0.0):.0%} "
         f"of its req/s ({floor.result.rps:.0f}/s, p99 {floor.result.p99_ms:.2f} ms)"
+    )
+    print(
+        f"decision: the access decision alone costs bare aiohttp "
+        f"{1 - (decision.ratio or 0.0):.0%} of its req/s ({decision.result.rps:.0f}/s, p99 "
+        f"{decision.result.p99_ms:.2f} ms); the HTTP layer takes 'allocated' from there to "
+        f"{a.rps:.0f}/s"
     )
 
 
@@ -616,6 +683,15 @@ async def mean_batch(server_url: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Orchestration
+
+
+def start_bare(bench: Bench, name: str, flag: str, database_url: str) -> Server:
+    """Start this script's bare server of kind `flag` (--floor-db, --decision-db) on a port."""
+    from shared.embedded_pg import free_port
+
+    port = free_port()
+    command = [sys.executable, str(SCRIPT), "--serve-baseline", str(port), flag, database_url]
+    return bench.start(name, command, port, {"PYTHONUNBUFFERED": "1"})
 
 
 def compare_scenarios(
@@ -670,22 +746,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
         return Site(server, pg.url_for(database), callers.token(PROXY))
 
     baseline = start_baseline(bench, SCRIPT)
-    from shared.embedded_pg import free_port
-
-    floor_port = free_port()
-    floor = bench.start(
-        "floor",
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--serve-baseline",
-            str(floor_port),
-            "--floor-db",
-            pg.url_for(databases["qrs_a"]),
-        ],
-        floor_port,
-        {"PYTHONUNBUFFERED": "1"},
-    )
+    floor = start_bare(bench, "floor", "--floor-db", pg.url_for(databases["qrs_a"]))
     # Sessions of "allocated" are never ended, so the per-user limit of live sessions is lifted.
     site = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
     admin = callers.token(ADMIN)
@@ -694,15 +755,20 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
         await wait_until_serving(session, baseline, "/health/ready")
         await wait_until_serving(session, floor, "/health/ready")
         await license_site(session, site, lbs_url, lbs_admin, admin, args.seats)
+    # After the licence: it decides from the state the QRS stored.
+    decision = start_bare(bench, "decision", "--decision-db", pg.url_for(databases["qrs_a"]))
 
     print(f"pre-allocating {args.users} users ...")
     prealloc_s = await preallocate(site, args.users, min(args.connections, 64))
+    async with new_session(1) as session:
+        await wait_until_serving(session, decision, "/health/ready")
     users = [f"u{n}" for n in range(args.users)]
     options = load_options(args, pg.data_dir, wrk_cpus)
     allocated = access_script(site.proxy_token, "BENCH", "${user}", users)
     scenarios = [
         Scenario("baseline", baseline, allocated),
         Scenario("floor", floor, allocated),
+        Scenario("decision", decision, allocated),
         Scenario("allocated", site.server, allocated, only_professional_grants),
         Scenario(
             "new users",
@@ -711,7 +777,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
             only_professional_grants,
         ),
     ]
-    compared = compare_scenarios(args, start_qrs, databases["qrs_a"], scenarios[2:])
+    compared = compare_scenarios(args, start_qrs, databases["qrs_a"], scenarios[3:])
     if compared:
         async with new_session(8, total_timeout=120) as session:
             await wait_until_serving(session, compared[0].server, "/health/ready")
@@ -728,10 +794,11 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
     bench.stop(site.server)
     bench.stop(baseline)
     bench.stop(floor)
+    bench.stop(decision)
     if compared:
         print()
         print(f"compared: 'B' = a second QRS process on the same database with {args.compare}")
-        print_table([best[s.name] for s in [scenarios[0], *scenarios[2:], *compared]], "baseline")
+        print_table([best[s.name] for s in [scenarios[0], *scenarios[3:], *compared]], "baseline")
         print(f"batching B: {await mean_batch(compared[0].server.url)}")
         bench.stop(compared[0].server)
 
@@ -779,6 +846,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add_baseline_argument(parser)
     parser.add_argument("--floor-db", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--decision-db", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline is None:
         check_load_arguments(parser, args)
@@ -796,6 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_baseline is not None and args.floor_db:
         serve_floor(args.serve_baseline, args.floor_db)
+        return 0
+    if args.serve_baseline is not None and args.decision_db:
+        serve_decision(args.serve_baseline, args.decision_db)
         return 0
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline)
