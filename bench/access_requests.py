@@ -241,8 +241,8 @@ def serve_decision(port: int, database_url: str) -> None:
     from repository_service.access.decision.engine import AccessEngine
     from repository_service.access.rule_cache import RuleCache
     from repository_service.access.state import StateCache
+    from repository_service.app import open_pools
     from repository_service.settings import QrsSettings
-    from shared.db import create_pool
 
     engines: list[AccessEngine] = []
 
@@ -258,13 +258,8 @@ def serve_decision(port: int, database_url: str) -> None:
         )
 
     async def database(app: web.Application) -> Any:
-        # The service's pools, as repository_service.app makes them.
         settings = QrsSettings(database_url=database_url, max_parallel_sessions=1_000_000)
-        size = settings.db_pool_max_size
-        pool = await create_pool(database_url, size)
-        sessions = await create_pool(
-            database_url, max(4, size // 2), server_settings={"synchronous_commit": "off"}
-        )
+        pool, sessions = await open_pools(settings)
         engine = AccessEngine(
             pool, sessions, settings, StateCache(pool), RuleCache(pool), CollectorRegistry()
         )

@@ -4,9 +4,11 @@ Not a test. It starts an embedded Postgres, imports `--licenses` catalog license
 default) with `license-backend license import`, and runs `--replicas` backend processes
 (`license-backend serve --no-migrate`, JSON logs to /dev/null, unbuffered as in the Docker
 image) on one database behind one address: they listen with LBS_REUSE_PORT, so the kernel
-spreads wrk's connections over them. Every site then polls once from this process (an aiohttp
-client), which activates its installation and gives its ETag, as a fleet that has been
-running would have. Then `--rounds` rounds (3 by default) of two phases, one after the
+spreads wrk's connections over them, with LBS_ACTIVATION_SEEN_SECONDS scaled as the poll
+interval is (`--licenses` sites stand for `--sites`, so each polls that much more often; the
+last-seen writes a second are then the real fleet's). Every site then polls once from this
+process (an aiohttp client), which activates its installation and gives its ETag, as a fleet
+that has been running would have. Then `--rounds` rounds (3 by default) of two phases, one after the
 other, each at the rate of `--sites` sites polling every `--poll-seconds` (1,667 + 1,667
 requests/s for a million sites every 10 minutes), paced by wrk's `delay()`:
 
@@ -171,6 +173,18 @@ async def wait_listening(server: Server, port: int) -> None:
 def site_headers(site: Site) -> dict[str, str]:
     """Return the headers a site sends: its signed key and its installation."""
     return {"Authorization": f"Bearer {site.key}", "X-Installation-Id": site.installation}
+
+
+def seen_seconds(args: argparse.Namespace) -> float:
+    """LBS_ACTIVATION_SEEN_SECONDS for the replicas: the default, scaled as the poll interval
+    is. Here `--licenses` sites stand for `--sites`, so each polls that much more often; with
+    the interval shortened alike, a site's last-seen time is written at the same share of its
+    polls as at the default, and the writes a second are the real fleet's."""
+    from license_backend.settings import LbsSettings
+
+    default = float(LbsSettings.model_fields["activation_seen_seconds"].default)
+    share: float = min(1.0, args.licenses / args.sites)
+    return default * share
 
 
 async def first_polls(url: str, sites: list[Site], connections: int = 32) -> list[Site]:
@@ -514,7 +528,18 @@ async def benchmark(
     print(f"imported {len(sites)} licenses in {took:.1f}s ({len(sites) / took:.0f}/s)")
 
     port = free_port()
-    env = {**env, "LBS_PORT": str(port), "LBS_REUSE_PORT": "true"}
+    seen = seen_seconds(args)
+    env = {
+        **env,
+        "LBS_PORT": str(port),
+        "LBS_REUSE_PORT": "true",
+        "LBS_ACTIVATION_SEEN_SECONDS": f"{seen:g}",
+    }
+    print(
+        f"last-seen times written at most every {seen:g}s per site: each site here polls every "
+        f"{args.poll_seconds * min(1.0, args.licenses / args.sites):g}s, so the writes a "
+        f"second are those of {args.sites} sites at the default"
+    )
     if args.no_index:
         env["LBS_SITE_INDEX"] = "false"
     replicas = []

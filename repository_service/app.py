@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from repository_service import keys
@@ -75,17 +76,27 @@ def create_app(settings: QrsSettings, *, run_poller: bool = True) -> web.Applica
     return app
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+async def open_pools(settings: QrsSettings) -> tuple[asyncpg.Pool, asyncpg.Pool]:
+    """Open the main pool and the session pool (also used by bench/access_requests.py)."""
     pool = await create_pool(settings.database_url, settings.db_pool_max_size)
-    app[keys.POOL] = pool
     # Session bookkeeping commits without waiting for the disk: losing the last few on a
     # crash only forgets live sessions, never an allocation (those use the main pool).
-    app[keys.SESSION_POOL] = await create_pool(
-        settings.database_url,
-        max(4, settings.db_pool_max_size // 2),
-        server_settings={"synchronous_commit": "off"},
-    )
+    try:
+        session_pool = await create_pool(
+            settings.database_url,
+            max(4, settings.db_pool_max_size // 2),
+            server_settings={"synchronous_commit": "off"},
+        )
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, session_pool
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    pool, session_pool = await open_pools(app[keys.SETTINGS])
+    app[keys.POOL] = pool
+    app[keys.SESSION_POOL] = session_pool
 
     async def database_ok() -> bool:
         return bool(await pool.fetchval("SELECT 1", timeout=2) == 1)

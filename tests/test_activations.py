@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +340,25 @@ async def test_last_seen_is_written_at_most_once_per_interval(lbs: LbsHandle) ->
     [seen] = await activations(lbs, lic["number"])
     assert seen["firstSeenAt"] == first["firstSeenAt"]
     assert seen["lastSeenAt"] > first["lastSeenAt"]
+
+
+async def test_last_seen_writes_are_spread_between_half_and_all_of_the_interval(
+    lbs: LbsHandle,
+) -> None:
+    from license_backend.activations.service import Activations
+
+    activations = Activations(lbs.app_pool(), seen_seconds=100)
+    now = datetime.now(UTC)
+
+    def noted(age: float) -> int:
+        sites = [uuid.uuid4().hex for _ in range(200)]
+        seen_at = now - timedelta(seconds=age)
+        return sum(activations.note_seen("L", s, "127.0.0.1", seen_at) is not None for s in sites)
+
+    assert noted(45) == 0  # under half the interval: never
+    assert noted(101) == 200  # over the interval: always
+    # Between: some sites now, the others at a later poll, so a fleet seen together drifts.
+    assert 0 < noted(75) < 200
 
 
 async def test_admin_endpoints_of_activations(lbs: LbsHandle) -> None:

@@ -180,7 +180,7 @@ async def test_last_seen_times_are_written_together_by_the_flush(
         async with lbs.session.get(f"{lbs.url}/v1/definitions/current", headers=headers) as resp:
             assert resp.status == 200
     pool = lbs.app_pool()
-    await pool.execute("UPDATE activations SET last_seen_at = now() - interval '1 hour'")
+    await pool.execute("UPDATE activations SET last_seen_at = now() - interval '2 hours'")
     await lbs.sites_changed()
     for installation in installations:
         headers = {"Authorization": f"Bearer {lic['key']}", "X-Installation-Id": installation}

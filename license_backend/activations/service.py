@@ -3,14 +3,16 @@
 A site names its installation in `X-Installation-Id`; the first call from a new installation
 activates it while the license has a free slot. The slot count is checked and taken under a
 row lock on the license, so the limit holds however many requests and replicas race for the
-last slot. A known installation's last-seen time is written at most once per `seen_seconds`,
-and not by the request: the times noted are written together, once a second (`flush`), so that
-a million sites each seen once in ten minutes cost one statement a second, not one each. A
-crash loses at most the last second of last-seen times, which are for the vendor's eyes only.
+last slot. A known installation's last-seen time is written at most once per `seen_seconds`
+(at least half of it apart), and not by the request: the times noted are written together,
+once a second (`flush`), so that a million sites each seen once in ten minutes cost one
+statement a second, not one each. A crash loses at most the last second of last-seen times,
+which are for the vendor's eyes only.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -86,7 +88,10 @@ class Activations:
         """Note a call from an installation active on the license, last seen at `seen_at`,
         for the next flush when that was a while ago; return the time noted, if any."""
         now = datetime.now(UTC)
-        if (now - seen_at).total_seconds() < self._seen_seconds:
+        # Older than a random time between half and all of `seen_seconds`: sites that were
+        # all written at once (activated together, or the backend back after a pause) drift
+        # apart within a few intervals, instead of being written together at every interval.
+        if (now - seen_at).total_seconds() < self._seen_seconds * random.uniform(0.5, 1.0):
             return None
         key = seen_key(number, installation_hex)
         if key not in self._pending_at and len(self._pending_at) >= MAX_PENDING:
