@@ -183,8 +183,13 @@ def seen_seconds(args: argparse.Namespace) -> float:
     from license_backend.settings import LbsSettings
 
     default = float(LbsSettings.model_fields["activation_seen_seconds"].default)
+    return default * site_share(args)
+
+
+def site_share(args: argparse.Namespace) -> float:
+    """The share of the fleet's sites the bench polls as: each polls 1/share times as often."""
     share: float = min(1.0, args.licenses / args.sites)
-    return default * share
+    return share
 
 
 async def first_polls(url: str, sites: list[Site], connections: int = 32) -> list[Site]:
@@ -537,7 +542,7 @@ async def benchmark(
     }
     print(
         f"last-seen times written at most every {seen:g}s per site: each site here polls every "
-        f"{args.poll_seconds * min(1.0, args.licenses / args.sites):g}s, so the writes a "
+        f"{args.poll_seconds * site_share(args):g}s, so the writes a "
         f"second are those of {args.sites} sites at the default"
     )
     if args.no_index:
