@@ -24,9 +24,14 @@ bodies written per request by its Lua (bench/wrk.py):
                   professional seats and a professional access group with the rule
                   `user.userId like "*"`; `--users` users are pre-allocated by one access
                   request each, then the requests cycle over them, each with a NEW sessionId
-                  (as the proxy does: one call per new session). The QRS runs with
-                  QRS_MAX_PARALLEL_SESSIONS=1000000 so that these sessions, never ended, do
-                  not hit the per-user limit of live sessions.
+                  (as the proxy does: one call per new session). These sessions are never
+                  ended, so the QRS runs with sessions idle after 2 s
+                  (QRS_SESSION_IDLE_SECONDS=2): each user then holds the 2 or 3 live
+                  sessions it started in the last 2 s, as a user of a real site holds a few
+                  (at most 5 under the default limit), where with the default idle time it
+                  would hold every session of the run, hundreds, and each decision would
+                  count them all. The per-user limit of live sessions is lifted
+                  (QRS_MAX_PARALLEL_SESSIONS=1000000) so that a burst never refuses one.
 * new users     - every request a user never seen before, on the same site with seats to
                   spare: each answer is an allocation (allocations/s = req/s).
 
@@ -55,7 +60,7 @@ listens on 127.0.0.1; every process it starts and the embedded Postgres are remo
 also on Ctrl-C or SIGTERM.
 
     python bench/access_requests.py [--duration 10] [--connections 64] [--rounds 3]
-        [--warmup 2] [--users 2000] [--seats 200000] [--race-seats 500] [--race-duration 2]
+        [--warmup 2] [--users 5000] [--seats 200000] [--race-seats 500] [--race-duration 2]
         [--pin] [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
         [--compare NAME=VALUE ...]
 """
@@ -118,6 +123,9 @@ PROFESSIONAL = 4  # accessType of ProfessionalAccess
 DECISIONS = "qrs_access_decisions_total"
 GRANTED = {"code": "Ok", "granted": "true", "access_type": str(PROFESSIONAL)}
 REFUSED = {"code": "NoAvailableAccessType", "granted": "false", "access_type": "0"}
+# The settings of the site "allocated" measures (see the module's docstring): its sessions,
+# never ended, idle out after 2 s, and the per-user limit of live sessions is lifted.
+LIVE_SESSIONS: dict[str, Any] = {"session_idle_seconds": 2, "max_parallel_sessions": 1_000_000}
 TARGET_RATIO = 0.35  # allocated: share of the baseline's requests/s
 TARGET_P99_MS = 20.0  # allocated: p99 latency
 TARGET_CONNECTIONS = 64  # the targets are stated for this many connections
@@ -258,7 +266,7 @@ def serve_decision(port: int, database_url: str) -> None:
         )
 
     async def database(app: web.Application) -> Any:
-        settings = QrsSettings(database_url=database_url, max_parallel_sessions=1_000_000)
+        settings = QrsSettings(database_url=database_url, **LIVE_SESSIONS)
         pool, sessions = await open_pools(settings)
         engine = AccessEngine(
             pool, sessions, settings, StateCache(pool), RuleCache(pool), CollectorRegistry()
@@ -274,6 +282,11 @@ def serve_decision(port: int, database_url: str) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Requests
+
+
+def qrs_environment(settings: dict[str, Any]) -> dict[str, str]:
+    """Return the QRS process's environment that sets `settings` (QrsSettings' fields)."""
+    return {f"QRS_{name.upper()}": str(value) for name, value in settings.items()}
 
 
 def caller_headers(token: str) -> dict[str, str]:
@@ -702,7 +715,7 @@ def compare_scenarios(
     if not args.compare:
         return []
     env = dict(kv.split("=", 1) for kv in args.compare)
-    site = start_qrs("qrs-a2", database, QRS_MAX_PARALLEL_SESSIONS="1000000", **env)
+    site = start_qrs("qrs-a2", database, **qrs_environment(LIVE_SESSIONS), **env)
     return [Scenario(f"{s.name} B", site.server, s.script, s.verify) for s in measured]
 
 
@@ -742,8 +755,7 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
 
     baseline = start_baseline(bench, SCRIPT)
     floor = start_bare(bench, "floor", "--floor-db", pg.url_for(databases["qrs_a"]))
-    # Sessions of "allocated" are never ended, so the per-user limit of live sessions is lifted.
-    site = start_qrs("qrs-a", databases["qrs_a"], QRS_MAX_PARALLEL_SESSIONS="1000000")
+    site = start_qrs("qrs-a", databases["qrs_a"], **qrs_environment(LIVE_SESSIONS))
     admin = callers.token(ADMIN)
     async with new_session(8, total_timeout=120) as session:
         await wait_until_serving(session, lbs, "/health/ready")
@@ -816,7 +828,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_load_arguments(parser, 64)
-    parser.add_argument("--users", type=int, default=2000, help="pre-allocated users")
+    parser.add_argument("--users", type=int, default=5000, help="pre-allocated users")
     parser.add_argument(
         "--seats", type=int, default=200_000, help="professional seats of the measured site"
     )
