@@ -1,5 +1,6 @@
-"""`grant_held` and `grant_new` (migration 0010) decide a batch's users who hold an allocation
-and its new users in a few statements; every other request goes through `decide_access_one`.
+"""`grant_held` and `grant_new` (migrations 0010, 0011) decide a batch's users who hold an
+allocation and its new users in a few statements; every other request goes through
+`decide_access_one`.
 The batch must answer, and leave the sessions, exactly as `decide_access_one` run request by
 request would."""
 
@@ -240,6 +241,32 @@ async def test_a_batch_decides_as_decide_access_one_does_request_by_request(
         "s-twice-2": "max_sessions",
     }
     assert batch[7][3] == batch[9][3] == codes["analyzer"]  # new-c, new-e
+
+
+async def test_a_session_id_the_batch_names_twice_is_left_to_decide_access_one(
+    conn: asyncpg.Connection,
+) -> None:
+    # Two users who hold an allocation share a session id, and so do two new users; one more
+    # of each kind has its own. Only those two are for the one-statement paths.
+    for name, seat in (("held-a", 1), ("held-b", 2), ("held-c", 3)):
+        await _allocation(conn, await _user(conn, name), "professional", seat)
+    requests = [
+        ("held-a", "s-shared-held", "000"),
+        ("held-b", "s-shared-held", "000"),
+        ("held-c", "s-held-c", "000"),
+        ("new-a", "s-shared-new", "100"),
+        ("new-b", "s-shared-new", "100"),
+        ("new-c", "s-new-c", "100"),
+    ]
+    every = _call(requests)
+    held = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
+    )
+    assert held == [(3,)]
+    new = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
+    )
+    assert new == [(6,)]
 
 
 async def test_new_users_never_get_more_seats_than_are_free(conn: asyncpg.Connection) -> None:
