@@ -269,6 +269,53 @@ async def test_a_session_id_the_batch_names_twice_is_left_to_decide_access_one(
     assert new == [(6,)]
 
 
+async def test_a_batch_probes_by_index_even_when_the_statistics_are_younger_than_the_rows(
+    conn: asyncpg.Connection,
+) -> None:
+    # The connection's plans are made while the tables are nearly empty (PL/pgSQL keeps them),
+    # then thousands of users and live sessions arrive before the next ANALYZE.
+    holder = await _user(conn, "holder")
+    await _allocation(conn, holder, "professional", 1)
+    every = _call([("holder", "s-first", "000"), ("new-a", "s-new-a", "100")])
+    for _ in range(8):
+        await _in_rolled_back(conn, "SELECT * FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY)
+        await _in_rolled_back(
+            conn, "SELECT * FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
+        )
+    await conn.execute(
+        "INSERT INTO users (id, user_directory, user_id, modified_by)"
+        " SELECT gen_random_uuid(), 'DIR', 'bulk' || g, 'test' FROM generate_series(1, 20000) g"
+    )
+    await conn.execute(
+        "INSERT INTO sessions (session_id, user_id, access_type)"
+        " SELECT 's-' || user_id, id, 4 FROM users WHERE user_id LIKE 'bulk%'"
+    )
+    # Every plan the next calls run, as auto_explain reports them to this connection.
+    plans: list[str] = []
+    conn.add_log_listener(lambda _conn, message: plans.append(message.message))
+    await conn.execute(
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+        " SET auto_explain.log_nested_statements = on; SET client_min_messages = log"
+    )
+    every = _call([("holder", "s-second", "000"), ("new-b", "s-new-b", "100")])
+    held = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
+    )
+    new = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
+    )
+    await conn.execute("SET client_min_messages = notice")
+    assert held == [(1,)] and new == [(2,)]
+    text = "\n".join(plans)
+    assert "grant_held" in text and "grant_new" in text
+    for whole_table in (
+        "Seq Scan on users",
+        "Seq Scan on sessions",
+        "Bitmap Heap Scan on sessions",
+    ):
+        assert whole_table not in text
+
+
 async def test_new_users_never_get_more_seats_than_are_free(conn: asyncpg.Connection) -> None:
     # Seven professional seats within the total, none held: twenty new users ask at once.
     requests = [(f"user{n:02}", f"s{n:02}", "100") for n in range(20)]

@@ -9,6 +9,12 @@
 -- * grant_new gave the n-th new user of an access type the n-th seat picked by a join that
 --   compared every pair of new users and seats; the seats picked are now an array per type,
 --   and the n-th user takes its n-th element.
+-- * Whether a request's session id or user exists was a NOT EXISTS with LIMIT 1, meant as an
+--   index probe per request. Postgres drops the LIMIT of an EXISTS and may plan it as an
+--   anti join, and did while a table's statistics were younger than its rows: a batch read
+--   every live session, or every user, each time (a sixth of the speed until the next
+--   ANALYZE, bench/access_requests.py). A subquery whose value is tested is never made a
+--   join: it stays one index probe per request, whatever the statistics say.
 --
 -- tests/test_grant_held.py checks a batch against decide_access_one run request by request.
 
@@ -71,12 +77,12 @@ BEGIN
             ORDER BY 2
             LIMIT 1
         ) AS h
-        -- LIMIT 1 in these: an index probe per request, never a join over a whole table
-        -- (which the planner may pick while the tables' statistics are young).
-        WHERE NOT EXISTS (
+        -- Subqueries whose value is tested, not NOT EXISTS: an index probe per request,
+        -- never a join over a whole table (see the top of this file).
+        WHERE (
             SELECT 1 FROM sessions s WHERE s.session_id = a.session_id AND s.ended_at IS NULL
             LIMIT 1
-        )
+        ) IS NULL
         AND (
             SELECT count(*) FROM (
                 SELECT 1 FROM sessions s
@@ -131,11 +137,11 @@ BEGIN
         -- Each new identity once, as its first request names it.
         SELECT DISTINCT ON (a.dir_key, a.user_key) a.directory, a.user_id
         FROM asked a
-        WHERE NOT EXISTS (
+        WHERE (
             SELECT 1 FROM users u
             WHERE lower(u.user_directory) = a.dir_key AND lower(u.user_id) = a.user_key
-            LIMIT 1  -- an index probe per request (see grant_held)
-        )
+            LIMIT 1  -- an index probe per request (see the top of this file)
+        ) IS NULL
         ORDER BY a.dir_key, a.user_key, a.i
     ), created AS (
         INSERT INTO users (id, user_directory, user_id, name, modified_by)
@@ -149,7 +155,7 @@ BEGIN
         FROM asked a JOIN created c ON c.dir_key = a.dir_key AND c.user_key = a.user_key
         WHERE a.rank > 0 AND a.version IS NULL AND p.max_live > 0
           AND a.sessions_named = 1 AND a.users_named = 1
-          AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = a.session_id LIMIT 1)
+          AND (SELECT 1 FROM sessions s WHERE s.session_id = a.session_id LIMIT 1) IS NULL
     ), wanted AS (
         SELECT f.rank, count(*)::integer AS k FROM fresh f GROUP BY f.rank
     ), picked AS (
