@@ -715,7 +715,7 @@ def compare_scenarios(
     if not args.compare:
         return []
     env = dict(kv.split("=", 1) for kv in args.compare)
-    site = start_qrs("qrs-a2", database, **qrs_environment(LIVE_SESSIONS), **env)
+    site = start_qrs("qrs-a2", database, **{**qrs_environment(LIVE_SESSIONS), **env})
     return [Scenario(f"{s.name} B", site.server, s.script, s.verify) for s in measured]
 
 
@@ -747,9 +747,8 @@ async def run(args: argparse.Namespace, bench: Bench, pg: Any, wrk_cpus: set[int
             backend,
             callers,
             QRS_BOOTSTRAP_ROLES=json.dumps(roles),
-            QRS_POLL_INTERVAL_SECONDS="3600",
-            **env,
-            **extra_env,
+            # --qrs-env and --compare may set what the bench sets: theirs win.
+            **{"QRS_POLL_INTERVAL_SECONDS": "3600", **env, **extra_env},
         )
         return Site(server, pg.url_for(database), callers.token(PROXY))
 
