@@ -60,7 +60,7 @@ listens on 127.0.0.1; every process it starts and the embedded Postgres are remo
 also on Ctrl-C or SIGTERM.
 
     python bench/access_requests.py [--duration 10] [--connections 64] [--rounds 3]
-        [--warmup 2] [--users 5000] [--seats 200000] [--race-seats 500] [--race-duration 2]
+        [--warmup 2] [--users 5000] [--seats 1000000] [--race-seats 500] [--race-duration 2]
         [--pin] [--profile [--profile-gil]] [--pg-stats] [--qrs-env NAME=VALUE ...]
         [--compare NAME=VALUE ...]
 """
@@ -829,7 +829,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_load_arguments(parser, 64)
     parser.add_argument("--users", type=int, default=5000, help="pre-allocated users")
     parser.add_argument(
-        "--seats", type=int, default=200_000, help="professional seats of the measured site"
+        "--seats", type=int, default=1_000_000, help="professional seats of the measured site"
     )
     parser.add_argument("--race-seats", type=int, default=500, help="seats of the race's site")
     parser.add_argument(
