@@ -175,6 +175,9 @@ async def drive(
     latencies: dict[str, list[float]] = defaultdict(list)
     statuses: Counter[str] = Counter()
     sessions: list[str] = []
+    # Sessions sent to be ended: an activity report chosen before another client ended its
+    # session is answered 404, and is counted apart from any other 404.
+    ended: set[str] = set()
     deadline = time.monotonic() + duration
 
     async def worker(n: int) -> None:
@@ -194,6 +197,7 @@ async def drive(
             elif roll < 0.9:
                 op, method, path = "end", "POST", "/qrs/license/accessrequest/end"
                 body, token = {"sessionId": sessions.pop(rng.randrange(len(sessions)))}, proxy
+                ended.add(body["sessionId"])
             elif roll < 0.95:
                 op, method, path, body, token = (
                     "overview",
@@ -211,7 +215,10 @@ async def drive(
                 statuses[f"{op}:{type(exc).__name__}"] += 1
                 continue
             latencies[op].append(time.perf_counter() - started)
-            statuses[f"{op}:{status}"] += 1
+            if op == "activity" and status == 404 and body["sessionId"] in ended:
+                statuses["activity:404 (ended by another client meanwhile)"] += 1
+            else:
+                statuses[f"{op}:{status}"] += 1
             if op == "access" and status == 200 and answer.get("accessGranted"):
                 sessions.append(body["sessionId"])
                 del sessions[:-5000]  # keep the list bounded
