@@ -269,6 +269,32 @@ async def test_a_session_id_the_batch_names_twice_is_left_to_decide_access_one(
     assert new == [(6,)]
 
 
+async def test_a_user_the_batch_names_twice_in_any_case_is_left_to_decide_access_one(
+    conn: asyncpg.Connection,
+) -> None:
+    # DIR\user is one identity whatever its case: named twice, whoever holds an allocation
+    # and whoever is new are both for decide_access_one.
+    await _allocation(conn, await _user(conn, "held-a"), "professional", 1)
+    await _allocation(conn, await _user(conn, "held-b"), "professional", 2)
+    requests = [
+        ("Held-A", "s-1", "000"),
+        ("held-a", "s-2", "000"),
+        ("held-b", "s-3", "000"),
+        ("New-X", "s-4", "100"),
+        ("new-x", "s-5", "100"),
+        ("new-y", "s-6", "100"),
+    ]
+    every = _call(requests)
+    held = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
+    )
+    assert held == [(3,)]
+    new = await _in_rolled_back(
+        conn, "SELECT ord FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
+    )
+    assert new == [(6,)]
+
+
 async def test_a_batch_probes_by_index_even_when_the_statistics_are_younger_than_the_rows(
     conn: asyncpg.Connection,
 ) -> None:
