@@ -355,6 +355,40 @@ async def test_new_users_never_get_more_seats_than_are_free(conn: asyncpg.Connec
     assert [r["seat"] for r in held] == list(range(1, 8))
 
 
+async def test_a_held_request_whose_session_another_transaction_opens_meanwhile_is_opened(
+    databases: DatabaseFactory,
+) -> None:
+    # grant_held answers every request it holds as opened: its upsert writes a session row
+    # for each, also when another transaction inserts that session id after the batch looked.
+    url = await databases.clone("qrs")
+    first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        await first.execute(
+            "INSERT INTO seats (pool, seat) SELECT 'professional', g FROM generate_series(1, 9) g"
+        )
+        holder = await _user(first, "holder")
+        await _allocation(first, holder, "professional", 1)
+        other = await _user(first, "other")
+        opening = first.transaction()
+        await opening.start()
+        await _live_session(first, "s-contested", other)
+        every = _call([("holder", "s-contested", "000")])
+        batch = asyncio.create_task(
+            second.fetch("SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY)
+        )
+        await asyncio.sleep(0.3)  # the batch waits on the uncommitted row
+        assert not batch.done()
+        await opening.commit()
+        assert [tuple(row) for row in await batch] == [(1,)]
+        row = await first.fetchrow(
+            "SELECT user_id, ended_at FROM sessions WHERE session_id = 's-contested'"
+        )
+        assert row is not None and row["user_id"] == holder and row["ended_at"] is None
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_concurrent_batches_drawing_on_passes_and_time_do_not_deadlock(
     databases: DatabaseFactory,
 ) -> None:
