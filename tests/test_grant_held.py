@@ -243,47 +243,37 @@ async def test_a_batch_decides_as_decide_access_one_does_request_by_request(
     assert batch[7][3] == batch[9][3] == codes["analyzer"]  # new-c, new-e
 
 
-async def test_a_session_id_the_batch_names_twice_is_left_to_decide_access_one(
-    conn: asyncpg.Connection,
+@pytest.mark.parametrize(
+    "requests",
+    [
+        # Two users who hold an allocation share a session id, and so do two new users.
+        [
+            ("held-a", "s-shared-held", "000"),
+            ("held-b", "s-shared-held", "000"),
+            ("held-c", "s-held-c", "000"),
+            ("new-a", "s-shared-new", "100"),
+            ("new-b", "s-shared-new", "100"),
+            ("new-c", "s-new-c", "100"),
+        ],
+        # DIR\user is one identity whatever its case: a holder and a new user named twice.
+        [
+            ("Held-A", "s-1", "000"),
+            ("held-a", "s-2", "000"),
+            ("held-c", "s-3", "000"),
+            ("New-X", "s-4", "100"),
+            ("new-x", "s-5", "100"),
+            ("new-y", "s-6", "100"),
+        ],
+    ],
+    ids=["session-id-twice", "user-twice-in-two-cases"],
+)
+async def test_what_the_batch_names_twice_is_left_to_decide_access_one(
+    conn: asyncpg.Connection, requests: list[tuple[str, str, str]]
 ) -> None:
-    # Two users who hold an allocation share a session id, and so do two new users; one more
-    # of each kind has its own. Only those two are for the one-statement paths.
+    # Only the third request, a holder named once, and the sixth, a new user named once,
+    # are for the one-statement paths.
     for name, seat in (("held-a", 1), ("held-b", 2), ("held-c", 3)):
         await _allocation(conn, await _user(conn, name), "professional", seat)
-    requests = [
-        ("held-a", "s-shared-held", "000"),
-        ("held-b", "s-shared-held", "000"),
-        ("held-c", "s-held-c", "000"),
-        ("new-a", "s-shared-new", "100"),
-        ("new-b", "s-shared-new", "100"),
-        ("new-c", "s-new-c", "100"),
-    ]
-    every = _call(requests)
-    held = await _in_rolled_back(
-        conn, "SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
-    )
-    assert held == [(3,)]
-    new = await _in_rolled_back(
-        conn, "SELECT ord FROM grant_new($1, $2, $3, $4, $5, $6)", *every, POLICY
-    )
-    assert new == [(6,)]
-
-
-async def test_a_user_the_batch_names_twice_in_any_case_is_left_to_decide_access_one(
-    conn: asyncpg.Connection,
-) -> None:
-    # DIR\user is one identity whatever its case: named twice, whoever holds an allocation
-    # and whoever is new are both for decide_access_one.
-    await _allocation(conn, await _user(conn, "held-a"), "professional", 1)
-    await _allocation(conn, await _user(conn, "held-b"), "professional", 2)
-    requests = [
-        ("Held-A", "s-1", "000"),
-        ("held-a", "s-2", "000"),
-        ("held-b", "s-3", "000"),
-        ("New-X", "s-4", "100"),
-        ("new-x", "s-5", "100"),
-        ("new-y", "s-6", "100"),
-    ]
     every = _call(requests)
     held = await _in_rolled_back(
         conn, "SELECT ord FROM grant_held($1, $2, $3, $4)", *every[:3], POLICY
